@@ -1,0 +1,45 @@
+"""compressor: plugin-based compression of Hugging Face encoders.
+
+Public API for users and plugin authors. Importing this package stays cheap: torch,
+transformers and onnxruntime load only when a run, a strategy or the evaluator needs them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .artifact import Artifact, Lineage, write_json_atomic
+from .errors import CompressorError, PluginError, RecipeError, SourceError, StageError
+from .hookspecs import hookimpl
+from .recipe import Recipe, load_recipe
+from .strategy import StageContext, Strategy, StrategyConfig
+from .task import TaskData
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Artifact",
+    "CompressorError",
+    "Lineage",
+    "PluginError",
+    "Recipe",
+    "RecipeError",
+    "SourceError",
+    "StageContext",
+    "StageError",
+    "Strategy",
+    "StrategyConfig",
+    "TaskData",
+    "__version__",
+    "hookimpl",
+    "load_recipe",
+    "run",
+    "write_json_atomic",
+]
+
+
+def run(recipe_path: Any, **kwargs: Any) -> Any:
+    """Run a recipe; see :func:`compressor.pipeline.run`."""
+    from .pipeline import run as _run
+
+    return _run(recipe_path, **kwargs)

@@ -1,0 +1,149 @@
+"""The ``compressor`` command line.
+
+Commands: ``run``, ``validate``, ``plugins``, ``report``. Errors caused by user input
+(:class:`~compressor.errors.CompressorError`) print one message and exit with status 2; a
+stage that crashes exits with status 1 after saying where its traceback was saved.
+
+Heavy libraries (torch, transformers) are imported only by the commands that need them, so
+``compressor --help`` and ``compressor validate`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import CompressorError
+
+EXIT_USER_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="compressor",
+        description="Compress Hugging Face encoders with YAML recipes: distillation, "
+        "quantization, pruning; every model evaluated and compared.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    r = sub.add_parser("run", help="run a recipe: stages, evaluation, report")
+    r.add_argument("recipe", type=Path, help="recipe YAML file")
+    r.add_argument("--resume", action="store_true", help="continue an existing run from its first unfinished stage")
+    r.add_argument("--overwrite", action="store_true", help="delete an existing run directory first")
+    r.add_argument("--run-dir", type=Path, help="run directory (default: <output.dir>/<name>)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    v = sub.add_parser("validate", help="validate recipes without running them")
+    v.add_argument("recipes", type=Path, nargs="+", help="recipe YAML files")
+
+    pl = sub.add_parser("plugins", help="list installed plugins and their strategies")
+    pl.add_argument("--verbose", "-v", action="store_true", help="also show modules, hooks, sources and data sets")
+
+    rep = sub.add_parser("report", help="print the comparison table of a finished run")
+    rep.add_argument("run_dir", type=Path, help="run directory")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``compressor`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except CompressorError as exc:
+        print(f"error: {exc.format()}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; finished stages are kept: rerun with --resume", file=sys.stderr)
+        return 130
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import run
+    from .manifest import read_manifest
+    from .recipe import load_recipe
+
+    try:
+        result = run(
+            args.recipe,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            run_dir=args.run_dir,
+            progress=not args.no_progress,
+        )
+    except CompressorError:
+        raise
+    except Exception as exc:  # a stage crashed: say where, keep the traceback on disk
+        loaded = load_recipe(args.recipe)
+        run_dir = args.run_dir or Path(loaded.recipe.output.dir) / loaded.recipe.name
+        manifest = read_manifest(run_dir) or {}
+        failed = manifest.get("failed_stage")
+        tb = next((s.get("traceback") for s in manifest.get("stages", []) if s.get("name") == failed), None)
+        print(
+            f"error: stage {failed!r} failed: {type(exc).__name__}: {exc}\n"
+            f"  traceback: {tb}\n  earlier stages are kept in {run_dir}; fix the cause and "
+            f"rerun with --resume",
+            file=sys.stderr,
+        )
+        return 1
+    from .report import render_table
+
+    print(render_table(result.results))
+    print(f"\nreport: {result.report}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .recipe import load_recipe
+
+    status = 0
+    for path in args.recipes:
+        try:
+            loaded = load_recipe(path)
+        except CompressorError as exc:
+            print(f"error: {exc.format()}", file=sys.stderr)
+            status = EXIT_USER_ERROR
+            continue
+        stages = ", ".join(f"{s.name} ({s.strategy})" for s in loaded.recipe.stages)
+        print(f"ok: {path}: {stages}")
+    return status
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from .plugins import get_plugins
+
+    plugins = get_plugins()
+    rows = []
+    for info in plugins.infos.values():
+        status = "disabled" if info.disabled else ("FAILED: " + info.error if info.error else "ok")
+        row = [info.name, info.package or "-", info.version or "-", ", ".join(info.strategies) or "-", status]
+        if args.verbose:
+            row[3:3] = [
+                info.module,
+                ", ".join(info.model_sources + info.datasets) or "-",
+                ", ".join(h.removeprefix("compressor_") for h in info.hooks) or "-",
+            ]
+        rows.append(row)
+    headers = ["plugin", "package", "version", "strategies", "status"]
+    if args.verbose:
+        headers[3:3] = ["module", "sources / data sets", "hooks"]
+    print(tabulate(rows, headers=headers, tablefmt="simple"))
+    return 1 if plugins.failed else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import load_results, render_table
+
+    results = load_results(args.run_dir)
+    print(render_table(results))
+    return 0
+
+
+_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "plugins": _cmd_plugins, "report": _cmd_report}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
