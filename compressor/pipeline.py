@@ -81,12 +81,26 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    if not any(isinstance(h, logging.StreamHandler) and getattr(h, "_compressor", False) for h in log.handlers):
-        console = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _Console) for h in log.handlers):
+        console = _Console()
         console.setFormatter(logging.Formatter("[compressor] %(message)s"))
-        console._compressor = True  # type: ignore[attr-defined]
         log.addHandler(console)
     return handler
+
+
+class _Console(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D401
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 def _read_results(run_dir: Path) -> list[dict[str, Any]]:
@@ -410,11 +424,17 @@ def _evaluation_settings(cfg: Any) -> Any:
 
 
 def _locate(exc: CompressorError, loaded: LoadedRecipe) -> None:
-    """Fill in ``file:line`` of a source error from its recipe key path."""
-    if exc.key and not exc.where:
-        loc: list[Any] = []
-        for part in exc.key.replace("]", "").replace("[", ".").split("."):
-            if part:
-                loc.append(int(part) if part.isdigit() else part)
-        exc.where = loaded.where(tuple(loc))
-        exc.args = (exc.format(),)
+    """Point a source error at the recipe's file:line for its key path.
+
+    A file path the source put in ``where`` (the data file at fault) moves into the message.
+    """
+    if not exc.key or not exc.key.split(".")[0] in ("model", "task"):
+        return
+    loc: list[Any] = []
+    for part in exc.key.replace("]", "").replace("[", ".").split("."):
+        if part:
+            loc.append(int(part) if part.isdigit() else part)
+    if exc.where and exc.where not in exc.message:
+        exc.message += f" (in {exc.where})"
+    exc.where = loaded.where(tuple(loc))
+    exc.args = (exc.format(),)

@@ -345,7 +345,9 @@ def validation_error(
     The first error is reported in full (file:line, key path, expected, suggestion); the
     count of further errors is appended.
     """
-    errors = exc.errors(include_url=False)
+    # A misspelled key shows up twice (unknown key + required key missing): report the
+    # unknown key first, since it carries the suggestion.
+    errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     loc = tuple(first["loc"])
     # drop pydantic's tagged-union / function-validator pseudo-locations

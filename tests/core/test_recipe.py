@@ -88,7 +88,7 @@ def test_typo_in_stage_config_key_is_phase_two(tmp_path, fake_plugins):
 
 
 def test_misspelled_strategy(tmp_path, fake_plugins):
-    text = GOOD.format(model="m").replace("strategy: copy.model\n  - name: second", "strategy: copy.modle\n  - name: second")
+    text = GOOD.format(model="m").replace("strategy: copy.model", "strategy: copy.modle", 1)
     err = error_for(tmp_path, fake_plugins, text)
     assert err.where.endswith(":14")
     assert err.key == "stages[0].strategy"
