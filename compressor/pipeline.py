@@ -218,8 +218,12 @@ def _run(loaded: LoadedRecipe, run_dir: Path, previous: dict | None, plugins: An
         cache = cache_root()
         log.info("resolving model %r (source: %s)", recipe.model.name, recipe.model.source)
         try:
+            model_name = recipe.model.name
+            # a relative local folder is relative to the recipe's folder, then to the cwd
+            if recipe.model.source in ("auto", "local") and (loaded.base_dir / model_name).is_dir():
+                model_name = str(loaded.base_dir / model_name)
             model_dir = resolve_model(
-                recipe.model.name,
+                model_name,
                 recipe.model.source,
                 sources=plugins.model_sources,
                 cache_dir=cache,
@@ -237,6 +241,7 @@ def _run(loaded: LoadedRecipe, run_dir: Path, previous: dict | None, plugins: An
                 cache_dir=cache,
                 seed=recipe.seed,
                 base_dir=loaded.base_dir,
+                task_type=recipe.task.type,
             )
         except CompressorError as exc:
             _locate(exc, loaded)
