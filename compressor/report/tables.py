@@ -1,0 +1,263 @@
+"""The comparison table: one row per evaluated model, absolute and relative columns.
+
+Input is a list of result dicts as :func:`compressor.evaluate.evaluate_artifact` returns
+them. Relative columns compare a model with its ``reference`` (the teacher of a distilled
+student, the parent otherwise) when that reference is among the results.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import CompressorError
+from ..evaluate.metrics import METRICS
+
+MISSING = "-"
+"""Cell text for values that do not apply or were not measured."""
+
+
+# --- reading values out of result dicts ------------------------------------------------
+
+
+def batch_sizes(results: Sequence[dict[str, Any]]) -> list[int]:
+    """Every batch size at which any result has latency, ascending."""
+    return sorted({e["batch_size"] for r in results for e in (r.get("latency") or [])})
+
+
+def latency_at(result: dict[str, Any], batch_size: int, key: str) -> float | None:
+    """``result``'s latency value ``key`` (e.g. ``"p50_ms"``) at ``batch_size``, or ``None``."""
+    for entry in result.get("latency") or []:
+        if entry.get("batch_size") == batch_size:
+            value = entry.get(key)
+            return float(value) if value is not None else None
+    return None
+
+
+def accuracy_value(result: dict[str, Any], key: str = "accuracy") -> float | None:
+    """A value from ``result["accuracy"]`` (fraction in [0, 1]), or ``None``."""
+    acc = result.get("accuracy") or {}
+    value = acc.get(key)
+    return float(value) if value is not None else None
+
+
+def task_metric_value(result: dict[str, Any]) -> float | None:
+    """The result's task metric (F1 or macro-F1, fraction), or ``None``."""
+    acc = result.get("accuracy") or {}
+    name = acc.get("task_metric")
+    return accuracy_value(result, name) if name else None
+
+
+def accuracy_ci95_pts(result: dict[str, Any]) -> float | None:
+    """Half-width in percentage points of a 95% normal-approximation interval of accuracy.
+
+    ``1.96 * sqrt(p * (1 - p) / n) * 100``; ``None`` without accuracy or examples.
+    """
+    p = accuracy_value(result)
+    n = (result.get("accuracy") or {}).get("n")
+    if p is None or not n:
+        return None
+    return 196.0 * math.sqrt(p * (1.0 - p) / n)
+
+
+def disk_bytes(result: dict[str, Any]) -> float | None:
+    size = result.get("size") or {}
+    if size.get("disk_bytes") is not None:
+        return float(size["disk_bytes"])
+    if size.get("disk_mb") is not None:
+        return float(size["disk_mb"]) * 1e6
+    return None
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den == 0:
+        return None
+    return num / den
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+# --- columns -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column.
+
+    :param header: header text, unit in parentheses.
+    :param value: computes the cell from (result, reference result or ``None``).
+    :param fmt: formats a non-``None`` value to text.
+    :param align: ``"left"`` or ``"right"``.
+    """
+
+    header: str
+    value: Callable[[dict[str, Any], dict[str, Any] | None], Any]
+    fmt: Callable[[Any], str] = str
+    align: str = "right"
+
+
+def _f(digits: int, signed: bool = False) -> Callable[[Any], str]:
+    spec = f"{'+' if signed else ''},.{digits}f"
+    return lambda v: format(v, spec)
+
+
+def _pct(v: float | None) -> float | None:
+    return None if v is None else 100.0 * v
+
+
+def _task_metric_header(results: Sequence[dict[str, Any]]) -> str:
+    names = {(r.get("accuracy") or {}).get("task_metric") for r in results} - {None}
+    if len(names) == 1:
+        (name,) = names
+        metric = METRICS.get(name)
+        return f"{metric.label if metric else name} (%)"
+    return "task metric (%)"
+
+
+def table_columns(results: Sequence[dict[str, Any]]) -> list[Column]:
+    """The columns of :func:`render_table` for these results.
+
+    Accuracy columns appear when any result has accuracy, latency columns when any has
+    latency, relative columns when any result's reference is among the results. The
+    "small" batch size is 1 when measured (else the smallest); throughput is shown at the
+    largest.
+    """
+    cols = [
+        Column("model", lambda r, _: r.get("model"), align="left"),
+        Column("strategy", lambda r, _: r.get("strategy"), align="left"),
+    ]
+    if any(r.get("accuracy") for r in results):
+        cols += [
+            Column("accuracy (%)", lambda r, _: _pct(accuracy_value(r)), _f(2)),
+            Column("acc ±95% (pts)", lambda r, _: accuracy_ci95_pts(r), _f(2)),
+            Column(_task_metric_header(results), lambda r, _: _pct(task_metric_value(r)), _f(2)),
+        ]
+    cols += [
+        Column("params (M)", lambda r, _: _params_m(r), _f(2)),
+        Column("disk (MB)", lambda r, _: _disk_mb(r), _f(1)),
+    ]
+    sizes = batch_sizes(results)
+    small = large = None
+    if sizes:
+        small = 1 if 1 in sizes else sizes[0]
+        large = sizes[-1]
+        for bs in sizes:
+            cols.append(
+                Column(f"p50 bs{bs} (ms)", lambda r, _, bs=bs: latency_at(r, bs, "p50_ms"), _f(2))
+            )
+        cols += [
+            Column(f"p90 bs{small} (ms)", lambda r, _: latency_at(r, small, "p90_ms"), _f(2)),
+            Column(f"p99 bs{small} (ms)", lambda r, _: latency_at(r, small, "p99_ms"), _f(2)),
+            Column(
+                f"throughput bs{large} (seq/s)",
+                lambda r, _: latency_at(r, large, "throughput_seq_per_s"),
+                _f(1),
+            ),
+        ]
+    names = {r.get("model") for r in results}
+    if any(r.get("reference") in names for r in results):
+        cols.append(
+            Column("vs", lambda r, ref: ref.get("model") if ref else None, align="left")
+        )
+        if any(r.get("accuracy") for r in results):
+            cols.append(
+                Column(
+                    "acc Δ (pts)",
+                    lambda r, ref: _pct(_diff(accuracy_value(r), accuracy_value(ref)))
+                    if ref
+                    else None,
+                    _f(2, signed=True),
+                )
+            )
+        if small is not None:
+            cols.append(
+                Column(
+                    f"speedup bs{small} (x)",
+                    lambda r, ref: _ratio(
+                        latency_at(ref, small, "p50_ms"), latency_at(r, small, "p50_ms")
+                    )
+                    if ref
+                    else None,
+                    _f(2),
+                )
+            )
+        cols.append(
+            Column(
+                "size ratio",
+                lambda r, ref: _ratio(disk_bytes(r), disk_bytes(ref)) if ref else None,
+                _f(2),
+            )
+        )
+    return cols
+
+
+def _params_m(r: dict[str, Any]) -> float | None:
+    params = (r.get("size") or {}).get("params")
+    return None if params is None else params / 1e6
+
+
+def _disk_mb(r: dict[str, Any]) -> float | None:
+    b = disk_bytes(r)
+    return None if b is None else b / 1e6
+
+
+def references(results: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
+    """For each result, the result named by its ``reference`` (first match), or ``None``."""
+    by_name: dict[str, dict[str, Any]] = {}
+    for r in results:
+        by_name.setdefault(r.get("model"), r)
+    out = []
+    for r in results:
+        ref = by_name.get(r.get("reference")) if r.get("reference") else None
+        out.append(ref if ref is not r else None)
+    return out
+
+
+def table_rows(results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Headers and raw (unformatted) cell values of the comparison table."""
+    cols = table_columns(results)
+    refs = references(results)
+    rows = [[c.value(r, ref) for c in cols] for r, ref in zip(results, refs)]
+    return [c.header for c in cols], rows
+
+
+def render_table(results: Sequence[dict[str, Any]], *, fmt: str = "github") -> str:
+    """One table comparing every evaluated model, rows in the order given.
+
+    Columns: model, strategy, accuracy (%), its 95% interval half-width (pts), the task
+    metric (%), params (M), disk (MB), p50 (ms) at each batch size, p90 and p99 (ms) at
+    batch 1, throughput (seq/s) at the largest batch size; and, when a model's
+    ``reference`` is among the results: the reference's name ("vs"), "acc Δ (pts)"
+    (model minus reference accuracy, percentage points), "speedup bs1 (x)" (reference p50
+    / model p50) and "size ratio" (model disk bytes / reference disk bytes). Cells that do
+    not apply show ``-``.
+
+    :param results: result dicts from :func:`compressor.evaluate.evaluate_artifact`.
+    :param fmt: any ``tabulate`` table format (``"github"``, ``"simple"``, ``"html"``...).
+    :returns: the table as text.
+    :raises CompressorError: for an unknown ``fmt``.
+    """
+    import tabulate
+
+    if fmt not in tabulate.tabulate_formats:
+        raise CompressorError(
+            f"unknown table format {fmt!r}",
+            expected=", ".join(sorted(tabulate.tabulate_formats)),
+        )
+    cols = table_columns(results)
+    refs = references(results)
+    rows = [
+        [MISSING if (v := c.value(r, ref)) is None else c.fmt(v) for c in cols]
+        for r, ref in zip(results, refs)
+    ]
+    return tabulate.tabulate(
+        rows,
+        headers=[c.header for c in cols],
+        tablefmt=fmt,
+        disable_numparse=True,
+        colalign=[c.align for c in cols],
+    )

@@ -1,0 +1,39 @@
+import pytest
+from pydantic import ValidationError
+
+from compressor.evaluate import EvaluationSettings
+
+
+def test_defaults():
+    s = EvaluationSettings()
+    assert s.batch_sizes == [1, 32]
+    assert s.sequence_length == 128
+    assert s.threads is None
+    assert (s.warmup, s.min_runs, s.max_runs, s.min_time_s) == (10, 30, 200, 2.0)
+    assert s.accuracy_split == "test" and s.accuracy_batch_size == 64
+    assert s.max_eval_samples is None and s.latency is True and s.device == "cpu"
+
+
+def test_every_field_is_described():
+    for name, field in EvaluationSettings.model_fields.items():
+        assert field.description, name
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"unknown_key": 1},
+        {"batch_sizes": []},
+        {"batch_sizes": [0, 1]},
+        {"batch_sizes": [1, 1]},
+        {"sequence_length": 0},
+        {"threads": 0},
+        {"min_runs": 10, "max_runs": 5},
+        {"min_time_s": -1.0},
+        {"device": "cuda"},
+        {"max_eval_samples": 0},
+    ],
+)
+def test_invalid(kwargs):
+    with pytest.raises(ValidationError):
+        EvaluationSettings(**kwargs)
