@@ -83,11 +83,34 @@ def evaluate_artifact(
         whose number of outputs differs from the task's labels, or a ``sequence_length``
         longer than the model accepts.
     """
+    return evaluate_artifacts([artifact], data, settings, progress=progress)[0]
+
+
+def evaluate_artifacts(
+    artifacts: "list[Artifact]",
+    data: "TaskData",
+    settings: EvaluationSettings,
+    *,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Evaluate several models with the same data and settings; time them interleaved.
+
+    Accuracy and size are measured model by model. Latency is measured for all models in
+    interleaved rounds (:func:`compressor.evaluate.latency.time_interleaved`): a round runs
+    one call of each model, so load from other processes falls on every model alike and
+    the ratios between models (speedups) stay meaningful. All models are held in memory
+    during timing.
+
+    :param artifacts: the models, in report order.
+    :returns: one record per artifact, as :func:`evaluate_artifact` describes; each has
+        ``"latency_interleaved_with"``: the names of the models timed in the same rounds.
+    :raises CompressorError: as :func:`evaluate_artifact`.
+    """
     from .accuracy import measure_accuracy
     from .backends import backend_for
     from .latency import (
         latency_texts,
-        measure_latency,
+        measure_latency_interleaved,
         resolve_threads,
         texts_fingerprint,
         torch_threads,
@@ -103,31 +126,56 @@ def evaluate_artifact(
             str(exc.args[0]) if exc.args else f"no split {split_name!r}",
             key="evaluation.accuracy_split",
         ) from None
-    backend_cls = backend_for(artifact)
-    lineage = artifact.lineage
 
+    records: list[dict[str, Any]] = []
+    backends: list[Any] = []
     with torch_threads(threads):
-        t0 = time.perf_counter()
-        backend = backend_cls.load(artifact, task_type=data.type, threads=threads)
-        load_time_s = time.perf_counter() - t0
         try:
-            accuracy = None
-            if data.type == "text-classification":
-                num_labels = data.num_labels or int(getattr(backend.config, "num_labels", 0))
-                accuracy = measure_accuracy(
-                    backend,
-                    split,
-                    num_labels=num_labels,
-                    split=split_name,
-                    batch_size=settings.accuracy_batch_size,
-                    max_samples=settings.max_eval_samples,
-                    progress=progress,
+            for artifact in artifacts:
+                backend_cls = backend_for(artifact)
+                t0 = time.perf_counter()
+                backend = backend_cls.load(artifact, task_type=data.type, threads=threads)
+                load_time_s = time.perf_counter() - t0
+                backends.append(backend)
+                accuracy = None
+                if data.type == "text-classification":
+                    num_labels = data.num_labels or int(getattr(backend.config, "num_labels", 0))
+                    accuracy = measure_accuracy(
+                        backend,
+                        split,
+                        num_labels=num_labels,
+                        split=split_name,
+                        batch_size=settings.accuracy_batch_size,
+                        max_samples=settings.max_eval_samples,
+                        progress=progress,
+                    )
+                lineage = artifact.lineage
+                records.append(
+                    {
+                        "model": artifact.name,
+                        "stage": lineage.stage,
+                        "strategy": lineage.strategy,
+                        "parent": lineage.parent,
+                        "reference": lineage.reference,
+                        "format": artifact.format,
+                        "backend": backend.name,
+                        "backend_version": backend.version(),
+                        "device": settings.device,
+                        "threads": threads,
+                        "sequence_length": settings.sequence_length,
+                        "task": data.name,
+                        "accuracy": accuracy,
+                        "size": measure_size(backend, artifact),
+                        "latency": [],
+                        "latency_inputs": None,
+                        "latency_interleaved_with": [],
+                        "warmup": settings.warmup,
+                        "machine": {**_machine(), "load_avg_1m": None},
+                        "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "load_time_s": load_time_s,
+                    }
                 )
-            size = measure_size(backend, artifact)
-            latency: list[dict[str, Any]] = []
-            inputs = None
-            load_avg = None
-            if settings.latency:
+            if settings.latency and backends:
                 texts, pairs = latency_texts(split, max(settings.batch_sizes))
                 inputs = {
                     "split": split_name,
@@ -135,33 +183,16 @@ def evaluate_artifact(
                     "sha256": texts_fingerprint(texts, pairs),
                 }
                 load_before = _load_average()
-                latency = measure_latency(backend, texts, pairs, settings, progress=progress)
+                latencies = measure_latency_interleaved(backends, texts, pairs, settings, progress=progress)
                 loads = [x for x in (load_before, _load_average()) if x is not None]
                 load_avg = max(loads) if loads else None
-            backend_version = backend.version()
-            backend_name = backend.name
+                names = [a.name for a in artifacts]
+                for record, latency in zip(records, latencies):
+                    record["latency"] = latency
+                    record["latency_inputs"] = inputs
+                    record["latency_interleaved_with"] = [n for n in names if n != record["model"]]
+                    record["machine"]["load_avg_1m"] = load_avg
         finally:
-            backend.close()
-
-    return {
-        "model": artifact.name,
-        "stage": lineage.stage,
-        "strategy": lineage.strategy,
-        "parent": lineage.parent,
-        "reference": lineage.reference,
-        "format": artifact.format,
-        "backend": backend_name,
-        "backend_version": backend_version,
-        "device": settings.device,
-        "threads": threads,
-        "sequence_length": settings.sequence_length,
-        "task": data.name,
-        "accuracy": accuracy,
-        "size": size,
-        "latency": latency,
-        "latency_inputs": inputs,
-        "warmup": settings.warmup,
-        "machine": {**_machine(), "load_avg_1m": load_avg},
-        "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "load_time_s": load_time_s,
-    }
+            for backend in backends:
+                backend.close()
+    return records

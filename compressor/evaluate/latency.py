@@ -192,26 +192,9 @@ def measure_latency(
     :raises CompressorError: if ``sequence_length`` exceeds what the model accepts.
     """
     length = settings.sequence_length
-    limit = backend.max_positions()
-    if limit is not None and length > limit:
-        raise CompressorError(
-            f"latency sequence_length {length} exceeds the model's maximum of {limit} tokens",
-            key="evaluation.sequence_length",
-            hint=f"set evaluation.sequence_length to at most {limit}",
-        )
-    if len(texts) < max(settings.batch_sizes):
-        raise ValueError(f"need {max(settings.batch_sizes)} texts, got {len(texts)}")
     out = []
     for bs in settings.batch_sizes:
-        batch = backend.encode(
-            texts[:bs],
-            text_pairs[:bs] if text_pairs is not None else None,
-            padding="max_length",
-            max_length=length,
-        )
-        shape = tuple(batch["input_ids"].shape)
-        if shape != (bs, length):  # a tokenizer that ignores max_length padding
-            raise CompressorError(f"latency batch has shape {shape}, expected {(bs, length)}")
+        batch = encode_latency_batch(backend, texts, text_pairs, bs, length)
         samples = time_calls(
             lambda: backend.run(batch),
             warmup=settings.warmup,
@@ -222,4 +205,116 @@ def measure_latency(
             desc=f"latency bs{bs}",
         )
         out.append(summarize(samples, batch_size=bs, sequence_length=length))
+    return out
+
+
+def time_interleaved(
+    fns: Sequence[Any],
+    *,
+    warmup: int,
+    min_runs: int,
+    max_runs: int,
+    min_time_s: float,
+    progress: bool = False,
+    desc: str = "latency",
+) -> list[list[int]]:
+    """Time several callables in interleaved rounds; one timed call of each per round.
+
+    Comparing models timed one after another mixes their speed with whatever else the
+    machine did meanwhile; interleaving spreads that load evenly over every model, so their
+    ratios stay meaningful on a busy machine. The order alternates every round (forward,
+    then reversed) so no model always runs right after the same neighbour.
+
+    Each callable gets ``warmup`` untimed calls first. Rounds continue until every callable
+    has ``min_runs`` timed calls and ``min_time_s`` seconds of timed calls of its own, or
+    ``max_runs`` rounds. The garbage collector is paused while timing.
+
+    :param fns: zero-argument callables (one forward pass of one model each).
+    :returns: per callable, the wall time of each timed call in nanoseconds.
+    """
+    from tqdm.auto import tqdm
+
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    samples: list[list[int]] = [[] for _ in fns]
+    elapsed = [0] * len(fns)
+    min_time_ns = int(min_time_s * 1e9)
+    order = list(range(len(fns)))
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        with tqdm(total=max_runs, desc=desc, unit="round", disable=not progress, leave=False) as bar:
+            for round_index in range(max_runs):
+                for i in order if round_index % 2 == 0 else reversed(order):
+                    t0 = time.perf_counter_ns()
+                    fns[i]()
+                    t1 = time.perf_counter_ns()
+                    samples[i].append(t1 - t0)
+                    elapsed[i] += t1 - t0
+                bar.update(1)
+                if round_index + 1 >= min_runs and min(elapsed) >= min_time_ns:
+                    break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return samples
+
+
+def encode_latency_batch(backend: "Backend", texts: list[str], text_pairs: list[str] | None, batch_size: int, length: int) -> Any:
+    """Tokenise the first ``batch_size`` latency texts to exactly ``length`` tokens.
+
+    :raises CompressorError: if ``length`` exceeds the model's limit, or the tokenizer
+        does not pad to ``length``.
+    """
+    limit = backend.max_positions()
+    if limit is not None and length > limit:
+        raise CompressorError(
+            f"latency sequence_length {length} exceeds the model's maximum of {limit} tokens",
+            key="evaluation.sequence_length",
+            hint=f"set evaluation.sequence_length to at most {limit}",
+        )
+    if len(texts) < batch_size:
+        raise ValueError(f"need {batch_size} texts, got {len(texts)}")
+    batch = backend.encode(
+        texts[:batch_size],
+        text_pairs[:batch_size] if text_pairs is not None else None,
+        padding="max_length",
+        max_length=length,
+    )
+    shape = tuple(batch["input_ids"].shape)
+    if shape != (batch_size, length):  # a tokenizer that ignores max_length padding
+        raise CompressorError(f"latency batch has shape {shape}, expected {(batch_size, length)}")
+    return batch
+
+
+def measure_latency_interleaved(
+    backends: Sequence["Backend"],
+    texts: list[str],
+    text_pairs: list[str] | None,
+    settings: "EvaluationSettings",
+    *,
+    progress: bool = True,
+) -> list[list[dict[str, Any]]]:
+    """Like :func:`measure_latency` for several models at once, timed in interleaved rounds.
+
+    :returns: per backend, one :func:`summarize` dict per batch size.
+    """
+    length = settings.sequence_length
+    out: list[list[dict[str, Any]]] = [[] for _ in backends]
+    for bs in settings.batch_sizes:
+        batches = [encode_latency_batch(b, texts, text_pairs, bs, length) for b in backends]
+        fns = [(lambda b=b, x=x: b.run(x)) for b, x in zip(backends, batches)]
+        per_model = time_interleaved(
+            fns,
+            warmup=settings.warmup,
+            min_runs=settings.min_runs,
+            max_runs=settings.max_runs,
+            min_time_s=settings.min_time_s,
+            progress=progress,
+            desc=f"latency bs{bs} ({len(backends)} models interleaved)",
+        )
+        for i, samples in enumerate(per_model):
+            out[i].append(summarize(samples, batch_size=bs, sequence_length=length))
     return out
