@@ -477,7 +477,7 @@ def validate_stages(loaded: LoadedRecipe, *, plugins: "Plugins | None" = None) -
                 expected=f"a task type in {list(cls.task_types)}",
             )
         try:
-            configs.append(cls.Config.model_validate(stage.config))
+            config = cls.Config.model_validate(stage.config)
         except ValidationError as exc:
             raise validation_error(
                 exc,
@@ -486,4 +486,17 @@ def validate_stages(loaded: LoadedRecipe, *, plugins: "Plugins | None" = None) -
                 lines=loaded.lines,
                 prefix=("stages", i, "config"),
             ) from None
+        # A strategy that names a teacher must name an artifact made before it.
+        teacher = getattr(config, "teacher", None)
+        earlier = ["baseline", *(s.name for s in recipe.stages[:i])]
+        if cls.needs_teacher and isinstance(teacher, str) and teacher not in earlier:
+            loc = ("stages", i, "config", "teacher")
+            raise RecipeError(
+                f"teacher {teacher!r} is not an artifact made before stage {stage.name!r}",
+                where=loaded.where(loc),
+                key=_fmt_loc(loc),
+                expected=f"one of {earlier}",
+                hint=did_you_mean(teacher, earlier),
+            )
+        configs.append(config)
     loaded.stage_configs = configs

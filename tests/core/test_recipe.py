@@ -174,3 +174,27 @@ def test_every_shipped_recipe_validates():
     assert recipes, "no recipes found"
     for path in recipes:
         load_recipe(path, plugins=plugins)
+
+
+def test_named_teacher_must_be_an_earlier_artifact(tmp_path):
+    from compressor.plugins import get_plugins
+
+    text = textwrap.dedent("""\
+        version: 1
+        name: t
+        model: {name: m}
+        task: {data: {name: mr-snippets}}
+        stages:
+          - {name: teacher, strategy: finetune}
+          - name: student
+            strategy: distill.distilbert
+            config: {teacher: teachr}
+        """)
+    path = write(tmp_path, text)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, plugins=get_plugins())
+    err = info.value
+    assert err.key == "stages[1].config.teacher" and err.where.endswith(":9")
+    assert err.hint == "did you mean 'teacher'?"
+    path.write_text(text.replace("teachr", "teacher"))
+    assert load_recipe(path, plugins=get_plugins()).stage_configs[1].teacher == "teacher"

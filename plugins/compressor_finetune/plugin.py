@@ -1,0 +1,61 @@
+"""The ``finetune`` strategy: supervised fine-tuning of a sequence-classification model.
+
+Imports only pydantic and the compressor core; torch and transformers load inside
+:meth:`FineTune.apply`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from compressor.hookspecs import hookimpl
+from compressor.strategy import Strategy
+
+from compressor.training import TrainingConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from compressor.artifact import Artifact
+    from compressor.strategy import StageContext
+
+
+class FineTuneConfig(TrainingConfig):
+    """Config of :class:`FineTune`: the training hyper-parameters of :class:`TrainingConfig`."""
+
+
+class FineTune(Strategy):
+    """Fine-tune the encoder and a sequence-classification head on the task's train split.
+
+    The input model is loaded with ``AutoModelForSequenceClassification`` sized for the task's
+    labels: a checkpoint without a classification head (e.g. a sentence-embedding model) gets
+    a freshly initialised one, and a head sized for another label set is replaced. Training
+    uses :class:`transformers.Trainer` on the ``train`` split and measures accuracy on
+    ``validation``. The output artifact holds the model (safetensors) and the tokenizer; its
+    lineage ``extra`` records ``train_loss``, ``validation_accuracy``, ``train_runtime_s``,
+    ``global_step`` and ``epochs_trained``.
+    """
+
+    name: ClassVar[str] = "finetune"
+    Config: ClassVar[type[FineTuneConfig]] = FineTuneConfig
+    description: ClassVar[str] = "Fine-tune encoder + classification head with transformers' Trainer"
+    needs_training_data: ClassVar[bool] = True
+    task_types: ClassVar[tuple[str, ...]] = ("text-classification",)
+
+    def apply(self, artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
+        """Fine-tune ``artifact`` and write the result to ``context.output_dir``.
+
+        :param artifact: a PyTorch artifact with a tokenizer.
+        :param config: a :class:`FineTuneConfig`.
+        :param context: the stage's context (data with ``train`` and ``validation`` splits).
+        :returns: the fine-tuned artifact.
+        :raises compressor.errors.StageError: for a non-classification task, missing splits
+            or columns, labels out of range, or a precision the hardware lacks.
+        """
+        from .finetune import run_finetune
+
+        return run_finetune(self, artifact, config, context)
+
+
+@hookimpl
+def compressor_register_strategies(register: Any) -> None:
+    """Register the ``finetune`` strategy."""
+    register(FineTune)
