@@ -163,10 +163,17 @@ def notes_lines(results: Sequence[dict[str, Any]]) -> list[str]:
             "reference accuracy in percentage points; speedup (x): reference p50 / model p50 "
             "(>1 is faster); size ratio: model / reference bytes on disk (<1 is smaller)."
         )
-    notes.append(
-        "- Each model is timed in its own loop, one after another; small latency ratios "
-        "vary between runs on a shared machine: repeat before drawing conclusions."
-    )
+    if any(r.get("latency_interleaved_with") for r in results):
+        notes.append(
+            "- Models were timed in interleaved rounds (one call of each model per round), so "
+            "load from other processes falls on every model alike and speedups stay "
+            "comparable; absolute times still vary between runs on a shared machine."
+        )
+    else:
+        notes.append(
+            "- Each model was timed in its own loop; small latency ratios vary between runs "
+            "on a shared machine: repeat before drawing conclusions."
+        )
     if len(_values(results, "threads")) > 1 or len(_values(results, "sequence_length")) > 1:
         notes.append("- **Warning**: models were timed with different threads or lengths.")
     return notes
