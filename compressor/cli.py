@@ -1,6 +1,6 @@
 """The ``compressor`` command line.
 
-Commands: ``run``, ``validate``, ``plugins``, ``report``. Errors caused by user input
+Commands: ``run``, ``validate``, ``plugins``, ``report``, ``schema``, ``compare``. Errors caused by user input
 (:class:`~compressor.errors.CompressorError`) print one message and exit with status 2; a
 stage that crashes exits with status 1 after saying where its traceback was saved.
 
@@ -43,6 +43,24 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="print the comparison table of a finished run")
     rep.add_argument("run_dir", type=Path, help="run directory")
+
+    cmp_ = sub.add_parser(
+        "compare", help="merge several runs into one table, report and Pareto plot"
+    )
+    cmp_.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories")
+    cmp_.add_argument("--output", "-o", type=Path, default=Path("compare"),
+                      help="folder for compare.md/.html/.csv/.json and the plots (default: ./compare)")
+    cmp_.add_argument("--allow-mixed", action="store_true",
+                      help="accept runs from different devices, thread counts or CPU/GPU models "
+                      "(ranked per group, never together)")
+    cmp_.add_argument("--title", default="Comparison", help="report title")
+
+    from .schema import add_arguments as _schema_arguments
+
+    sc = sub.add_parser(
+        "schema", help="print the recipe's JSON Schema (or one strategy's config schema, or the markdown reference)"
+    )
+    _schema_arguments(sc)
     return p
 
 
@@ -124,12 +142,13 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
             row[3:3] = [
                 info.module,
                 ", ".join(info.model_sources + info.datasets) or "-",
+                ", ".join(getattr(info, "backends", [])) or "-",
                 ", ".join(h.removeprefix("compressor_") for h in info.hooks) or "-",
             ]
         rows.append(row)
     headers = ["plugin", "package", "version", "strategies", "status"]
     if args.verbose:
-        headers[3:3] = ["module", "sources / data sets", "hooks"]
+        headers[3:3] = ["module", "sources / data sets", "backend formats", "hooks"]
     print(tabulate(rows, headers=headers, tablefmt="simple"))
     return 1 if plugins.failed else 0
 
@@ -142,7 +161,33 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "plugins": _cmd_plugins, "report": _cmd_report}
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .report import compare_runs, render_table
+
+    comparison = compare_runs(
+        args.run_dirs, output=args.output, allow_mixed=args.allow_mixed, title=args.title
+    )
+    for label, records in comparison.groups.items():
+        print(f"{label}\n{render_table(records)}\n")
+    print(f"report: {args.output / 'compare.md'} (and compare.html, compare.csv, compare.json)")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from .schema import render
+
+    print(render(args), end="")
+    return 0
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "validate": _cmd_validate,
+    "plugins": _cmd_plugins,
+    "report": _cmd_report,
+    "compare": _cmd_compare,
+    "schema": _cmd_schema,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,8 +13,9 @@ Run directory layout (``<output.dir>/<recipe name>/``)::
     results.jsonl          one evaluation record per line, appended as they are measured
     results.json, report.md
 
-Each stage has a fingerprint: a hash of the previous stage's fingerprint, its strategy and its
-validated config. ``resume=True`` reuses every finished stage whose fingerprint is unchanged
+A stage starts from the previous stage's artifact, or from the artifact its ``input`` key
+names (``baseline`` or an earlier stage). Each stage has a fingerprint: a hash of its input
+artifact's fingerprint, its strategy and its validated config. ``resume=True`` reuses every finished stage whose fingerprint is unchanged
 and continues from the first stage that is unfinished or changed.
 """
 
@@ -175,7 +176,7 @@ def run(
 
 def _run(loaded: LoadedRecipe, run_dir: Path, previous: dict | None, plugins: Any, progress: bool) -> RunResult:
     from .evaluate import evaluate_artifacts
-    from .report import write_report
+    from .report import write_model_cards, write_report
     from .sources.datasets import load_task_data
     from .sources.models import resolve_model
     from .sources.packaged import cache_root
@@ -284,9 +285,14 @@ def _run(loaded: LoadedRecipe, run_dir: Path, previous: dict | None, plugins: An
         save()
         plugins.hook.compressor_run_start(run_dir=run_dir, recipe=recipe)
 
+        stage_fingerprints = {"baseline": fingerprint}
         for index, (stage, config) in enumerate(zip(recipe.stages, loaded.stage_configs), start=1):
             strategy_cls = plugins.strategy(stage.strategy)
+            if stage.input is not None:  # validated: the baseline or an earlier stage
+                artifact = result.artifacts[stage.input]
+                fingerprint = stage_fingerprints[stage.input]
             fingerprint = _sha(fingerprint, stage.strategy, config.model_dump(mode="json"))
+            stage_fingerprints[stage.name] = fingerprint
             folder = f"{index:02d}-{stage.name}"
             out_dir = run_dir / "artifacts" / folder
             work_dir = run_dir / "work" / folder
@@ -311,10 +317,11 @@ def _run(loaded: LoadedRecipe, run_dir: Path, previous: dict | None, plugins: An
             if artifact.format not in strategy_cls.input_formats:
                 raise StageError(
                     f"strategy {stage.strategy!r} takes {list(strategy_cls.input_formats)} models, "
-                    f"but the previous stage produced a {artifact.format!r} model",
+                    f"but its input {artifact.name!r} is a {artifact.format!r} model",
                     where=loaded.where(("stages", index - 1, "strategy")),
                     key=f"stages[{index - 1}].strategy",
-                    hint="reorder the stages so that export and quantisation to ONNX come last",
+                    hint="reorder the stages so that export and quantisation come last, or "
+                    "start this stage from another artifact with 'input: <name>'",
                 )
             # A changed stage invalidates its old output and checkpoints.
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -386,31 +393,39 @@ def _run(loaded: LoadedRecipe, run_dir: Path, previous: dict | None, plugins: An
         settings = recipe.evaluation
         settings_key = _sha(settings.model_dump(mode="json"))
         fingerprints = {s["name"]: s["fingerprint"] for s in manifest["stages"]}
-        done = {
-            (r.get("model"), r.get("fingerprint"), r.get("settings_key")): r for r in _read_results(run_dir)
-        }
+        # One record per (model, device): a model may be measured on CPU and on CUDA.
+        done: dict[tuple, list[dict[str, Any]]] = {}
+        for r in _read_results(run_dir):
+            key = (r.get("model"), r.get("fingerprint"), r.get("settings_key"))
+            same_device = [x for x in done.get(key, []) if x.get("device") != r.get("device")]
+            done[key] = same_device + [r]  # the latest record per device wins
         wanted = ["baseline"] if settings.baseline else []
         wanted += [s.name for s in recipe.stages if s.evaluate]
         eval_settings = _evaluation_settings(settings)
         keys = [(name, fingerprints[name], settings_key) for name in wanted]
         if all(k in done for k in keys):
             log.info("evaluation: every model was measured in an earlier run, reused")
-            results = [done[k] for k in keys]
+            results = [r for k in keys for r in done[k]]
         else:
             # All models are measured together so their latency is timed in interleaved
             # rounds; ratios between them (speedups) then survive a busy machine.
             log.info("evaluating %s", ", ".join(wanted))
             results = evaluate_artifacts(
-                [result.artifacts[name] for name in wanted], data, eval_settings, progress=progress
+                [result.artifacts[name] for name in wanted], data, eval_settings,
+                progress=progress, output_dir=run_dir, backends=plugins.backends,
             )
-            for record, (name, fp, sk) in zip(results, keys):
-                record.update(fingerprint=fp, settings_key=sk)
+            for record in results:
+                record.update(fingerprint=fingerprints[record["model"]], settings_key=settings_key)
                 _append_result(run_dir, record)
         result.results = results
         manifest.update(status="done", finished_at=now())
         manifest.pop("failed_stage", None)
         save()
         result.report = write_report(run_dir, results, title=recipe.name, manifest=manifest)
+        write_model_cards(
+            results, result.artifacts, recipe_text=(run_dir / "recipe.yaml").read_text(encoding="utf-8"),
+            run_name=recipe.name,
+        )
         log.info("report: %s", result.report)
         return result
     except BaseException as exc:

@@ -105,14 +105,38 @@ def measure_accuracy(
 ) -> dict[str, Any]:
     """Accuracy and task metric of ``backend`` on a labelled split.
 
+    :returns: ``{"split", "n", "accuracy", "f1" | "macro_f1", "task_metric"}`` (see
+        :func:`accuracy_and_predictions`).
+    """
+    return accuracy_and_predictions(
+        backend, dataset, num_labels=num_labels, split=split, batch_size=batch_size,
+        max_samples=max_samples, progress=progress,
+    )[0]
+
+
+def accuracy_and_predictions(
+    backend: "Backend",
+    dataset: "datasets.Dataset",
+    *,
+    num_labels: int,
+    split: str,
+    batch_size: int,
+    max_samples: int | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], "np.ndarray", "np.ndarray"]:
+    """Accuracy, task metric and the per-example predictions of ``backend`` on a split.
+
     :param backend: the loaded model.
     :param dataset: the split: ``text``, optional ``text_pair``, ``label`` (int class index).
     :param num_labels: number of classes of the task.
     :param split: the split's name (recorded in the result).
     :param batch_size: sequences per forward call.
     :param max_samples: use the first this-many examples only (all if ``None``).
-    :param progress: show a progress bar.
-    :returns: ``{"split", "n", "accuracy", "f1" | "macro_f1", "task_metric"}``.
+    :param progress: show a progress bar (with an ETA).
+    :returns: ``(metrics, labels, predictions)``: ``metrics`` is ``{"split", "n",
+        "accuracy", "f1" | "macro_f1", "task_metric"}`` (fractions); ``labels`` and
+        ``predictions`` are int64 arrays of shape ``(n,)`` (argmax of the logits), kept so
+        intervals and paired differences can be computed (:mod:`compressor.evaluate.stats`).
     :raises CompressorError: for missing columns, an empty split, or a model whose output
         size differs from ``num_labels``.
     """
@@ -136,6 +160,7 @@ def measure_accuracy(
             hint="fine-tune the model on this task first (a 'finetune' stage)",
         )
     labels = np.asarray(dataset["label"], dtype=np.int64)
+    predictions = logits.argmax(axis=-1).astype(np.int64)
     result = {"split": split}
-    result.update(classification_metrics(labels, logits.argmax(axis=-1), num_labels))
-    return result
+    result.update(classification_metrics(labels, predictions, num_labels))
+    return result, labels, predictions

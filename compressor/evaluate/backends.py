@@ -5,9 +5,19 @@ The evaluator talks to a :class:`Backend` only: :meth:`Backend.load` it from an 
 (accuracy) or :meth:`Backend.run` (timing). Two backends ship:
 
 - :class:`PyTorchBackend` for ``artifact.format == "pytorch"``
-  (``AutoModelForSequenceClassification``, eval mode, ``torch.inference_mode``);
+  (``AutoModelForSequenceClassification``, eval mode, ``torch.inference_mode``; CPU or CUDA);
 - :class:`OnnxRuntimeBackend` for ``artifact.format == "onnx"``
-  (optimum's ``ORTModelForSequenceClassification`` on ``CPUExecutionProvider``).
+  (optimum's ``ORTModelForSequenceClassification`` on ``CPUExecutionProvider`` or
+  ``CUDAExecutionProvider``).
+
+Plugins add backends for formats of their own through the ``compressor_register_backends``
+hook; :func:`backend_for` finds them.
+
+Where each model is measured is decided by :func:`evaluation_devices`: on CPU always, and
+also on CUDA where a CUDA device is usable by the model's runtime (``torch.cuda.is_available()``
+for PyTorch, ``CUDAExecutionProvider`` among ``onnxruntime.get_available_providers()`` for
+ONNX Runtime) and the backend supports it for that artifact. That decision is plain CPU code,
+tested with CUDA availability faked.
 
 Heavy libraries are imported inside methods so that importing this module stays cheap.
 """
@@ -17,6 +27,7 @@ from __future__ import annotations
 import abc
 import math
 from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import CompressorError
@@ -39,12 +50,14 @@ _POSITION_OFFSET_TYPES = {
 class Backend(abc.ABC):
     """A loaded model plus its tokenizer, behind one small interface.
 
-    Subclasses set :attr:`name` and :attr:`formats` and implement :meth:`load`,
-    :meth:`encode`, :meth:`predict_logits`, :meth:`run` and :meth:`num_parameters`.
+    Subclasses set :attr:`name`, :attr:`formats` and :attr:`devices`, and implement
+    :meth:`load`, :meth:`encode`, :meth:`predict_logits`, :meth:`run` and
+    :meth:`num_parameters`.
 
     :param model: the backend's model object.
     :param tokenizer: the artifact's own Hugging Face tokenizer.
     :param config: the model's ``transformers.PretrainedConfig``.
+    :param device: ``"cpu"`` or ``"cuda"``: where the model runs.
     """
 
     #: Name recorded in results (``"pytorch"``, ``"onnxruntime"``).
@@ -53,22 +66,50 @@ class Backend(abc.ABC):
     formats: ClassVar[tuple[str, ...]]
     #: ``return_tensors`` value passed to the tokenizer (``"pt"`` or ``"np"``).
     tensor_type: ClassVar[str]
+    #: Devices the backend can run on (``"cpu"``, ``"cuda"``); see :meth:`devices_for`.
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
 
-    def __init__(self, model: Any, tokenizer: Any, config: Any) -> None:
+    def __init__(self, model: Any, tokenizer: Any, config: Any, *, device: str = "cpu") -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
+        self.device = device
 
     @classmethod
     @abc.abstractmethod
-    def load(cls, artifact: "Artifact", *, task_type: str, threads: int) -> "Backend":
-        """Load the artifact's model and tokenizer for inference on CPU.
+    def load(
+        cls, artifact: "Artifact", *, task_type: str, threads: int, device: str = "cpu"
+    ) -> "Backend":
+        """Load the artifact's model and tokenizer for inference.
 
         :param artifact: the model directory to load.
         :param task_type: ``"text-classification"`` or ``"masked-lm"`` (selects the head).
         :param threads: intra-op CPU threads the backend may use.
-        :raises CompressorError: if the directory cannot be loaded.
+        :param device: ``"cpu"`` or ``"cuda"`` (one of :meth:`devices_for`).
+        :raises CompressorError: if the directory cannot be loaded, or the device is not
+            usable.
         """
+
+    @classmethod
+    def devices_for(cls, artifact: "Artifact") -> tuple[str, ...]:
+        """Devices this backend can run ``artifact`` on (default: :attr:`devices`).
+
+        A backend whose support depends on the artifact (an fp16 model that only runs well on
+        CUDA, say) overrides this; it must not import heavy libraries or touch a GPU.
+        """
+        return tuple(cls.devices)
+
+    @classmethod
+    def cuda_usable(cls) -> bool:
+        """Whether this backend's runtime can use a CUDA device on this machine.
+
+        Default: ``torch.cuda.is_available()``. Tests replace it to fake a GPU.
+        """
+        return torch_cuda_available()
+
+    def to_device(self, batch: Any) -> Any:
+        """Move an encoded batch to :attr:`device` (identity for host-memory runtimes)."""
+        return batch
 
     @abc.abstractmethod
     def predict_logits(self, batch: Any) -> "np.ndarray":
@@ -151,41 +192,68 @@ def _load_tokenizer(path: Path) -> Any:
 
 
 class PyTorchBackend(Backend):
-    """PyTorch eager inference of a ``save_pretrained`` directory (safetensors or bin)."""
+    """PyTorch eager inference of a ``save_pretrained`` directory (safetensors or bin).
+
+    On ``"cuda"`` the model and each batch are moved to the current CUDA device; the latency
+    timers synchronise the device around each timed call.
+    """
 
     name = "pytorch"
     formats = ("pytorch",)
     tensor_type = "pt"
+    devices = ("cpu", "cuda")
 
     @classmethod
-    def load(cls, artifact: "Artifact", *, task_type: str, threads: int) -> "PyTorchBackend":
+    def load(
+        cls, artifact: "Artifact", *, task_type: str, threads: int, device: str = "cpu"
+    ) -> "PyTorchBackend":
+        model = cls.load_model(artifact, task_type=task_type)
+        model.eval()
+        return cls(model.to(device), _load_tokenizer(Path(artifact.path)), model.config, device=device)
+
+    @classmethod
+    def load_model(cls, artifact: "Artifact", *, task_type: str, **kwargs: Any) -> Any:
+        """``AutoModelFor{SequenceClassification,MaskedLM}.from_pretrained(artifact.path)``.
+
+        A folder with a ``compressor_structure.json`` (shapes ``from_pretrained`` cannot
+        rebuild from the config, e.g. per-layer FFN widths) is loaded through
+        :func:`compressor.structure.load_pretrained`, which rebuilds them first.
+
+        :param kwargs: passed to ``from_pretrained`` (e.g. ``dtype="auto"``).
+        :raises CompressorError: if the directory cannot be loaded.
+        """
         from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+        from ..structure import load_pretrained
 
         masked = task_type == "masked-lm"
         auto = AutoModelForMaskedLM if masked else AutoModelForSequenceClassification
         path = Path(artifact.path)
         try:
-            model = auto.from_pretrained(path)
+            return load_pretrained(auto, path, **kwargs)
         except (OSError, ValueError) as exc:
             raise CompressorError(
                 f"cannot load PyTorch model {artifact.name!r} from {path}: {exc}",
                 hint="the directory must be written by model.save_pretrained(dir)",
             ) from exc
-        model.eval()
-        return cls(model, _load_tokenizer(path), model.config)
+
+    def to_device(self, batch: Any) -> Any:
+        if self.device == "cpu":
+            return batch
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def predict_logits(self, batch: Any) -> "np.ndarray":
         import torch
 
         with torch.inference_mode():
-            logits = self.model(**batch).logits
+            logits = self.model(**self.to_device(batch)).logits
         return logits.float().cpu().numpy()
 
     def run(self, batch: Any) -> None:
         import torch
 
         with torch.inference_mode():
-            self.model(**batch)
+            self.model(**self.to_device(batch))
 
     def num_parameters(self) -> int:
         seen: set[tuple[int, int, tuple[int, ...]]] = set()
@@ -209,15 +277,25 @@ class OnnxRuntimeBackend(Backend):
 
     The artifact directory must hold exactly one ``*.onnx`` file (plus ``config.json`` and
     the tokenizer), as ``ORTModel*.save_pretrained`` or ``ORTQuantizer.quantize`` write it.
+    On ``"cuda"`` the session uses ``CUDAExecutionProvider`` without I/O binding, so each
+    call copies its outputs back to the host and returns when the GPU work is done.
     """
 
     name = "onnxruntime"
     formats = ("onnx",)
     tensor_type = "np"
+    devices = ("cpu", "cuda")
 
-    def __init__(self, model: Any, tokenizer: Any, config: Any, onnx_path: Path) -> None:
-        super().__init__(model, tokenizer, config)
+    def __init__(
+        self, model: Any, tokenizer: Any, config: Any, onnx_path: Path, *, device: str = "cpu"
+    ) -> None:
+        super().__init__(model, tokenizer, config, device=device)
         self.onnx_path = onnx_path
+
+    @classmethod
+    def cuda_usable(cls) -> bool:
+        """``CUDAExecutionProvider`` is among ``onnxruntime.get_available_providers()``."""
+        return ort_cuda_available()
 
     @staticmethod
     def find_onnx_file(path: Path) -> Path:
@@ -235,7 +313,9 @@ class OnnxRuntimeBackend(Backend):
         return files[0]
 
     @classmethod
-    def load(cls, artifact: "Artifact", *, task_type: str, threads: int) -> "OnnxRuntimeBackend":
+    def load(
+        cls, artifact: "Artifact", *, task_type: str, threads: int, device: str = "cpu"
+    ) -> "OnnxRuntimeBackend":
         import onnxruntime as ort
         from optimum.onnxruntime import ORTModelForMaskedLM, ORTModelForSequenceClassification
 
@@ -247,11 +327,12 @@ class OnnxRuntimeBackend(Backend):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         masked = task_type == "masked-lm"
         auto = ORTModelForMaskedLM if masked else ORTModelForSequenceClassification
+        provider = ORT_PROVIDERS[device]
         try:
             model = auto.from_pretrained(
                 path,
                 file_name=onnx_file.name,
-                provider="CPUExecutionProvider",
+                provider=provider,
                 session_options=options,
                 use_io_binding=False,
             )
@@ -261,7 +342,13 @@ class OnnxRuntimeBackend(Backend):
                 hint="export with optimum (ORTModelForSequenceClassification.from_pretrained("
                 "dir, export=True).save_pretrained(out))",
             ) from exc
-        return cls(model, _load_tokenizer(path), model.config, onnx_file)
+        used = list(getattr(model, "providers", None) or [provider])
+        if used[0] != provider:  # ONNX Runtime falls back to CPU silently
+            raise CompressorError(
+                f"ONNX Runtime did not use {provider} for {artifact.name!r} (got {used})",
+                hint="install onnxruntime-gpu matching the CUDA version, or evaluate on cpu",
+            )
+        return cls(model, _load_tokenizer(path), model.config, onnx_file, device=device)
 
     def _feed(self, batch: Any) -> dict[str, Any]:
         names = set(self.model.input_names)
@@ -288,21 +375,114 @@ class OnnxRuntimeBackend(Backend):
         return onnxruntime.__version__
 
 
+ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+"""ONNX Runtime execution provider used on each device."""
+
 BACKENDS: dict[str, type[Backend]] = {
     fmt: backend for backend in (PyTorchBackend, OnnxRuntimeBackend) for fmt in backend.formats
 }
-"""Backend class for each artifact format."""
+"""The core's backend class for each artifact format it knows (``pytorch``, ``onnx``)."""
 
 
-def backend_for(artifact: "Artifact") -> type[Backend]:
+def torch_cuda_available() -> bool:
+    """``torch.cuda.is_available()`` (``False`` when torch is not installed)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def ort_cuda_available() -> bool:
+    """Whether ``CUDAExecutionProvider`` is among ONNX Runtime's available providers."""
+    try:
+        import onnxruntime
+    except ImportError:  # pragma: no cover
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def backend_for(
+    artifact: "Artifact", registry: Mapping[str, type[Backend]] | None = None
+) -> type[Backend]:
     """The backend class that loads ``artifact``.
 
+    The core's :data:`BACKENDS` first, then the backends plugins registered through the
+    ``compressor_register_backends`` hook.
+
+    :param artifact: the artifact; its ``format`` selects the backend.
+    :param registry: format -> backend class registered by plugins; default: the
+        process-wide plugins' (:func:`compressor.plugins.get_plugins`), loaded only when the
+        format is not one of the core's.
     :raises CompressorError: for an artifact format no backend handles.
     """
-    try:
+    if artifact.format in BACKENDS:
         return BACKENDS[artifact.format]
-    except KeyError:
+    if registry is None:
+        from ..plugins import get_plugins
+
+        registry = get_plugins().backends
+    if artifact.format in registry:
+        return registry[artifact.format]
+    known = sorted({*BACKENDS, *registry})
+    raise CompressorError(
+        f"no evaluation backend for format {artifact.format!r} of artifact {artifact.name!r}",
+        expected=" | ".join(known),
+        hint="install the plugin that produced this artifact (it registers the backend "
+        "through compressor_register_backends)",
+    )
+
+
+def evaluation_devices(
+    requested: str,
+    backend_cls: type[Backend],
+    artifact: "Artifact",
+    *,
+    cuda_available: bool | None = None,
+) -> list[str]:
+    """The devices on which one artifact is measured.
+
+    - ``"auto"``: CPU, and also CUDA where the backend's runtime can use a CUDA device
+      (:meth:`Backend.cuda_usable`) and the backend runs this artifact there
+      (:meth:`Backend.devices_for`); an artifact that runs on CUDA only (an fp16 model)
+      is measured on CUDA only;
+    - ``"cpu"``: CPU only;
+    - ``"cuda"``: CUDA only.
+
+    :param requested: the ``evaluation.device`` setting: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    :param backend_cls: the artifact's backend (:func:`backend_for`).
+    :param artifact: the artifact to measure.
+    :param cuda_available: whether CUDA is usable; ``None`` asks ``backend_cls.cuda_usable()``.
+    :returns: ``["cpu"]``, ``["cuda"]`` or ``["cpu", "cuda"]`` (CPU first).
+    :raises CompressorError: for an unknown setting, ``"cuda"`` without a usable CUDA
+        device, or an artifact that runs on none of the allowed devices.
+    """
+    if requested not in ("auto", "cpu", "cuda"):
         raise CompressorError(
-            f"no evaluation backend for format {artifact.format!r} of artifact {artifact.name!r}",
-            expected=" | ".join(sorted(BACKENDS)),
-        ) from None
+            f"unknown evaluation device {requested!r}",
+            key="evaluation.device",
+            expected="auto | cpu | cuda",
+        )
+    supported = backend_cls.devices_for(artifact)
+    wants_cuda = requested in ("auto", "cuda") and "cuda" in supported
+    if wants_cuda and cuda_available is None:
+        cuda_available = backend_cls.cuda_usable()
+    devices = []
+    if requested in ("auto", "cpu") and "cpu" in supported:
+        devices.append("cpu")
+    if wants_cuda and cuda_available:
+        devices.append("cuda")
+    if requested == "cuda" and "cuda" in supported and not cuda_available:
+        raise CompressorError(
+            f"evaluation.device is 'cuda' but {backend_cls.name} cannot use a CUDA device here",
+            key="evaluation.device",
+            hint="use device: auto (CPU, plus CUDA where present) or device: cpu",
+        )
+    if not devices:
+        raise CompressorError(
+            f"artifact {artifact.name!r} ({artifact.format}) runs on {list(supported)} with the "
+            f"{backend_cls.name} backend, but evaluation.device is {requested!r}"
+            + ("" if cuda_available or "cuda" not in supported else " and no CUDA device is usable"),
+            key="evaluation.device",
+        )
+    return devices

@@ -1,32 +1,46 @@
-"""The evaluator: one implementation for every artifact (accuracy, size, latency)."""
+"""The evaluator: one implementation for every artifact (accuracy, size, memory, compute,
+latency), on every device the settings and the machine allow."""
 
 from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CompressorError
 from .settings import EvaluationSettings
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
     from ..artifact import Artifact
     from ..task import TaskData
 
+#: Folder of the run directory holding per-example predictions (one ``.npy`` per model).
+PREDICTIONS_DIR = "predictions"
 
-def _machine() -> dict[str, Any]:
+
+def _machine(device: str) -> dict[str, Any]:
     import os
     import platform
 
     from ..manifest import cpu_model
 
-    return {
+    info: dict[str, Any] = {
         "cpu_model": cpu_model(),
         "machine": platform.machine(),
         "cpus_available": len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
+        "gpu": None,
     }
+    if device == "cuda":
+        import torch
+
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
 
 
 def _load_average() -> float | None:
@@ -45,45 +59,13 @@ def evaluate_artifact(
     settings: EvaluationSettings,
     *,
     progress: bool = True,
+    output_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one model: accuracy on a labelled split, size, and CPU latency.
+    """Evaluate one model (the first record of :func:`evaluate_artifacts`: its first device).
 
-    Every model of a run goes through this function with the same ``data`` and ``settings``,
-    so results are comparable: same examples, same latency texts, same lengths, same threads.
-
-    Steps: load the model and its own tokenizer (backend chosen by ``artifact.format``);
-    under ``torch.set_num_threads(threads)`` (restored afterwards) run the accuracy pass on
-    ``data.split(settings.accuracy_split)`` (text-classification tasks only; ``None`` for
-    masked-lm); count parameters and weight bytes; time forward calls per batch size on
-    fixed-length inputs (see :mod:`compressor.evaluate.latency`).
-
-    :param artifact: the model directory and its lineage.
-    :param data: the run's data; ``text``/``text_pair``/``label`` columns.
-    :param settings: the recipe's ``evaluation`` section.
-    :param progress: show progress bars for the accuracy pass and the timing loops.
-    :returns: a JSON-serialisable dict::
-
-        {"model", "stage", "strategy", "parent", "reference", "format", "backend",
-         "backend_version", "device", "threads", "sequence_length", "task",
-         "accuracy": {"split", "n", "accuracy", "f1" | "macro_f1", "task_metric"} | None,
-         "size": {"params", "disk_bytes", "disk_mb"},
-         "latency": [{"batch_size", "sequence_length", "p50_ms", "p90_ms", "p99_ms",
-                      "mean_ms", "throughput_seq_per_s", "runs"}, ...],   # [] if off
-         "latency_inputs": {"split", "n_texts", "sha256"} | None,
-         "warmup", "machine": {"cpu_model", "machine", "cpus_available", "load_avg_1m"},
-         "evaluated_at", "load_time_s"}
-
-        ``load_avg_1m`` is the larger 1-minute load average seen before and after timing
-        (``None`` without timing): above ``cpus_available`` other processes competed for
-        the CPUs and latencies are inflated.
-
-        Accuracy-like values are fractions in [0, 1]; times in ms; throughput in sequences
-        per second (batch size / p50); disk in bytes and MB (1e6 bytes).
-    :raises CompressorError: for an unknown format, a missing split or column, a model
-        whose number of outputs differs from the task's labels, or a ``sequence_length``
-        longer than the model accepts.
+    :returns: one record as :func:`evaluate_artifacts` describes.
     """
-    return evaluate_artifacts([artifact], data, settings, progress=progress)[0]
+    return evaluate_artifacts([artifact], data, settings, progress=progress, output_dir=output_dir)[0]
 
 
 def evaluate_artifacts(
@@ -92,30 +74,76 @@ def evaluate_artifacts(
     settings: EvaluationSettings,
     *,
     progress: bool = True,
+    output_dir: Path | None = None,
+    backends: "Mapping[str, Any] | None" = None,
 ) -> list[dict[str, Any]]:
     """Evaluate several models with the same data and settings; time them interleaved.
 
-    Accuracy and size are measured model by model. Latency is measured for all models in
-    interleaved rounds (:func:`compressor.evaluate.latency.time_interleaved`): a round runs
-    one call of each model, so load from other processes falls on every model alike and
-    the ratios between models (speedups) stay meaningful. All models are held in memory
-    during timing.
+    Devices: each artifact is measured on the devices
+    :func:`compressor.evaluate.backends.evaluation_devices` picks for ``settings.device``
+    (CPU; also CUDA with ``auto`` where a GPU is usable). Models are evaluated device by
+    device, CPU first; all models of one device are held in memory together.
+
+    Per model and device: load time; accuracy and the task metric on
+    ``settings.accuracy_split`` with percentile-bootstrap intervals, and the paired
+    bootstrap difference from its ``reference`` (teacher or parent) when that model is
+    evaluated on the same device in the same call; size; precision; memory
+    (:mod:`compressor.evaluate.memory`); FLOPs per sequence at each latency length
+    (:mod:`compressor.evaluate.compute`); latency at every batch size x sequence length,
+    all models timed in interleaved rounds (:mod:`compressor.evaluate.latency`), with the
+    achieved GFLOP/s beside the machine's measured matmul peak for the model's precision.
+    Everything runs under ``torch.set_num_threads(threads)`` (restored afterwards).
 
     :param artifacts: the models, in report order.
-    :returns: one record per artifact, as :func:`evaluate_artifact` describes; each has
-        ``"latency_interleaved_with"``: the names of the models timed in the same rounds.
-    :raises CompressorError: as :func:`evaluate_artifact`.
+    :param data: the run's data; ``text``/``text_pair``/``label`` columns.
+    :param settings: the recipe's ``evaluation`` section.
+    :param progress: show progress bars (accuracy passes, calibration, timing rounds).
+    :param backends: artifact format -> backend class registered by plugins (the run's
+        ``Plugins.backends``); default: the process-wide plugins'.
+    :param output_dir: the run directory: per-example predictions are written to
+        ``output_dir/predictions/<model>.<device>.npy`` (int64 class ids, shape ``(n,)``;
+        gold labels in ``labels.npy``) and the matmul calibration is cached in
+        ``output_dir/calibration.json``; ``None`` writes nothing.
+    :returns: one JSON-serialisable record per (model, device)::
+
+        {"model", "stage", "strategy", "parent", "reference", "format", "backend",
+         "backend_version", "device", "precision", "threads", "sequence_length",
+         "sequence_lengths", "task",
+         "accuracy": {"split", "n", "accuracy", "f1" | "macro_f1", "task_metric",
+                      "ci": {"accuracy": [lo, hi], "<task metric>": [lo, hi],
+                             "confidence", "resamples", "method"},
+                      "vs_reference": {"reference", "accuracy": {"value", "low", "high"},
+                                       "<task metric>": {...}} | None,
+                      "predictions_file": str | None} | None,
+         "size": {"params", "disk_bytes", "disk_mb"},
+         "memory": {"device", "load_rss_mb", "inference_peak_mb", "peak_rss_mb", "method"}
+                   | {"device": "cuda", "load_mb", "inference_peak_mb", "peak_gpu_mb", ...}
+                   | None,
+         "compute": {"flops_per_sequence": {"<length>": flops}, "peak_gflops",
+                     "peak": {calibration}, "error"} | None,
+         "latency": [{"batch_size", "sequence_length", "p50_ms", "p50_ci_ms", "p90_ms",
+                      "p99_ms", "mean_ms", "mean_ci_ms", "std_ms", "min_ms",
+                      "throughput_seq_per_s", "throughput_ci", "runs", "timed_s",
+                      "stop_reason", "timer", "warmup", "gflops", "peak_fraction"}, ...],
+         "latency_settings": {"min_runs", "max_runs", "min_time_s", "max_time_s",
+                              "target_rel_ci", "confidence"},
+         "latency_inputs": {"split", "n_texts", "sha256"} | None,
+         "latency_interleaved_with": [names], "warmup",
+         "machine": {"cpu_model", "machine", "cpus_available", "gpu", "load_avg_1m"},
+         "evaluated_at", "load_time_s"}
+
+        Accuracy-like values are fractions in [0, 1]; times in ms; throughput in sequences
+        per second; memory and disk in MB (1e6 bytes); FLOPs per sequence counted at batch
+        1; ``gflops`` = FLOPs per sequence x batch size / p50; ``peak_fraction`` =
+        ``gflops`` / the calibrated peak. ``load_avg_1m`` is the larger 1-minute load
+        average seen before and after timing: above ``cpus_available`` other processes
+        competed for the CPUs and latencies are inflated.
+    :raises CompressorError: for an unknown format, a missing split or column, a model
+        whose number of outputs differs from the task's labels, a sequence length longer
+        than a model accepts, or a device that cannot be used.
     """
-    from .accuracy import measure_accuracy
-    from .backends import backend_for
-    from .latency import (
-        latency_texts,
-        measure_latency_interleaved,
-        resolve_threads,
-        texts_fingerprint,
-        torch_threads,
-    )
-    from .size import measure_size
+    from .backends import backend_for, evaluation_devices
+    from .latency import resolve_threads, torch_threads
 
     threads = resolve_threads(settings.threads)
     split_name = settings.accuracy_split
@@ -126,73 +154,252 @@ def evaluate_artifacts(
             str(exc.args[0]) if exc.args else f"no split {split_name!r}",
             key="evaluation.accuracy_split",
         ) from None
+    plan = []
+    for artifact in artifacts:
+        backend_cls = backend_for(artifact, backends)
+        plan.append((artifact, backend_cls, evaluation_devices(settings.device, backend_cls, artifact)))
+    devices = [d for d in ("cpu", "cuda") if any(d in p[2] for p in plan)]
+    records: list[dict[str, Any]] = []
+    with torch_threads(threads):
+        for device in devices:
+            group = [(a, cls) for a, cls, ds in plan if device in ds]
+            records += _evaluate_on_device(
+                group, data, split, settings, device=device, threads=threads,
+                progress=progress, output_dir=output_dir,
+            )
+    return records
 
+
+def _evaluate_on_device(
+    group: list[tuple["Artifact", type]],
+    data: "TaskData",
+    split: Any,
+    settings: EvaluationSettings,
+    *,
+    device: str,
+    threads: int,
+    progress: bool,
+    output_dir: Path | None,
+) -> list[dict[str, Any]]:
+    from .accuracy import accuracy_and_predictions
+    from .latency import encode_latency_batch, latency_texts, texts_fingerprint
+    from .memory import probe_for
+    from .size import measure_size
+
+    split_name = settings.accuracy_split
     records: list[dict[str, Any]] = []
     backends: list[Any] = []
-    with torch_threads(threads):
-        try:
-            for artifact in artifacts:
-                backend_cls = backend_for(artifact)
-                t0 = time.perf_counter()
-                backend = backend_cls.load(artifact, task_type=data.type, threads=threads)
-                load_time_s = time.perf_counter() - t0
-                backends.append(backend)
-                accuracy = None
-                if data.type == "text-classification":
-                    num_labels = data.num_labels or int(getattr(backend.config, "num_labels", 0))
-                    accuracy = measure_accuracy(
-                        backend,
-                        split,
-                        num_labels=num_labels,
-                        split=split_name,
-                        batch_size=settings.accuracy_batch_size,
-                        max_samples=settings.max_eval_samples,
-                        progress=progress,
-                    )
-                lineage = artifact.lineage
-                records.append(
-                    {
-                        "model": artifact.name,
-                        "stage": lineage.stage,
-                        "strategy": lineage.strategy,
-                        "parent": lineage.parent,
-                        "reference": lineage.reference,
-                        "format": artifact.format,
-                        "backend": backend.name,
-                        "backend_version": backend.version(),
-                        "device": settings.device,
-                        "threads": threads,
-                        "sequence_length": settings.sequence_length,
-                        "task": data.name,
-                        "accuracy": accuracy,
-                        "size": measure_size(backend, artifact),
-                        "latency": [],
-                        "latency_inputs": None,
-                        "latency_interleaved_with": [],
-                        "warmup": settings.warmup,
-                        "machine": {**_machine(), "load_avg_1m": None},
-                        "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "load_time_s": load_time_s,
-                    }
+    probes: list[Any] = []
+    predictions: dict[str, "np.ndarray"] = {}
+    labels = None
+    try:
+        for artifact, backend_cls in group:
+            probe = probe_for(device, backend_cls.name) if settings.memory else None
+            if probe is not None:
+                probe.before_load()
+            t0 = time.perf_counter()
+            backend = backend_cls.load(
+                artifact, task_type=data.type, threads=threads, device=device
+            )
+            load_time_s = time.perf_counter() - t0
+            if probe is not None:
+                probe.after_load()
+            backends.append(backend)
+            probes.append(probe)
+            accuracy = None
+            if data.type == "text-classification":
+                num_labels = data.num_labels or int(getattr(backend.config, "num_labels", 0))
+                accuracy, labels, preds = accuracy_and_predictions(
+                    backend,
+                    split,
+                    num_labels=num_labels,
+                    split=split_name,
+                    batch_size=settings.accuracy_batch_size,
+                    max_samples=settings.max_eval_samples,
+                    progress=progress,
                 )
-            if settings.latency and backends:
-                texts, pairs = latency_texts(split, max(settings.batch_sizes))
-                inputs = {
-                    "split": split_name,
-                    "n_texts": len(texts),
-                    "sha256": texts_fingerprint(texts, pairs),
+                predictions[artifact.name] = preds
+            lineage = artifact.lineage
+            records.append(
+                {
+                    "model": artifact.name,
+                    "stage": lineage.stage,
+                    "strategy": lineage.strategy,
+                    "parent": lineage.parent,
+                    "reference": lineage.reference,
+                    "format": artifact.format,
+                    "backend": backend.name,
+                    "backend_version": backend.version(),
+                    "device": device,
+                    "precision": _precision(backend),
+                    "threads": threads,
+                    "sequence_length": settings.lengths[0],
+                    "sequence_lengths": settings.lengths,
+                    "task": data.name,
+                    "accuracy": accuracy,
+                    "size": measure_size(backend, artifact),
+                    "memory": None,
+                    "compute": None,
+                    "latency": [],
+                    "latency_settings": {
+                        k: getattr(settings, k)
+                        for k in ("min_runs", "max_runs", "min_time_s", "max_time_s",
+                                  "target_rel_ci", "confidence")
+                    },
+                    "latency_inputs": None,
+                    "latency_interleaved_with": [],
+                    "warmup": settings.warmup,
+                    "machine": {**_machine(device), "load_avg_1m": None},
+                    "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "load_time_s": load_time_s,
                 }
-                load_before = _load_average()
-                latencies = measure_latency_interleaved(backends, texts, pairs, settings, progress=progress)
-                loads = [x for x in (load_before, _load_average()) if x is not None]
-                load_avg = max(loads) if loads else None
-                names = [a.name for a in artifacts]
-                for record, latency in zip(records, latencies):
-                    record["latency"] = latency
-                    record["latency_inputs"] = inputs
-                    record["latency_interleaved_with"] = [n for n in names if n != record["model"]]
-                    record["machine"]["load_avg_1m"] = load_avg
-        finally:
-            for backend in backends:
-                backend.close()
+            )
+        if labels is not None:
+            _accuracy_intervals(records, labels, predictions, settings, data, device, output_dir)
+
+        texts, pairs = latency_texts(split, max(settings.batch_sizes))
+        largest = (max(settings.batch_sizes), max(settings.lengths))
+        for backend, probe, record in zip(backends, probes, records):
+            if probe is not None:
+                batch = encode_latency_batch(backend, texts, pairs, *largest)
+                record["memory"] = {
+                    **probe.inference(lambda: backend.run(batch)),
+                    "batch_size": largest[0],
+                    "sequence_length": largest[1],
+                }
+            if settings.flops:
+                record["compute"] = _compute(backend, texts, pairs, settings)
+        if settings.flops and settings.calibration_s > 0:
+            _calibrate(records, settings, device=device, threads=threads,
+                       output_dir=output_dir, progress=progress)
+
+        if settings.latency and backends:
+            _latency(records, backends, texts, pairs, settings, device=device, progress=progress)
+            inputs = {
+                "split": split_name,
+                "n_texts": len(texts),
+                "sha256": texts_fingerprint(texts, pairs),
+            }
+            for record in records:
+                record["latency_inputs"] = inputs
+    finally:
+        for backend in backends:
+            backend.close()
     return records
+
+
+def _precision(backend: Any) -> str | None:
+    from .compute import model_precision
+
+    try:
+        return model_precision(backend)
+    except Exception:  # noqa: BLE001 - an unknown model object: precision unknown
+        return None
+
+
+def _accuracy_intervals(
+    records: list[dict[str, Any]],
+    labels: "np.ndarray",
+    predictions: dict[str, "np.ndarray"],
+    settings: EvaluationSettings,
+    data: "TaskData",
+    device: str,
+    output_dir: Path | None,
+) -> None:
+    """Bootstrap intervals, paired differences from the reference, predictions on disk."""
+    import numpy as np
+
+    from .stats import classification_bootstrap
+
+    folder = Path(output_dir) / PREDICTIONS_DIR if output_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "labels.npy", labels)
+    for record in records:
+        accuracy = record["accuracy"]
+        name = record["model"]
+        if accuracy is None or name not in predictions:
+            continue
+        num_labels = data.num_labels or (2 if accuracy["task_metric"] == "f1" else int(labels.max()) + 1)
+        ref = record.get("reference")
+        ref_preds = predictions.get(ref) if ref and ref != name else None
+        boot = classification_bootstrap(
+            labels,
+            predictions[name],
+            num_labels,
+            reference_predictions=ref_preds,
+            resamples=settings.bootstrap_resamples,
+            confidence=settings.confidence,
+            seed=settings.bootstrap_seed,
+        )
+        diff = boot.pop("diff", None)
+        accuracy["ci"] = boot
+        accuracy["vs_reference"] = {"reference": ref, **diff} if diff is not None else None
+        accuracy["predictions_file"] = None
+        if folder is not None:
+            path = folder / f"{name}.{device}.npy"
+            np.save(path, predictions[name])
+            accuracy["predictions_file"] = f"{PREDICTIONS_DIR}/{path.name}"
+
+
+def _compute(backend: Any, texts: list[str], pairs: list[str] | None,
+             settings: EvaluationSettings) -> dict[str, Any]:
+    from .compute import flops_per_sequence
+    from .latency import encode_latency_batch
+
+    out: dict[str, Any] = {"flops_per_sequence": {}, "peak_gflops": None, "peak": None,
+                           "error": None}
+    try:
+        for length in settings.lengths:
+            batch = encode_latency_batch(backend, texts, pairs, 1, length)
+            out["flops_per_sequence"][str(length)] = flops_per_sequence(
+                backend, batch, sequence_length=length
+            )
+    except (ValueError, RuntimeError, NotImplementedError) as exc:
+        out["flops_per_sequence"] = {}
+        out["error"] = f"FLOPs not counted: {type(exc).__name__}: {exc}"
+    return out
+
+
+def _calibrate(records: list[dict[str, Any]], settings: EvaluationSettings, *, device: str,
+               threads: int, output_dir: Path | None, progress: bool) -> None:
+    from .compute import cached_peaks
+
+    precisions = [r["precision"] for r in records if r.get("precision") and r.get("compute")]
+    peaks = cached_peaks(
+        precisions, threads=threads, device=device, cache_dir=output_dir,
+        min_run_time_s=settings.calibration_s, progress=progress,
+    )
+    for record in records:
+        peak = peaks.get(record.get("precision"))
+        if record.get("compute") is not None and peak is not None:
+            record["compute"]["peak"] = peak
+            record["compute"]["peak_gflops"] = peak.get("gflops")
+
+
+def _latency(records: list[dict[str, Any]], backends: list[Any], texts: list[str],
+             pairs: list[str] | None, settings: EvaluationSettings, *, device: str,
+             progress: bool) -> None:
+    from .latency import measure_latency_interleaved
+
+    load_before = _load_average()
+    latencies = measure_latency_interleaved(
+        backends, texts, pairs, settings, device=device, progress=progress
+    )
+    loads = [x for x in (load_before, _load_average()) if x is not None]
+    load_avg = max(loads) if loads else None
+    names = [r["model"] for r in records]
+    for record, latency in zip(records, latencies):
+        compute = record.get("compute") or {}
+        flops = compute.get("flops_per_sequence") or {}
+        peak = compute.get("peak_gflops")
+        for entry in latency:
+            per_seq = flops.get(str(entry["sequence_length"]))
+            gflops = None
+            if per_seq and entry["p50_ms"] > 0:
+                gflops = per_seq * entry["batch_size"] / (entry["p50_ms"] / 1e3) / 1e9
+            entry["gflops"] = gflops
+            entry["peak_fraction"] = gflops / peak if gflops is not None and peak else None
+        record["latency"] = latency
+        record["latency_interleaved_with"] = [n for n in names if n != record["model"]]
+        record["machine"]["load_avg_1m"] = load_avg

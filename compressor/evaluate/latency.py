@@ -1,9 +1,24 @@
-"""Latency: identical fixed-length inputs for every model, per-call wall times, percentiles.
+"""Latency: identical fixed-length inputs for every model, per-call times, percentiles.
 
 Every model of a run is timed on the same texts (the first texts of the evaluation split,
 repeated to fill the largest batch size), each tokenised by the model's own tokenizer and
-padded or truncated to exactly ``sequence_length`` tokens. Models with different tokenizers
+padded or truncated to exactly the cell's sequence length. Models with different tokenizers
 therefore see the same text, not the same token ids.
+
+Methodology (per cell of the batch size x sequence length matrix):
+
+1. ``warmup`` untimed calls of every model (on CUDA followed by a device synchronisation,
+   so lazy kernel compilation and cuDNN/cuBLAS autotuning fall outside the timed calls);
+2. timed calls in interleaved rounds (one call of each model per round, the order reversed
+   every other round), each timed on its own: ``time.perf_counter_ns`` around the call on
+   CPU; on CUDA with PyTorch, CUDA events recorded on the current stream around the call,
+   then ``Event.synchronize()``; per-call samples are kept for p90/p99;
+3. stop when every model has ``min_runs`` calls and ``min_time_s`` seconds of them and the
+   order-statistic 95% interval of its p50 is within ``target_rel_ci`` of the p50, or at
+   ``max_runs`` rounds / ``max_time_s`` seconds (the rule that stopped is recorded).
+
+The garbage collector is paused during timed rounds; the thread count is fixed by
+:func:`torch_threads` (and the ONNX Runtime session options) and recorded.
 """
 
 from __future__ import annotations
@@ -15,6 +30,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CompressorError
@@ -97,115 +113,246 @@ def texts_fingerprint(texts: Sequence[str], text_pairs: Sequence[str] | None) ->
 
 
 def summarize(
-    samples_ns: Sequence[int], *, batch_size: int, sequence_length: int
+    samples_ns: Sequence[int],
+    *,
+    batch_size: int,
+    sequence_length: int,
+    confidence: float = 0.95,
 ) -> dict[str, Any]:
-    """Percentiles of per-call wall times.
+    """Percentiles, intervals and throughput of per-call times.
 
-    :param samples_ns: one wall time per timed call, in nanoseconds.
+    :param samples_ns: one time per timed call, in nanoseconds.
     :param batch_size: sequences per call.
     :param sequence_length: tokens per sequence.
-    :returns: ``{"batch_size", "sequence_length", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
-        "throughput_seq_per_s", "runs"}``; percentiles use numpy's linear interpolation;
-        throughput is ``batch_size / median seconds``.
+    :param confidence: coverage of the intervals.
+    :returns: ``{"batch_size", "sequence_length", "p50_ms", "p50_ci_ms": [low, high],
+        "p90_ms", "p99_ms", "mean_ms", "mean_ci_ms": [low, high], "std_ms", "min_ms",
+        "throughput_seq_per_s", "throughput_ci": [low, high], "runs", "timed_s"}``;
+        percentiles use numpy's linear interpolation; the p50 interval is the
+        distribution-free order-statistic interval (:func:`~compressor.evaluate.stats.median_ci`),
+        the mean's a Student-t interval; throughput is ``batch_size / p50`` in sequences per
+        second, its interval ``batch_size / p50_ci`` (bounds swapped).
+    :raises ValueError: for no samples.
     """
     import numpy as np
+
+    from .stats import mean_ci, median_ci, percentiles
 
     if len(samples_ns) == 0:
         raise ValueError("no timing samples")
     ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99], method="linear")
+    p50, p90, p99 = percentiles(ms, [50, 90, 99])
+    lo, hi = median_ci(ms, confidence)
+    mlo, mhi = mean_ci(ms, confidence)
+
+    def tput(t_ms: float) -> float:
+        return float(batch_size / (t_ms / 1e3)) if t_ms > 0 else float("inf")
+
     return {
         "batch_size": batch_size,
         "sequence_length": sequence_length,
-        "p50_ms": float(p50),
-        "p90_ms": float(p90),
-        "p99_ms": float(p99),
+        "p50_ms": p50,
+        "p50_ci_ms": [lo, hi],
+        "p90_ms": p90,
+        "p99_ms": p99,
         "mean_ms": float(ms.mean()),
-        "throughput_seq_per_s": float(batch_size / (p50 / 1e3)) if p50 > 0 else float("inf"),
+        "mean_ci_ms": [mlo, mhi],
+        "std_ms": float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
+        "min_ms": float(ms.min()),
+        "throughput_seq_per_s": tput(p50),
+        "throughput_ci": [tput(hi), tput(lo)],
         "runs": int(len(ms)),
+        "timed_s": float(ms.sum() / 1e3),
     }
 
 
-def time_calls(
-    fn: Any,
+def p50_rel_halfwidth(samples_ns: Sequence[int], confidence: float = 0.95) -> float:
+    """Half-width of the order-statistic interval of the median, relative to the median.
+
+    ``(X_(k) - X_(j)) / 2 / median``; ``inf`` for fewer than 6 samples (no 95% interval).
+    """
+    n = len(samples_ns)
+    if n < 6:
+        return float("inf")
+    from .stats import median_ci_ranks
+
+    j, k, _ = median_ci_ranks(n, confidence)
+    x = sorted(samples_ns)
+    median = (x[(n - 1) // 2] + x[n // 2]) / 2
+    return (x[k - 1] - x[j - 1]) / 2 / median if median > 0 else float("inf")
+
+
+class WallTimer:
+    """Times a call with ``time.perf_counter_ns`` (CPU, or GPU calls that block until done).
+
+    :param synchronize: called after each call and after warm-up (e.g.
+        ``torch.cuda.synchronize`` for a GPU runtime whose calls may return early).
+    """
+
+    name = "perf_counter_ns"
+
+    def __init__(self, synchronize: Any = None) -> None:
+        self._sync = synchronize
+
+    def time(self, fn: Any) -> int:
+        """Run ``fn()`` once; returns its wall time in nanoseconds."""
+        t0 = time.perf_counter_ns()
+        fn()
+        if self._sync is not None:
+            self._sync()
+        return time.perf_counter_ns() - t0
+
+    def synchronize(self) -> None:
+        """Wait until queued device work is done (no-op on CPU)."""
+        if self._sync is not None:
+            self._sync()
+
+
+class CudaEventTimer:
+    """Times a call's GPU work with CUDA events (``torch.cuda.Event(enable_timing=True)``).
+
+    A start event is recorded on the current stream before the call and an end event after
+    it; ``end.synchronize()`` waits for the GPU, and ``start.elapsed_time(end)`` (ms, about
+    0.5 us resolution) is the time between them on the device. This follows the PyTorch CUDA
+    semantics notes ("Asynchronous execution"): host timers around an asynchronous launch
+    measure the launch, not the work.
+
+    :param cuda: the ``torch.cuda`` module, or a stand-in with ``Event`` and
+        ``synchronize`` (tests fake CUDA on machines without a GPU).
+    """
+
+    name = "cuda_event"
+
+    def __init__(self, cuda: Any = None) -> None:
+        if cuda is None:
+            import torch
+
+            cuda = torch.cuda
+        self.cuda = cuda
+
+    def time(self, fn: Any) -> int:
+        start = self.cuda.Event(enable_timing=True)
+        end = self.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return int(round(start.elapsed_time(end) * 1e6))
+
+    def synchronize(self) -> None:
+        self.cuda.synchronize()
+
+
+def timer_for(backend_name: str, device: str, cuda: Any = None) -> "WallTimer | CudaEventTimer":
+    """The timer for a backend on a device.
+
+    CPU: :class:`WallTimer`. CUDA with PyTorch: :class:`CudaEventTimer` (kernels are queued
+    asynchronously on the current stream). CUDA with another runtime (ONNX Runtime copies its
+    outputs back to the host, so a call returns when the GPU is done, on streams PyTorch does
+    not see): :class:`WallTimer` followed by ``torch.cuda.synchronize``.
+
+    :param backend_name: the backend's ``name`` (``"pytorch"``, ``"onnxruntime"``, ...).
+    :param device: ``"cpu"`` or ``"cuda"``.
+    :param cuda: the ``torch.cuda`` module or a stand-in (tests).
+    """
+    if device != "cuda":
+        return WallTimer()
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda
+    if backend_name == "pytorch":
+        return CudaEventTimer(cuda)
+    return WallTimer(synchronize=cuda.synchronize)
+
+
+@dataclass
+class Timing:
+    """Per-call samples of each callable of one interleaved timing, and why it stopped.
+
+    :ivar samples: per callable, the time of each timed call in nanoseconds.
+    :ivar stop_reason: ``"stable"`` (every p50 interval within the target), ``"min_runs"``
+        (no stability target, minimums reached), ``"max_runs"`` or ``"max_time"``.
+    :ivar rounds: timed rounds run.
+    """
+
+    samples: list[list[int]]
+    stop_reason: str
+    rounds: int
+
+
+def run_interleaved(
+    fns: Sequence[Any],
     *,
     warmup: int,
     min_runs: int,
     max_runs: int,
     min_time_s: float,
+    max_time_s: float | None = None,
+    target_rel_ci: float = 0.0,
+    confidence: float = 0.95,
+    timers: Sequence[Any] | None = None,
     progress: bool = False,
     desc: str = "latency",
-) -> list[int]:
-    """Call ``fn()`` ``warmup`` times untimed, then time calls with ``perf_counter_ns``.
+) -> Timing:
+    """Time several callables in interleaved rounds until their p50s are stable.
 
-    Timing stops once both ``min_runs`` calls and ``min_time_s`` seconds of timed calls are
-    reached, or at ``max_runs`` calls. The garbage collector is paused while timing.
+    Each callable first gets ``warmup`` untimed calls (then its timer synchronises). A round
+    times one call of each callable; the order alternates every round (forward, then
+    reversed) so no callable always follows the same neighbour. Rounds continue until every
+    callable has ``min_runs`` timed calls and ``min_time_s`` seconds of them and, when
+    ``target_rel_ci > 0``, the ``confidence`` interval of its median is within
+    ``target_rel_ci`` of the median (:func:`p50_rel_halfwidth`); or until ``max_runs`` rounds
+    or (any callable's) ``max_time_s`` seconds of timed calls. The garbage collector is
+    paused during the rounds.
 
-    :returns: wall time of each timed call, in nanoseconds.
+    :param fns: zero-argument callables (one forward pass of one model each).
+    :param timers: one timer per callable (:class:`WallTimer` by default).
+    :param progress: show a progress bar (rounds, with an ETA against ``max_runs``).
+    :returns: a :class:`Timing`.
     """
     from tqdm.auto import tqdm
 
-    for _ in range(warmup):
-        fn()
-    samples: list[int] = []
+    timers = list(timers) if timers is not None else [WallTimer() for _ in fns]
+    if len(timers) != len(fns):
+        raise ValueError("one timer per callable")
+    for fn, timer in zip(fns, timers):
+        for _ in range(warmup):
+            fn()
+        timer.synchronize()
+    samples: list[list[int]] = [[] for _ in fns]
+    elapsed = [0] * len(fns)
     min_time_ns = int(min_time_s * 1e9)
+    max_time_ns = int(max_time_s * 1e9) if max_time_s is not None else None
+    order = list(range(len(fns)))
+    reason = "max_runs"
+    rounds = 0
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
-        with tqdm(total=max_runs, desc=desc, unit="call", disable=not progress, leave=False) as bar:
-            elapsed = 0
-            while len(samples) < max_runs:
-                t0 = time.perf_counter_ns()
-                fn()
-                t1 = time.perf_counter_ns()
-                samples.append(t1 - t0)
-                elapsed += t1 - t0
+        with tqdm(total=max_runs, desc=desc, unit="round", disable=not progress, leave=False) as bar:
+            for round_index in range(max_runs):
+                for i in order if round_index % 2 == 0 else reversed(order):
+                    ns = timers[i].time(fns[i])
+                    samples[i].append(ns)
+                    elapsed[i] += ns
+                rounds = round_index + 1
                 bar.update(1)
-                if len(samples) >= min_runs and elapsed >= min_time_ns:
+                if max_time_ns is not None and max(elapsed) >= max_time_ns:
+                    reason = "max_time"
                     break
+                if rounds >= min_runs and min(elapsed) >= min_time_ns:
+                    if target_rel_ci <= 0:
+                        reason = "min_runs"
+                        break
+                    if all(p50_rel_halfwidth(s, confidence) <= target_rel_ci for s in samples):
+                        reason = "stable"
+                        break
     finally:
         if gc_was_enabled:
             gc.enable()
-    return samples
-
-
-def measure_latency(
-    backend: "Backend",
-    texts: list[str],
-    text_pairs: list[str] | None,
-    settings: "EvaluationSettings",
-    *,
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Time forward calls of ``backend`` at each of ``settings.batch_sizes``.
-
-    Batch ``b`` holds ``texts[:b]`` (and ``text_pairs[:b]``), tokenised with padding and
-    truncation to exactly ``settings.sequence_length`` tokens; tokenisation is not timed.
-
-    :param backend: the loaded model.
-    :param texts: at least ``max(settings.batch_sizes)`` texts (see :func:`latency_texts`).
-    :param text_pairs: second sequences, or ``None``.
-    :param settings: batch sizes, sequence length, warm-up and run counts.
-    :param progress: show a progress bar per batch size.
-    :returns: one :func:`summarize` dict per batch size, in ``settings.batch_sizes`` order.
-    :raises CompressorError: if ``sequence_length`` exceeds what the model accepts.
-    """
-    length = settings.sequence_length
-    out = []
-    for bs in settings.batch_sizes:
-        batch = encode_latency_batch(backend, texts, text_pairs, bs, length)
-        samples = time_calls(
-            lambda: backend.run(batch),
-            warmup=settings.warmup,
-            min_runs=settings.min_runs,
-            max_runs=settings.max_runs,
-            min_time_s=settings.min_time_s,
-            progress=progress,
-            desc=f"latency bs{bs}",
-        )
-        out.append(summarize(samples, batch_size=bs, sequence_length=length))
-    return out
+    return Timing(samples=samples, stop_reason=reason, rounds=rounds)
 
 
 def time_interleaved(
@@ -217,63 +364,59 @@ def time_interleaved(
     min_time_s: float,
     progress: bool = False,
     desc: str = "latency",
+    **kwargs: Any,
 ) -> list[list[int]]:
-    """Time several callables in interleaved rounds; one timed call of each per round.
+    """:func:`run_interleaved` returning only the samples.
 
     Comparing models timed one after another mixes their speed with whatever else the
     machine did meanwhile; interleaving spreads that load evenly over every model, so their
-    ratios stay meaningful on a busy machine. The order alternates every round (forward,
-    then reversed) so no model always runs right after the same neighbour.
+    ratios stay meaningful on a busy machine.
 
-    Each callable gets ``warmup`` untimed calls first. Rounds continue until every callable
-    has ``min_runs`` timed calls and ``min_time_s`` seconds of timed calls of its own, or
-    ``max_runs`` rounds. The garbage collector is paused while timing.
-
-    :param fns: zero-argument callables (one forward pass of one model each).
-    :returns: per callable, the wall time of each timed call in nanoseconds.
+    :returns: per callable, the time of each timed call in nanoseconds.
     """
-    from tqdm.auto import tqdm
-
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    samples: list[list[int]] = [[] for _ in fns]
-    elapsed = [0] * len(fns)
-    min_time_ns = int(min_time_s * 1e9)
-    order = list(range(len(fns)))
-    gc_was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        with tqdm(total=max_runs, desc=desc, unit="round", disable=not progress, leave=False) as bar:
-            for round_index in range(max_runs):
-                for i in order if round_index % 2 == 0 else reversed(order):
-                    t0 = time.perf_counter_ns()
-                    fns[i]()
-                    t1 = time.perf_counter_ns()
-                    samples[i].append(t1 - t0)
-                    elapsed[i] += t1 - t0
-                bar.update(1)
-                if round_index + 1 >= min_runs and min(elapsed) >= min_time_ns:
-                    break
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return samples
+    return run_interleaved(
+        fns, warmup=warmup, min_runs=min_runs, max_runs=max_runs, min_time_s=min_time_s,
+        progress=progress, desc=desc, **kwargs,
+    ).samples
 
 
-def encode_latency_batch(backend: "Backend", texts: list[str], text_pairs: list[str] | None, batch_size: int, length: int) -> Any:
+def time_calls(
+    fn: Any,
+    *,
+    warmup: int,
+    min_runs: int,
+    max_runs: int,
+    min_time_s: float,
+    progress: bool = False,
+    desc: str = "latency",
+    **kwargs: Any,
+) -> list[int]:
+    """Time one callable (:func:`run_interleaved` with a single callable).
+
+    :returns: the time of each timed call, in nanoseconds.
+    """
+    return time_interleaved(
+        [fn], warmup=warmup, min_runs=min_runs, max_runs=max_runs, min_time_s=min_time_s,
+        progress=progress, desc=desc, **kwargs,
+    )[0]
+
+
+def encode_latency_batch(
+    backend: "Backend", texts: list[str], text_pairs: list[str] | None, batch_size: int, length: int
+) -> Any:
     """Tokenise the first ``batch_size`` latency texts to exactly ``length`` tokens.
 
+    :returns: the backend-native batch, moved to the backend's device when it has one
+        (``backend.to_device(batch)``).
     :raises CompressorError: if ``length`` exceeds the model's limit, or the tokenizer
         does not pad to ``length``.
     """
     limit = backend.max_positions()
     if limit is not None and length > limit:
         raise CompressorError(
-            f"latency sequence_length {length} exceeds the model's maximum of {limit} tokens",
+            f"latency sequence length {length} exceeds the model's maximum of {limit} tokens",
             key="evaluation.sequence_length",
-            hint=f"set evaluation.sequence_length to at most {limit}",
+            hint=f"set evaluation.sequence_length (or sequence_lengths) to at most {limit}",
         )
     if len(texts) < batch_size:
         raise ValueError(f"need {batch_size} texts, got {len(texts)}")
@@ -286,7 +429,13 @@ def encode_latency_batch(backend: "Backend", texts: list[str], text_pairs: list[
     shape = tuple(batch["input_ids"].shape)
     if shape != (batch_size, length):  # a tokenizer that ignores max_length padding
         raise CompressorError(f"latency batch has shape {shape}, expected {(batch_size, length)}")
-    return batch
+    to_device = getattr(backend, "to_device", None)
+    return to_device(batch) if callable(to_device) else batch
+
+
+def latency_cells(settings: "EvaluationSettings") -> list[tuple[int, int]]:
+    """The (batch size, sequence length) cells timed, batch sizes outermost, in order."""
+    return [(bs, length) for bs in settings.batch_sizes for length in settings.lengths]
 
 
 def measure_latency_interleaved(
@@ -295,26 +444,64 @@ def measure_latency_interleaved(
     text_pairs: list[str] | None,
     settings: "EvaluationSettings",
     *,
+    device: str = "cpu",
+    timers: Sequence[Any] | None = None,
     progress: bool = True,
 ) -> list[list[dict[str, Any]]]:
-    """Like :func:`measure_latency` for several models at once, timed in interleaved rounds.
+    """Time several models at every (batch size, sequence length) cell, interleaved.
 
-    :returns: per backend, one :func:`summarize` dict per batch size.
+    :param backends: the loaded models.
+    :param texts: at least ``max(settings.batch_sizes)`` texts (see :func:`latency_texts`).
+    :param text_pairs: second sequences, or ``None``.
+    :param settings: the matrix, warm-up, run counts and stopping rule.
+    :param device: ``"cpu"`` or ``"cuda"`` (selects the timers, see :func:`timer_for`).
+    :param timers: one timer per backend (overrides ``device``; tests use fakes).
+    :param progress: show a progress bar per cell.
+    :returns: per backend, one :func:`summarize` dict per cell (:func:`latency_cells` order),
+        each with ``"stop_reason"``, ``"timer"`` and ``"warmup"`` added.
+    :raises CompressorError: if a sequence length exceeds what a model accepts.
     """
-    length = settings.sequence_length
+    timers = list(timers) if timers is not None else [timer_for(b.name, device) for b in backends]
+    cells = latency_cells(settings)
     out: list[list[dict[str, Any]]] = [[] for _ in backends]
-    for bs in settings.batch_sizes:
+    for n, (bs, length) in enumerate(cells, start=1):
         batches = [encode_latency_batch(b, texts, text_pairs, bs, length) for b in backends]
         fns = [(lambda b=b, x=x: b.run(x)) for b, x in zip(backends, batches)]
-        per_model = time_interleaved(
+        timing = run_interleaved(
             fns,
             warmup=settings.warmup,
             min_runs=settings.min_runs,
             max_runs=settings.max_runs,
             min_time_s=settings.min_time_s,
+            max_time_s=settings.max_time_s,
+            target_rel_ci=settings.target_rel_ci,
+            confidence=settings.confidence,
+            timers=timers,
             progress=progress,
-            desc=f"latency bs{bs} ({len(backends)} models interleaved)",
+            desc=f"latency {n}/{len(cells)} bs{bs} x {length} tok ({len(backends)} models)",
         )
-        for i, samples in enumerate(per_model):
-            out[i].append(summarize(samples, batch_size=bs, sequence_length=length))
+        for i, samples in enumerate(timing.samples):
+            entry = summarize(
+                samples, batch_size=bs, sequence_length=length, confidence=settings.confidence
+            )
+            entry.update(stop_reason=timing.stop_reason, timer=timers[i].name, warmup=settings.warmup)
+            out[i].append(entry)
     return out
+
+
+def measure_latency(
+    backend: "Backend",
+    texts: list[str],
+    text_pairs: list[str] | None,
+    settings: "EvaluationSettings",
+    *,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """:func:`measure_latency_interleaved` for one model.
+
+    :returns: one :func:`summarize` dict per (batch size, sequence length) cell.
+    """
+    return measure_latency_interleaved(
+        [backend], texts, text_pairs, settings, device=device, progress=progress
+    )[0]

@@ -1,4 +1,4 @@
-"""``report.md`` and ``results.json`` in a run directory."""
+"""``report.md``, ``report.html``, ``results.json``, ``results.csv`` and the Pareto plots of a run."""
 
 from __future__ import annotations
 
@@ -88,10 +88,23 @@ def header_lines(results: Sequence[dict[str, Any]], manifest: dict[str, Any] | N
         )
         runs = [e["runs"] for r in results for e in (r.get("latency") or []) if "runs" in e]
         warmups = _values(results, "warmup")
+        timers = sorted({e.get("timer", "perf_counter_ns") for r in results
+                         for e in (r.get("latency") or [])})
+        stops = sorted({e["stop_reason"] for r in results for e in (r.get("latency") or [])
+                        if e.get("stop_reason")})
+        rule = next((r.get("latency_settings") for r in results if r.get("latency_settings")), None)
+        rule_text = ""
+        if rule:
+            rule_text = (
+                f"; stop when each p50's 95% interval is within ±{100 * rule['target_rel_ci']:.1f}% "
+                f"(at least {rule['min_runs']} calls and {rule['min_time_s']:g} s; at most "
+                f"{rule['max_runs']} calls or {rule['max_time_s']:g} s)"
+            )
         lines.append(
-            f"- **Timing**: wall time of each forward call (time.perf_counter_ns) after "
-            f"{_join(warmups)} warm-up calls; {min(runs)}-{max(runs)} timed calls per batch "
-            "size; throughput = batch size / p50"
+            f"- **Timing**: each forward call timed on its own ({_join(timers)}) after "
+            f"{_join(warmups)} warm-up calls{rule_text}; {min(runs)}-{max(runs)} timed calls "
+            f"per cell{'; stopped by: ' + _join(stops) if stops else ''}; "
+            "throughput = batch size / p50"
         )
         loads = [
             (r.get("machine") or {}).get("load_avg_1m")
@@ -179,16 +192,48 @@ def notes_lines(results: Sequence[dict[str, Any]]) -> list[str]:
     return notes
 
 
+def by_device(results: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The results split by device (first-seen order): tables and rankings never mix devices."""
+    from .details import devices
+
+    return [(d, [r for r in results if (r.get("device") or "cpu") == d]) for d in devices(results)]
+
+
 def render_report(
-    results: Sequence[dict[str, Any]], *, title: str, manifest: dict[str, Any] | None = None
+    results: Sequence[dict[str, Any]],
+    *,
+    title: str,
+    manifest: dict[str, Any] | None = None,
+    figures: dict[str, str] | None = None,
 ) -> str:
-    """The Markdown text of ``report.md`` (title, header, table, notes)."""
+    """The Markdown text of ``report.md``: title, header, one comparison table (and Pareto
+    plot) per device, the detail tables (:mod:`compressor.report.details`), notes.
+
+    :param figures: device -> relative path of its Pareto plot image.
+    """
+    import tabulate
+
+    from .details import detail_tables, resource_notes
+
     parts = [f"# {title}", "", *header_lines(results, manifest), ""]
-    if results:
-        parts += ["## Results", "", render_table(results, fmt="github"), ""]
-        parts += ["## Notes", "", *notes_lines(results), ""]
-    else:
+    if not results:
         parts += ["No model was evaluated.", ""]
+        return "\n".join(parts)
+    groups = by_device(results)
+    for device, subset in groups:
+        heading = "## Results" if len(groups) == 1 else f"## Results on {device}"
+        parts += [heading, "", render_table(subset, fmt="github"), ""]
+        if figures and device in figures:
+            parts += [
+                f"![Pareto plot ({device}): accuracy vs p50 latency, marker area by disk size, "
+                f"Pareto-optimal models as red stars]({figures[device]})",
+                "",
+            ]
+    for table_title, headers, rows in detail_tables(results):
+        parts += [f"## {table_title}", "",
+                  tabulate.tabulate(rows, headers=headers, tablefmt="github",
+                                    disable_numparse=True), ""]
+    parts += ["## Notes", "", *notes_lines(results), *resource_notes(results), ""]
     return "\n".join(parts)
 
 
@@ -199,7 +244,9 @@ def write_report(
     title: str,
     manifest: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``report.md`` and ``results.json`` into ``run_dir``, each atomically.
+    """Write the reports into ``run_dir``, each file atomically: ``report.md``,
+    ``report.html`` (self-contained: plots embedded), ``results.json``, ``results.csv`` and
+    ``pareto-<device>.png``.
 
     :param run_dir: the run directory (created if missing).
     :param results: result dicts from :func:`compressor.evaluate.evaluate_artifact`, in the
@@ -208,10 +255,22 @@ def write_report(
     :param manifest: the run manifest, for the machine, versions and run identifiers.
     :returns: path of ``report.md``.
     """
+    from .figures import write_pareto_plots
+    from .flat import CSV_FILE, render_csv
+    from .html import HTML_FILE, render_html
+
     run_dir = Path(run_dir)
     write_json_atomic(run_dir / RESULTS_FILE, list(results))
+    write_text_atomic(run_dir / CSV_FILE, render_csv(results))
+    plots = write_pareto_plots(run_dir, results, title=title)
+    figures = {d: p.name for d, p in plots.items()}
+    write_text_atomic(
+        run_dir / HTML_FILE,
+        render_html(results, title=title, manifest=manifest,
+                    images={d: p.read_bytes() for d, p in plots.items()}),
+    )
     path = run_dir / REPORT_FILE
-    write_text_atomic(path, render_report(results, title=title, manifest=manifest))
+    write_text_atomic(path, render_report(results, title=title, manifest=manifest, figures=figures))
     return path
 
 

@@ -27,12 +27,23 @@ def batch_sizes(results: Sequence[dict[str, Any]]) -> list[int]:
     return sorted({e["batch_size"] for r in results for e in (r.get("latency") or [])})
 
 
-def latency_at(result: dict[str, Any], batch_size: int, key: str) -> float | None:
-    """``result``'s latency value ``key`` (e.g. ``"p50_ms"``) at ``batch_size``, or ``None``."""
+def latency_at(
+    result: dict[str, Any], batch_size: int, key: str, sequence_length: int | None = None
+) -> float | None:
+    """``result``'s latency value ``key`` (e.g. ``"p50_ms"``) at ``batch_size``, or ``None``.
+
+    :param sequence_length: the cell's length in tokens; default: the result's primary
+        length (``result["sequence_length"]``, the first of the matrix), or any length for
+        results that record none.
+    """
+    length = sequence_length if sequence_length is not None else result.get("sequence_length")
     for entry in result.get("latency") or []:
-        if entry.get("batch_size") == batch_size:
-            value = entry.get(key)
-            return float(value) if value is not None else None
+        if entry.get("batch_size") != batch_size:
+            continue
+        if length is not None and entry.get("sequence_length", length) != length:
+            continue
+        value = entry.get(key)
+        return float(value) if value is not None else None
     return None
 
 
@@ -51,10 +62,15 @@ def task_metric_value(result: dict[str, Any]) -> float | None:
 
 
 def accuracy_ci95_pts(result: dict[str, Any]) -> float | None:
-    """Half-width in percentage points of a 95% normal-approximation interval of accuracy.
+    """Half-width in percentage points of the 95% interval of accuracy.
 
-    ``1.96 * sqrt(p * (1 - p) / n) * 100``; ``None`` without accuracy or examples.
+    The evaluator's bootstrap interval (``accuracy.ci.accuracy``: half its width) when
+    recorded, else the normal approximation ``1.96 * sqrt(p * (1 - p) / n) * 100``;
+    ``None`` without accuracy or examples.
     """
+    ci = ((result.get("accuracy") or {}).get("ci") or {}).get("accuracy")
+    if ci and len(ci) == 2 and None not in ci:
+        return 50.0 * (float(ci[1]) - float(ci[0]))
     p = accuracy_value(result)
     n = (result.get("accuracy") or {}).get("n")
     if p is None or not n:
@@ -140,6 +156,8 @@ def table_columns(results: Sequence[dict[str, Any]]) -> list[Column]:
         Column("params (M)", lambda r, _: _params_m(r), _f(2)),
         Column("disk (MB)", lambda r, _: _disk_mb(r), _f(1)),
     ]
+    if any((sparsity_value(r) or 0.0) >= 0.01 for r in results):
+        cols.append(Column("sparsity (%)", lambda r, _: _pct(sparsity_value(r)), _f(1)))
     sizes = batch_sizes(results)
     small = large = None
     if sizes:
@@ -173,6 +191,9 @@ def table_columns(results: Sequence[dict[str, Any]]) -> list[Column]:
                     _f(2, signed=True),
                 )
             )
+            if any(paired_diff(r) for r in results):
+                cols.append(Column("acc Δ 95% CI (pts)", lambda r, _: _diff_ci_text(r)))
+                cols.append(Column("verdict", lambda r, _: diff_verdict(r), align="left"))
         if small is not None:
             cols.append(
                 Column(
@@ -192,7 +213,55 @@ def table_columns(results: Sequence[dict[str, Any]]) -> list[Column]:
                 _f(2),
             )
         )
+        if any(no_speedup_flag(r, ref) for r, ref in zip(results, references(results))):
+            cols.append(Column("speed check", lambda r, ref: no_speedup_flag(r, ref), align="left"))
     return cols
+
+
+def sparsity_value(result: dict[str, Any]) -> float | None:
+    """Fraction of zeros in the encoder layers' Linear weights (``size.sparsity``), or ``None``."""
+    value = (result.get("size") or {}).get("sparsity")
+    return float(value) if value is not None else None
+
+
+SHRINK_THRESHOLD = 0.10
+"""A model counts as smaller when its parameters or its non-zero weights fell by more than this
+fraction of its reference's."""
+
+SPEEDUP_THRESHOLD = 0.05
+"""... and as faster when its p50 latency fell by at least this fraction of its reference's."""
+
+
+def no_speedup_flag(result: dict[str, Any], reference: dict[str, Any] | None) -> str | None:
+    """``"no measured speedup (bs1, bs32)"`` when a model shrank but did not get faster.
+
+    The model shrank when its parameter count, or its count of non-zero parameters
+    (parameters minus the zeros in ``size.structure.zero_weights``), is more than :data:`SHRINK_THRESHOLD` below its
+    reference's; it did not get faster at a batch size where its p50 latency is less than
+    :data:`SPEEDUP_THRESHOLD` below the reference's (both measured in the same run). The
+    batch sizes listed are those without the speedup. Masks in dense kernels, the usual
+    outcome of unstructured pruning in plain PyTorch, get this flag.
+
+    :returns: the flag text, or ``None`` (no reference, not smaller, or faster everywhere).
+    """
+    if reference is None:
+        return None
+    params = (result.get("size") or {}).get("params")
+    ref_params = (reference.get("size") or {}).get("params")
+    smaller = bool(params and ref_params and params < (1.0 - SHRINK_THRESHOLD) * ref_params)
+    zeros = ((result.get("size") or {}).get("structure") or {}).get("zero_weights")
+    ref_zeros = ((reference.get("size") or {}).get("structure") or {}).get("zero_weights") or 0
+    if zeros is not None and params and ref_params:
+        nonzero, ref_nonzero = params - zeros, ref_params - ref_zeros
+        smaller = smaller or nonzero < (1.0 - SHRINK_THRESHOLD) * ref_nonzero
+    if not smaller:
+        return None
+    slow = []
+    for bs in batch_sizes([result]):
+        p50, ref_p50 = latency_at(result, bs, "p50_ms"), latency_at(reference, bs, "p50_ms")
+        if p50 is not None and ref_p50 and p50 > (1.0 - SPEEDUP_THRESHOLD) * ref_p50:
+            slow.append(f"bs{bs}")
+    return f"no measured speedup ({', '.join(slow)})" if slow else None
 
 
 def _params_m(r: dict[str, Any]) -> float | None:
@@ -206,15 +275,41 @@ def _disk_mb(r: dict[str, Any]) -> float | None:
 
 
 def references(results: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
-    """For each result, the result named by its ``reference`` (first match), or ``None``."""
-    by_name: dict[str, dict[str, Any]] = {}
+    """For each result, the result named by its ``reference`` on the same device (first
+    match), or ``None``."""
+    by_name: dict[tuple[Any, Any], dict[str, Any]] = {}
     for r in results:
-        by_name.setdefault(r.get("model"), r)
+        by_name.setdefault((r.get("model"), r.get("device")), r)
     out = []
     for r in results:
-        ref = by_name.get(r.get("reference")) if r.get("reference") else None
+        ref = by_name.get((r.get("reference"), r.get("device"))) if r.get("reference") else None
         out.append(ref if ref is not r else None)
     return out
+
+
+def paired_diff(result: dict[str, Any], key: str = "accuracy") -> dict[str, Any] | None:
+    """The evaluator's paired-bootstrap difference from the reference for metric ``key``:
+    ``{"value", "low", "high"}`` as fractions (model minus reference), or ``None``."""
+    vs = (result.get("accuracy") or {}).get("vs_reference") or {}
+    d = vs.get(key)
+    return d if isinstance(d, dict) and d.get("low") is not None else None
+
+
+def diff_verdict(result: dict[str, Any], key: str = "accuracy") -> str | None:
+    """``"within noise"`` when the paired interval contains 0, else ``"loss"``/``"gain"``."""
+    d = paired_diff(result, key)
+    if d is None:
+        return None
+    if d["low"] <= 0.0 <= d["high"]:
+        return "within noise"
+    return "loss" if d["high"] < 0 else "gain"
+
+
+def _diff_ci_text(result: dict[str, Any]) -> str | None:
+    d = paired_diff(result)
+    if d is None:
+        return None
+    return f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]"
 
 
 def table_rows(results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:

@@ -122,6 +122,8 @@ def fast_settings() -> EvaluationSettings:
         max_runs=10,
         min_time_s=0.0,
         accuracy_batch_size=16,
+        calibration_s=0.0,
+        bootstrap_resamples=200,
     )
 
 

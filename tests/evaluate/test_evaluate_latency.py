@@ -93,7 +93,7 @@ def test_latency_batch_has_exact_length(make_artifact, words):
 def test_small_model_is_faster_than_large(make_artifact, task_data):
     settings = EvaluationSettings(batch_sizes=[1], sequence_length=128, threads=1, warmup=2,
                                   min_runs=7, max_runs=15, min_time_s=0.0, latency=True,
-                                  max_eval_samples=8)
+                                  max_eval_samples=8, calibration_s=0.0)
     small = make_artifact("small", hidden=32, layers=1)
     large = make_artifact("large", hidden=256, layers=8, heads=4, intermediate=1024)
     # ~50x fewer FLOPs. The machine may be shared: interleave two rounds, keep each best p50.
@@ -139,7 +139,8 @@ def test_result_layout(make_artifact, task_data, fast_settings):
         "device": "cpu", "sequence_length": 16,
     }
     assert res["load_time_s"] > 0 and res["evaluated_at"].endswith("+00:00")
-    assert set(res["size"]) == {"params", "disk_bytes", "disk_mb"}
+    assert set(res["size"]) == {"params", "disk_bytes", "disk_mb", "structure", "sparsity"}
+    assert res["size"]["structure"]["layers"] >= 1 and res["size"]["sparsity"] == 0.0  # dense
 
 
 def test_latency_off(make_artifact, task_data, fast_settings):

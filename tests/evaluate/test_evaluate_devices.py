@@ -1,0 +1,136 @@
+"""Which devices each artifact is measured on, decided on CPU with CUDA availability faked;
+plugin backends found by format; registration errors."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from compressor.artifact import Artifact
+from compressor.errors import CompressorError, PluginError
+from compressor.evaluate import backends as B
+from compressor.evaluate.backends import (
+    OnnxRuntimeBackend,
+    PyTorchBackend,
+    backend_for,
+    evaluation_devices,
+)
+from compressor.hookspecs import hookimpl
+from compressor.plugins import Plugins
+
+
+def _art(fmt: str = "pytorch") -> Artifact:
+    return Artifact(name="m", path="/nonexistent", format=fmt)
+
+
+class CpuOnly(PyTorchBackend):
+    name = "cpu-only"
+    formats = ("pytorch-cpu-only",)
+    devices = ("cpu",)
+
+
+class CudaOnly(PyTorchBackend):
+    name = "cuda-only"
+    formats = ("pytorch-cuda-only",)
+    devices = ("cuda",)
+
+
+@pytest.mark.parametrize("cls", [PyTorchBackend, OnnxRuntimeBackend])
+def test_auto_adds_cuda_only_where_present(cls):
+    assert evaluation_devices("auto", cls, _art(), cuda_available=False) == ["cpu"]
+    assert evaluation_devices("auto", cls, _art(), cuda_available=True) == ["cpu", "cuda"]
+    assert evaluation_devices("cpu", cls, _art(), cuda_available=True) == ["cpu"]
+    assert evaluation_devices("cuda", cls, _art(), cuda_available=True) == ["cuda"]
+    with pytest.raises(CompressorError, match="cannot use a CUDA device"):
+        evaluation_devices("cuda", cls, _art(), cuda_available=False)
+
+
+def test_availability_is_asked_per_runtime(monkeypatch):
+    # torch sees a GPU but onnxruntime has no CUDA provider (CPU-only onnxruntime wheel)
+    monkeypatch.setattr(B, "torch_cuda_available", lambda: True)
+    monkeypatch.setattr(B, "ort_cuda_available", lambda: False)
+    assert evaluation_devices("auto", PyTorchBackend, _art()) == ["cpu", "cuda"]
+    assert evaluation_devices("auto", OnnxRuntimeBackend, _art("onnx")) == ["cpu"]
+    monkeypatch.setattr(B, "ort_cuda_available", lambda: True)
+    assert evaluation_devices("auto", OnnxRuntimeBackend, _art("onnx")) == ["cpu", "cuda"]
+
+
+def test_this_machine_without_gpu_measures_on_cpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert evaluation_devices("auto", PyTorchBackend, _art()) == ["cpu"]
+
+
+def test_backend_device_support_limits_the_plan():
+    assert evaluation_devices("auto", CpuOnly, _art(), cuda_available=True) == ["cpu"]
+    assert evaluation_devices("auto", CudaOnly, _art(), cuda_available=True) == ["cuda"]
+    with pytest.raises(CompressorError, match="no CUDA device is usable"):
+        evaluation_devices("auto", CudaOnly, _art(), cuda_available=False)
+    with pytest.raises(CompressorError, match="runs on"):
+        evaluation_devices("cuda", CpuOnly, _art(), cuda_available=True)
+    with pytest.raises(CompressorError, match="unknown evaluation device"):
+        evaluation_devices("tpu", PyTorchBackend, _art())
+
+
+def test_onnx_on_cuda_asks_for_the_cuda_provider(make_artifact, tmp_path, monkeypatch):
+    """The CUDA branch of OnnxRuntimeBackend.load, with optimum's loader faked."""
+    import optimum.onnxruntime as ortmod
+
+    art = make_artifact("baseline")
+    (art.path / "model.onnx").write_bytes(b"")
+    seen = {}
+
+    class FakeORT:
+        @classmethod
+        def from_pretrained(cls, path, **kw):
+            seen.update(kw)
+            return types.SimpleNamespace(providers=["CPUExecutionProvider"], config=None)
+
+    monkeypatch.setattr(ortmod, "ORTModelForSequenceClassification", FakeORT)
+    with pytest.raises(CompressorError, match="did not use CUDAExecutionProvider"):
+        OnnxRuntimeBackend.load(_onnx(art), task_type="text-classification", threads=1, device="cuda")
+    assert seen["provider"] == "CUDAExecutionProvider" and seen["use_io_binding"] is False
+
+
+def _onnx(art: Artifact) -> Artifact:
+    return Artifact(name=art.name, path=art.path, format="onnx")
+
+
+def test_backend_for_finds_plugin_formats_and_names_the_known_ones():
+    assert backend_for(_art()) is PyTorchBackend
+    assert backend_for(_art("onnx")) is OnnxRuntimeBackend
+    assert backend_for(_art("pytorch-cpu-only"), {"pytorch-cpu-only": CpuOnly}) is CpuOnly
+    with pytest.raises(CompressorError, match="no evaluation backend") as info:
+        backend_for(_art("tflite"), {"pytorch-cpu-only": CpuOnly})
+    assert "pytorch-cpu-only" in str(info.value) and "onnx" in str(info.value)
+
+
+def _backend_plugin(*classes):
+    mod = types.ModuleType("backend_plugin")
+
+    @hookimpl
+    def compressor_register_backends(register):
+        for cls in classes:
+            register(cls)
+
+    mod.compressor_register_backends = compressor_register_backends
+    return mod
+
+
+def test_backend_registration_errors():
+    plugins = Plugins().load(entry_points_enabled=False, extra=[("a", _backend_plugin(CpuOnly))])
+    assert plugins.backends == {"pytorch-cpu-only": CpuOnly}
+    assert plugins.infos["a"].backends == ["pytorch-cpu-only"]
+    with pytest.raises(PluginError, match="registered twice"):
+        Plugins().load(entry_points_enabled=False, extra=[("a", _backend_plugin(CpuOnly)), ("b", _backend_plugin(CpuOnly))])
+
+    class Hijack(PyTorchBackend):
+        formats = ("pytorch",)
+
+    with pytest.raises(PluginError, match="core's own backend"):
+        Plugins().load(entry_points_enabled=False, extra=[("h", _backend_plugin(Hijack))])
+    with pytest.raises(PluginError, match="not a Backend subclass"):
+        Plugins().load(entry_points_enabled=False, extra=[("x", _backend_plugin(object))])
