@@ -14,11 +14,18 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 LINEAGE_FILE = "lineage.json"
 
-ModelFormat = Literal["pytorch", "onnx"]
+ModelFormat = str
+"""An artifact's format: an open string naming how the model is stored and loaded.
+
+The core knows ``"pytorch"`` (``save_pretrained``: safetensors) and ``"onnx"`` (one ``.onnx``
+file, optimum layout). A plugin may define its own format (e.g. ``"pytorch-dynamic-int8"``)
+and register an evaluation backend that loads it through the ``compressor_register_backends``
+hook; strategies name the formats they take in ``Strategy.input_formats``.
+"""
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -65,7 +72,8 @@ class Artifact:
 
     :param name: unique name within a run; equals the stage name that produced it.
     :param path: directory holding the model in Hugging Face layout.
-    :param format: ``"pytorch"`` (safetensors) or ``"onnx"``.
+    :param format: ``"pytorch"`` (safetensors), ``"onnx"``, or a plugin-defined format
+        (see :data:`ModelFormat`).
     :param lineage: provenance, written to ``path / "lineage.json"`` by :meth:`save`.
     """
 

@@ -26,6 +26,7 @@ import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
     from .artifact import Artifact
+    from .evaluate.backends import Backend
     from .sources.datasets import DatasetSpec
     from .sources.models import ModelSource
     from .strategy import StageContext, Strategy
@@ -90,6 +91,32 @@ def compressor_register_datasets(register: Callable[["DatasetSpec"], None]) -> N
         def compressor_register_datasets(register):
             register(DatasetSpec(name="my-reviews", type="text-classification",
                                  label_names=["neg", "pos"], load=load_my_reviews))
+    """
+
+
+@hookspec
+def compressor_register_backends(register: Callable[["type[Backend]"], None]) -> None:
+    """Register evaluation backends for artifact formats the core does not know.
+
+    Called once, when the plugin manager loads plugins. The core ships backends for the
+    formats ``"pytorch"`` (:class:`~compressor.evaluate.backends.PyTorchBackend`) and
+    ``"onnx"`` (:class:`~compressor.evaluate.backends.OnnxRuntimeBackend`). A strategy that
+    writes a model the core cannot load (a PyTorch model quantised in place, a model in
+    another runtime's format) declares its own ``produces`` format and registers the
+    backend that loads and runs it, so the shared evaluator measures it like any other.
+
+    :param register: call ``register(BackendClass)`` once per backend. The class must
+        subclass :class:`compressor.evaluate.backends.Backend` and list in its ``formats``
+        class attribute the artifact formats it loads; a format already handled (by the
+        core or another plugin) is a :class:`compressor.errors.PluginError`. Keep the module
+        that defines the class cheap to import (torch and other heavy libraries imported
+        inside ``load``).
+
+    Example::
+
+        @hookimpl
+        def compressor_register_backends(register):
+            register(DynamicInt8Backend)   # formats = ("pytorch-dynamic-int8",)
     """
 
 

@@ -52,6 +52,7 @@ class PluginInfo:
     strategies: list[str] = field(default_factory=list)
     model_sources: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
+    backends: list[str] = field(default_factory=list)
     hooks: list[str] = field(default_factory=list)
     error: str | None = None
     disabled: bool = False
@@ -63,6 +64,8 @@ class Plugins:
     :ivar strategies: strategy name -> strategy class.
     :ivar model_sources: source name -> model source object.
     :ivar datasets: data set name -> :class:`~compressor.sources.datasets.DatasetSpec`.
+    :ivar backends: artifact format -> evaluation backend class registered by a plugin
+        (the core's own ``"pytorch"`` and ``"onnx"`` backends are not listed here).
     :ivar infos: plugin name -> :class:`PluginInfo` (loaded, failed and disabled ones).
     """
 
@@ -72,6 +75,7 @@ class Plugins:
         self.strategies: dict[str, type[Strategy]] = {}
         self.model_sources: dict[str, ModelSource] = {}
         self.datasets: dict[str, DatasetSpec] = {}
+        self.backends: dict[str, type] = {}
         self.infos: dict[str, PluginInfo] = {}
 
     # -- loading ---------------------------------------------------------------------------
@@ -188,6 +192,38 @@ class Plugins:
                 self.infos[_owner].datasets.append(spec.name)
 
             impl.function(**_opt_in(impl, register=register_dataset))
+
+        for impl in self.pm.hook.compressor_register_backends.get_hookimpls():
+            owner = impl.plugin_name
+
+            def register_backend(cls: Any, _owner: str = owner) -> None:
+                from .evaluate.backends import BACKENDS, Backend
+
+                if not (isinstance(cls, type) and issubclass(cls, Backend)):
+                    raise PluginError(f"plugin {_owner!r} registered {cls!r}, not a Backend subclass")
+                formats = tuple(getattr(cls, "formats", ()) or ())
+                if not formats or not all(isinstance(f, str) and f for f in formats):
+                    raise PluginError(
+                        f"plugin {_owner!r}: backend {cls.__name__} lists no artifact formats",
+                        hint="set the class attribute formats = ('my-format',)",
+                    )
+                for fmt in formats:
+                    if fmt in BACKENDS:
+                        raise PluginError(
+                            f"plugin {_owner!r}: backend {cls.__name__} claims format {fmt!r}, "
+                            "which the core's own backend loads",
+                            hint="name a format of your own",
+                        )
+                    if fmt in self.backends:
+                        raise PluginError(
+                            f"backend for format {fmt!r} registered twice "
+                            f"(by {self._owner_of('backends', fmt)!r} and {_owner!r})"
+                        )
+                for fmt in formats:
+                    self.backends[fmt] = cls
+                    self.infos[_owner].backends.append(fmt)
+
+            impl.function(**_opt_in(impl, register=register_backend))
 
     def _owner_of(self, kind: str, name: str) -> str:
         for info in self.infos.values():

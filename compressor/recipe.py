@@ -121,10 +121,25 @@ class EvaluationConfig(EvaluationSettings):
 
 
 class StageConfig(_Strict):
-    """One stage: a strategy applied to the previous stage's artifact."""
+    """One stage: a strategy applied to the previous stage's artifact, or to the artifact
+    named by ``input``.
+
+    ``input`` lets several stages start from the same model, e.g. four quantisations of one
+    fine-tuned teacher::
+
+        - {name: teacher, strategy: finetune}
+        - {name: int8-torch, strategy: quantize.dynamic-int8, input: teacher}
+        - {name: int8-ort, strategy: quantize.ort-dynamic, input: teacher}
+    """
 
     name: str = Field(description="Unique stage name; also the name of the artifact it makes.")
     strategy: str = Field(description="Registered strategy name, e.g. 'finetune'.")
+    input: str | None = Field(
+        None,
+        description="Name of the artifact this stage starts from: 'baseline' or an earlier "
+        "stage's name. Unset means the previous stage's artifact (the baseline for the "
+        "first stage).",
+    )
     config: dict[str, Any] = Field(default_factory=dict, description="The strategy's settings.")
     evaluate: bool = Field(True, description="Evaluate this stage's artifact.")
 
@@ -469,6 +484,17 @@ def validate_stages(loaded: LoadedRecipe, *, plugins: "Plugins | None" = None) -
                 or "run 'compressor plugins' to list installed strategies",
             )
         cls = plugins.strategies[stage.strategy]
+        if stage.input is not None:
+            earlier_names = ["baseline", *(s.name for s in recipe.stages[:i])]
+            if stage.input not in earlier_names:
+                loc = ("stages", i, "input")
+                raise RecipeError(
+                    f"input {stage.input!r} is not an artifact made before stage {stage.name!r}",
+                    where=loaded.where(loc),
+                    key=_fmt_loc(loc),
+                    expected=f"one of {earlier_names}",
+                    hint=did_you_mean(stage.input, earlier_names),
+                )
         if recipe.task.type not in cls.task_types:
             raise RecipeError(
                 f"strategy {stage.strategy!r} does not support task type {recipe.task.type!r}",

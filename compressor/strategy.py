@@ -55,8 +55,11 @@ class Strategy:
     :cvar needs_training_data: the stage trains on the task's ``train`` split.
     :cvar needs_calibration_data: the stage reads calibration examples.
     :cvar needs_teacher: the stage uses a teacher model (see ``StageContext.artifact``).
-    :cvar input_formats: artifact formats ``apply`` accepts.
-    :cvar produces: artifact format ``apply`` returns.
+    :cvar input_formats: artifact formats ``apply`` accepts (open strings: ``"pytorch"``,
+        ``"onnx"``, or a plugin's own format such as ``"pytorch-dynamic-int8"``).
+    :cvar produces: artifact format ``apply`` returns; a format other than ``"pytorch"`` and
+        ``"onnx"`` needs an evaluation backend registered through
+        ``compressor_register_backends``.
     :cvar task_types: task types (``TaskData.type``) the strategy supports.
     """
 

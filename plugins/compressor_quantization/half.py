@@ -1,0 +1,49 @@
+"""``quantize.half``: cast weights to float16 or bfloat16 and save them in that dtype."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from compressor.errors import StageError
+
+from .backends import FORMAT_HALF
+from .hardware import BF16_CPU_FLAGS, choose_half_dtype, cpu_flags
+
+if TYPE_CHECKING:  # pragma: no cover
+    from compressor.artifact import Artifact
+    from compressor.strategy import StageContext, Strategy
+
+    from .plugin import HalfConfig
+
+
+def run_half(
+    strategy: "Strategy", artifact: "Artifact", config: "HalfConfig", context: "StageContext"
+) -> "Artifact":
+    """Cast and save; see :class:`~.plugin.Half`."""
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    flags = cpu_flags()
+    cuda_bf16 = context.device == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    dtype_name = choose_half_dtype(config.dtype, device=context.device, flags=flags, cuda_bf16=cuda_bf16)
+    reason = (
+        f"CUDA device ({context.device})"
+        if context.device == "cuda"
+        else f"CPU flags {sorted(set(flags) & set(BF16_CPU_FLAGS))}"
+    )
+    src = Path(artifact.path)
+    auto = AutoModelForMaskedLM if context.data.type == "masked-lm" else AutoModelForSequenceClassification
+    try:
+        model = auto.from_pretrained(src, dtype=torch.float32).eval()
+        tokenizer = AutoTokenizer.from_pretrained(src)
+    except (OSError, ValueError) as exc:
+        raise StageError(f"cannot load artifact {artifact.name!r} at {src}: {exc}") from exc
+    model = model.to(getattr(torch, dtype_name))
+    out = Path(context.output_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    context.logger.info("%s: weights cast to %s (%s)", context.stage_name, dtype_name, reason)
+    return context.new_artifact(
+        artifact, strategy.name, config, format=FORMAT_HALF, extra={"dtype": dtype_name, "reason": reason}
+    )

@@ -1,0 +1,97 @@
+"""export.onnx on a tiny BERT: export, O2 fusion, parity recorded, a broken export fails."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compressor.artifact import Artifact
+from compressor.errors import StageError
+
+pytest.importorskip("optimum.onnxruntime")
+
+from compressor_export.plugin import ExportOnnx, ExportOnnxConfig  # noqa: E402
+
+
+def _export(tiny_bert_dir: Path, make_context, stage: str = "onnx", **cfg):
+    ctx = make_context(stage)
+    base = Artifact(name="baseline", path=tiny_bert_dir)
+    return ExportOnnx().apply(base, ExportOnnxConfig(parity_samples=24, **cfg), ctx)
+
+
+def _logits(onnx_dir: Path, tiny_bert_dir: Path, texts: list[str]):
+    import torch
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(onnx_dir)
+    enc = tok(texts, padding=True, return_tensors="np")
+    ort_model = ORTModelForSequenceClassification.from_pretrained(onnx_dir)
+    got = np.asarray(ort_model(**enc).logits)
+    ref_model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).eval()
+    with torch.inference_mode():
+        ref = ref_model(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.numpy()
+    return ref, got
+
+
+def test_export_records_parity_and_reloads(tiny_bert_dir, make_context, task_data):
+    art = _export(tiny_bert_dir, make_context)
+    assert art.format == "onnx"
+    assert sorted(p.name for p in art.path.glob("*.onnx")) == ["model.onnx"]
+    parity = art.lineage.extra["parity"]
+    assert parity["n"] == 24 and parity["split"] == "test"
+    assert 0.0 <= parity["max_abs_diff"] <= parity["tolerance"] == 1e-3
+    assert parity["argmax_agreement"] == 1.0
+    # the recorded difference is the one an independent comparison finds
+    ref, got = _logits(art.path, tiny_bert_dir, task_data.split("test")["text"][:24])
+    assert np.abs(ref - got).max() == pytest.approx(parity["max_abs_diff"], abs=1e-5)
+    loaded = Artifact.load(art.path)
+    assert loaded.format == "onnx" and loaded.lineage.strategy == "export.onnx"
+
+
+def test_export_o2_fuses_attention_and_keeps_parity(tiny_bert_dir, make_context):
+    art = _export(tiny_bert_dir, make_context, optimization="O2")
+    fused = art.lineage.extra["fused_operators"]
+    assert fused.get("Attention", 0) == 4  # one per layer of the tiny BERT
+    assert fused.get("SkipLayerNormalization", 0) > 0
+    assert art.lineage.extra["parity"]["max_abs_diff"] <= 1e-3
+
+
+def test_broken_export_fails_with_measured_difference(tiny_bert_dir, make_context, monkeypatch):
+    import onnx
+    from onnx import numpy_helper
+
+    from compressor_export import export as export_module
+
+    original = export_module.export_model
+
+    def corrupt(source, out_dir, **kw):
+        model = original(source, out_dir, **kw)
+        path = Path(out_dir) / "model.onnx"
+        proto = onnx.load(str(path))
+        for init in proto.graph.initializer:
+            if "classifier" in init.name and "bias" in init.name:
+                init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + 0.25, init.name))
+                break
+        else:
+            raise AssertionError("no classifier bias in the exported graph")
+        onnx.save(proto, str(path))
+        return model
+
+    monkeypatch.setattr(export_module, "export_model", corrupt)
+    with pytest.raises(StageError) as info:
+        _export(tiny_bert_dir, make_context, stage="broken")
+    measured = float(re.search(r"max \|logit difference\| = ([0-9.eE+-]+)", str(info.value)).group(1))
+    assert measured == pytest.approx(0.25, abs=1e-3)
+    assert "1e-03" in str(info.value) or "0.001" in str(info.value)
+
+
+def test_o4_needs_for_gpu():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="for_gpu"):
+        ExportOnnxConfig(optimization="O4")
+    assert ExportOnnxConfig(optimization="O4", for_gpu=True).for_gpu
