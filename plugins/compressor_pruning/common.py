@@ -1,0 +1,206 @@
+"""Shared pieces of the pruning strategies (heavy: torch, transformers).
+
+- :func:`load_classifier`: the input model, structure file honoured;
+- :func:`importance_batches`: a seeded sample of task examples, tokenised and padded;
+- :class:`Gates`: multiplicative gates on the input of Linear layers, whose gradients are
+  the importance scores of heads (Michel et al. 2019) and FFN neurons (first-order Taylor,
+  Molchanov et al. 2017);
+- :func:`save_model`: ``save_pretrained`` plus the structure file when shapes need it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from compressor.errors import StageError
+from compressor.structure import load_pretrained, save_pretrained
+from compressor.training import trainer as training
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedModel
+
+    from compressor.artifact import Artifact
+    from compressor.strategy import StageContext
+
+
+def load_classifier(artifact: "Artifact", num_labels: int | None = None) -> "PreTrainedModel":
+    """Load a PyTorch sequence classifier (eval mode), rebuilding shapes if it has a structure file.
+
+    :raises StageError: for a non-PyTorch artifact, an unloadable folder, or a head whose
+        label count differs from the task's.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    if artifact.format != "pytorch":
+        raise StageError(
+            f"pruning needs a PyTorch artifact; {artifact.name!r} is {artifact.format!r}",
+            hint="prune before export and quantisation",
+        )
+    try:
+        model = load_pretrained(AutoModelForSequenceClassification, artifact.path)
+    except (OSError, ValueError) as exc:
+        raise StageError(f"cannot load {artifact.name!r} at {artifact.path}: {exc}") from exc
+    if num_labels is not None and model.config.num_labels != num_labels:
+        raise StageError(
+            f"{artifact.name!r} predicts {model.config.num_labels} labels but the task has {num_labels}",
+            hint="fine-tune the model on the task before pruning it",
+        )
+    model.eval()
+    return model
+
+
+def importance_batches(
+    context: "StageContext",
+    tokenizer: Any,
+    *,
+    split: str,
+    samples: int,
+    batch_size: int,
+    max_length: int,
+    seed: int,
+) -> list[dict[str, torch.Tensor]]:
+    """A seeded sample of ``samples`` labelled examples, tokenised into padded batches.
+
+    :returns: batches with the tokenizer's inputs and ``labels`` (int64), each tensor of
+        shape ``(batch, tokens)`` (``labels``: ``(batch,)``).
+    :raises StageError: when the split is missing or the task is not classification.
+    """
+    from transformers import DataCollatorWithPadding
+
+    data = context.data
+    if data.type != "text-classification":
+        raise StageError(f"importance scores need labelled data; the task is {data.type!r}")
+    if split not in data.splits:
+        raise StageError(f"no split {split!r} for importance scores", expected=str(sorted(data.splits)))
+    ds = data.splits[split]
+    n = min(samples, len(ds))
+    ds = ds.shuffle(seed=seed).select(range(n))
+    encoded = training.tokenize_split(ds, tokenizer, max_length, data.has_text_pair, progress=False)
+    collate = DataCollatorWithPadding(tokenizer)
+    rows = [encoded[i] for i in range(len(encoded))]
+    return [collate(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+
+
+class Gates:
+    """Multiplicative gates on the input features of some Linear layers.
+
+    Gate ``g`` of a layer has one entry per group of ``group_size`` consecutive input
+    features; the layer computes ``W (x * repeat(g, group_size)) + b``. With ``g = 1`` the
+    model is unchanged; ``dL/dg_j = sum over tokens of <x_group_j, dL/dx_group_j>``, the
+    gradient of the loss with respect to a mask on that group (a head's output when the
+    Linear is the attention output projection: Michel et al. 2019's head mask; a neuron's
+    activation when it is the FFN output layer). Also records the mean absolute input per
+    group over non-padding tokens (activation-based importance).
+
+    Use as a context manager; the hooks are removed on exit.
+
+    :param linears: the Linear modules to gate.
+    :param group_size: input features per gate (head size, or 1 for neurons).
+    """
+
+    def __init__(self, linears: list[nn.Linear], group_size: int) -> None:
+        self.linears = linears
+        self.group_size = group_size
+        self.gates = [
+            torch.ones(m.in_features // group_size, requires_grad=True, device=m.weight.device)
+            for m in linears
+        ]
+        self.grad_abs = [torch.zeros_like(g, requires_grad=False) for g in self.gates]
+        self.act_abs = [torch.zeros_like(g, requires_grad=False) for g in self.gates]
+        self.tokens = 0
+        self.mask: torch.Tensor | None = None
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> "Gates":
+        for i, m in enumerate(self.linears):
+            self._handles.append(m.register_forward_pre_hook(self._hook(i)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _hook(self, i: int) -> Any:
+        def pre(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+            x = args[0]
+            with torch.no_grad():
+                groups = x.detach().abs().reshape(*x.shape[:-1], -1, self.group_size).mean(-1)
+                if self.mask is not None and groups.dim() == 3 and self.mask.shape == groups.shape[:2]:
+                    groups = groups * self.mask.unsqueeze(-1).to(groups.dtype)
+                self.act_abs[i] += groups.reshape(-1, groups.shape[-1]).sum(0)
+            gate = self.gates[i].repeat_interleave(self.group_size).to(x.dtype)
+            return (x * gate, *args[1:])
+
+        return pre
+
+    def accumulate(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> float:
+        """One forward and backward pass on ``batch``; adds ``|dL/dg|`` to :attr:`grad_abs`.
+
+        :returns: the batch's loss (task cross-entropy, mean over the batch).
+        """
+        self.mask = batch.get("attention_mask")
+        for g in self.gates:
+            g.grad = None
+        out = model(**batch)
+        out.loss.backward()
+        with torch.no_grad():
+            for acc, g in zip(self.grad_abs, self.gates):
+                acc += g.grad.abs()
+        self.tokens += int(self.mask.sum()) if self.mask is not None else int(batch["input_ids"].numel())
+        self.mask = None
+        return float(out.loss.detach())
+
+
+def gate_scores(
+    model: nn.Module,
+    linears: list[nn.Linear],
+    group_size: int,
+    batches: list[dict[str, torch.Tensor]],
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Gradient and activation importance of the input groups of ``linears``.
+
+    :returns: ``(gradient, activation)``: per Linear a float32 tensor of one score per
+        group: ``sum over batches |dL/dg|`` divided by the number of non-padding tokens
+        (as in the reference code of Michel et al., transformers' ``run_bertology.py``),
+        and the mean absolute input per token.
+    """
+    was_training = model.training
+    model.eval()  # no dropout: scores are deterministic
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        with Gates(linears, group_size) as gates:
+            for batch in batches:
+                gates.accumulate(model, batch)
+        tokens = max(gates.tokens, 1)
+        return [g / tokens for g in gates.grad_abs], [a / tokens for a in gates.act_abs]
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+        model.train(was_training)
+
+
+def save_model(model: "PreTrainedModel", tokenizer: Any, context: "StageContext") -> bool:
+    """Save ``model`` and ``tokenizer`` to the stage's output folder.
+
+    :returns: whether a structure file was needed (see :mod:`compressor.structure`).
+    """
+    return save_pretrained(model, context.output_dir, tokenizer) is not None
+
+
+@torch.no_grad()
+def mean_loss(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> float:
+    """Mean task loss over ``batches`` (weighted by batch size), eval mode."""
+    model.eval()
+    total = n = 0.0
+    for batch in batches:
+        out = model(**batch)
+        b = batch["labels"].shape[0]
+        total += float(out.loss) * b
+        n += b
+    return total / max(n, 1.0)

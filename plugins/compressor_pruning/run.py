@@ -1,0 +1,228 @@
+"""The ``apply`` bodies of the pruning strategies (heavy: torch, transformers)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from compressor.architecture import encoder_layout, ffn_widths, head_counts, sparsity_summary
+from compressor.errors import StageError
+from compressor.training import trainer as training
+
+from .common import importance_batches, load_classifier, save_model
+from .structured import (
+    drop_layers_,
+    ffn_importance,
+    head_importance,
+    layer_drop_importance,
+    pattern_layers,
+    prune_ffn_,
+    prune_heads_,
+    select_heads,
+    select_neurons,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from compressor.artifact import Artifact
+    from compressor.strategy import StageContext, Strategy
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _prepare(artifact: "Artifact", context: "StageContext") -> tuple[Any, Any]:
+    """Tokenizer and model of the input; unsupported architectures fail here, before any work."""
+    tokenizer = training.load_tokenizer(artifact.path, artifact.name)
+    model = load_classifier(artifact, context.data.num_labels or None)
+    encoder_layout(model)
+    return model, tokenizer
+
+
+def _batches(config: Any, context: "StageContext", tokenizer: Any) -> list[dict[str, torch.Tensor]]:
+    max_length = training.effective_max_length(tokenizer, config.max_length, context)
+    return importance_batches(
+        context,
+        tokenizer,
+        split=config.importance_split,
+        samples=config.importance_samples,
+        batch_size=config.importance_batch_size,
+        max_length=max_length,
+        seed=context.seed,
+    )
+
+
+def run_heads(strategy: "Strategy", artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
+    """See :class:`~compressor_pruning.plugin.HeadPruning`."""
+    from .structured import NO_HEAD_PRUNING_TYPES
+
+    model, tokenizer = _prepare(artifact, context)
+    layout = encoder_layout(model)
+    if layout.model_type in NO_HEAD_PRUNING_TYPES:  # refuse before scoring
+        prune_heads_(model, {})
+    batches = _batches(config, context, tokenizer)
+    scores = head_importance(model, batches, normalize=config.normalize)
+    heads_before = head_counts(model, layout)
+    params_before = _params(model)
+    removed = select_heads(
+        scores,
+        fraction=config.fraction,
+        per_layer=config.heads_per_layer,
+        min_heads=config.min_heads_per_layer,
+    )
+    how = prune_heads_(model, removed)
+    structure = save_model(model, tokenizer, context)
+    heads_after = head_counts(model)
+    context.logger.info(
+        "%s: removed %d of %d heads (%s); heads per layer %s -> %s",
+        context.stage_name, sum(heads_before) - sum(heads_after), sum(heads_before), how,
+        heads_before, heads_after,
+    )
+    extra = {
+        "head_importance": [[round(float(x), 6) for x in s] for s in scores],
+        "removed_heads": {str(k): v for k, v in removed.items()},
+        "heads_before": heads_before,
+        "heads_after": heads_after,
+        "params_before": params_before,
+        "params_after": _params(model),
+        "importance_examples": sum(int(b["labels"].shape[0]) for b in batches),
+        "reload": "structure-file" if structure else "transformers",
+    }
+    return context.new_artifact(artifact, strategy.name, config, extra=extra)
+
+
+def run_ffn(strategy: "Strategy", artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
+    """See :class:`~compressor_pruning.plugin.FFNPruning`."""
+    model, tokenizer = _prepare(artifact, context)
+    batches = _batches(config, context, tokenizer)
+    scores = ffn_importance(model, batches, config.importance)
+    before = ffn_widths(model)
+    params_before = _params(model)
+    keep = select_neurons(scores, fraction=config.fraction, scope=config.scope, multiple_of=config.multiple_of)
+    prune_ffn_(model, keep)
+    structure = save_model(model, tokenizer, context)
+    after = ffn_widths(model)
+    context.logger.info("%s: FFN widths %s -> %s", context.stage_name, before, after)
+    extra = {
+        "ffn_before": before,
+        "ffn_after": after,
+        "importance": config.importance,
+        "params_before": params_before,
+        "params_after": _params(model),
+        "importance_examples": sum(int(b["labels"].shape[0]) for b in batches),
+        "reload": "structure-file" if structure else "transformers",
+    }
+    return context.new_artifact(artifact, strategy.name, config, extra=extra)
+
+
+def run_layers(strategy: "Strategy", artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
+    """See :class:`~compressor_pruning.plugin.LayerDropping`."""
+    model, tokenizer = _prepare(artifact, context)
+    layout = encoder_layout(model)
+    n = layout.layers.count
+    trace: list[dict[str, Any]] = []
+    if config.selection == "explicit":
+        drop = sorted(set(config.layers))
+    else:
+        count = config.count if config.count is not None else int(round(config.fraction * n))
+        if not 1 <= count < n:
+            raise StageError(
+                f"cannot drop {count} of {n} layers", key="count" if config.count else "fraction",
+                expected=f"between 1 and {n - 1} layers",
+            )
+        if config.selection == "importance":
+            batches = _batches(config, context, tokenizer)
+            drop, trace = layer_drop_importance(model, batches, count)
+        else:
+            drop = pattern_layers(n, count, config.selection)
+    params_before = _params(model)
+    kept = drop_layers_(model, drop)
+    structure = save_model(model, tokenizer, context)
+    context.logger.info("%s: dropped layers %s, kept %s", context.stage_name, drop, kept)
+    extra = {
+        "dropped_layers": drop,
+        "kept_layers": kept,
+        "selection": config.selection,
+        "importance_trace": trace,
+        "params_before": params_before,
+        "params_after": _params(model),
+        "reload": "structure-file" if structure else "transformers",
+    }
+    return context.new_artifact(artifact, strategy.name, config, extra=extra)
+
+
+def run_magnitude(strategy: "Strategy", artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
+    """See :class:`~compressor_pruning.plugin.MagnitudePruning`."""
+    from .magnitude import (
+        apply_masks_,
+        gradual_callback,
+        magnitude_masks,
+        prunable_weights,
+        write_bitmask,
+    )
+
+    model, tokenizer = _prepare(artifact, context)
+    extra: dict[str, Any] = {"schedule": config.schedule, "scope": config.scope}
+    if config.schedule == "one-shot":
+        weights = prunable_weights(model)
+        apply_masks_(weights, magnitude_masks(weights, config.sparsity, config.scope))
+        save_model(model, tokenizer, context)
+    else:
+        from transformers import DataCollatorWithPadding, Trainer, set_seed
+
+        data = context.data
+        splits = training.classification_splits(data, strategy.name)
+        training.check_device_and_precision(config, context.device)
+        seed = context.seed if config.seed is None else config.seed
+        set_seed(seed)
+        max_length = training.effective_max_length(tokenizer, config.max_length, context)
+
+        def tokenize(split: Any) -> Any:
+            return training.tokenize_split(split, tokenizer, max_length, data.has_text_pair, progress=context.progress)
+
+        train = tokenize(splits.train)
+        validation = tokenize(splits.validation) if splits.validation is not None else None
+        args = training.training_arguments(config, context, has_validation=validation is not None, seed=seed)
+        model.train()
+        callback = gradual_callback(
+            model,
+            final=config.sparsity,
+            initial=config.initial_sparsity,
+            scope=config.scope,
+            begin_fraction=config.begin_fraction,
+            end_fraction=config.end_fraction,
+            frequency=config.frequency,
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=train,
+            eval_dataset=validation,
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=training.compute_accuracy,
+            callbacks=[callback, *training.callbacks(config)],
+        )
+        metrics = training.train_and_evaluate(trainer, context, has_validation=validation is not None)
+        weights = prunable_weights(trainer.model)
+        apply_masks_(weights, magnitude_masks(weights, config.sparsity, config.scope))  # permanent
+        training.save_trained_model(trainer, context.output_dir)  # structure file included
+        extra["schedule_history"] = callback.history
+        extra.update(metrics)
+        model = trainer.model
+    summary = sparsity_summary(model)
+    _, sparse_bytes = write_bitmask(model, context.output_dir)
+    dense_bytes = sum(p.stat().st_size for p in context.output_dir.glob("*.safetensors"))
+    extra.update(
+        sparsity=summary["linear_sparsity"],
+        sparsity_per_layer=summary["per_layer"],
+        dense_bytes=dense_bytes,
+        sparse_bytes=sparse_bytes,
+        sparse_file="model.safetensors.bitmask",
+    )
+    context.logger.info(
+        "%s: sparsity %.3f of the encoder's Linear weights; %.1f MB dense, %.1f MB bitmask",
+        context.stage_name, summary["linear_sparsity"], dense_bytes / 1e6, sparse_bytes / 1e6,
+    )
+    return context.new_artifact(artifact, strategy.name, config, extra=extra)
