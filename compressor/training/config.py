@@ -6,6 +6,8 @@ imports it without loading torch or transformers.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from ..strategy import StrategyConfig
@@ -77,6 +79,14 @@ class TrainingConfig(StrategyConfig):
     )
     seed: int | None = Field(
         None, ge=0, le=2**32 - 1, description="Seed of this stage; null uses the run's seed."
+    )
+    report_to: Literal["none", "tensorboard"] = Field(
+        "none",
+        description=(
+            "Where the Trainer also sends its logs (each loss term included): 'none' (console "
+            "and trainer_state.json only) or 'tensorboard' (event files under the stage's "
+            "work folder, runs/; needs the tensorboard package)."
+        ),
     )
 
     @model_validator(mode="after")

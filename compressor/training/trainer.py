@@ -98,8 +98,9 @@ def check_device_and_precision(config: "TrainingConfig", device: str) -> None:
 
     :param config: the training config (``fp16``, ``bf16``).
     :param device: ``"cpu"`` or ``"cuda"`` (``"cuda:N"`` accepted).
-    :raises StageError: when CUDA is requested but absent, ``fp16`` is requested on CPU, or
-        ``bf16`` is requested on a CPU without AVX512-BF16/AMX or a GPU without bf16.
+    :raises StageError: when CUDA is requested but absent, ``fp16`` is requested on CPU,
+        ``bf16`` is requested on a CPU without AVX512-BF16/AMX or a GPU without bf16, or
+        ``report_to`` names a logging integration that is not installed.
     """
     on_cuda = device.startswith("cuda")
     if on_cuda and not torch.cuda.is_available():
@@ -127,6 +128,24 @@ def check_device_and_precision(config: "TrainingConfig", device: str) -> None:
                 "bf16 requested but this CPU has neither AVX512-BF16 nor AMX",
                 key="bf16",
                 hint="set bf16: false (bfloat16 would be emulated and slower than float32)",
+            )
+    check_report_to(config)
+
+
+def check_report_to(config: "TrainingConfig") -> None:
+    """Refuse a logging integration that is not installed.
+
+    :raises StageError: when ``report_to`` is ``"tensorboard"`` and neither ``tensorboard``
+        nor ``tensorboardX`` can be imported.
+    """
+    if getattr(config, "report_to", "none") == "tensorboard":
+        from transformers.integrations import is_tensorboard_available
+
+        if not is_tensorboard_available():
+            raise StageError(
+                "report_to 'tensorboard' needs the tensorboard package",
+                key="report_to",
+                hint="pip install tensorboard, or set report_to: none",
             )
 
 
@@ -277,7 +296,8 @@ def training_arguments(
         greater_is_better=True if early else None,
         logging_strategy="steps",
         logging_steps=config.logging_steps,
-        report_to="none",
+        report_to=getattr(config, "report_to", "none"),
+        logging_dir=str(Path(context.work_dir) / "runs"),
         disable_tqdm=not context.progress,
         use_cpu=context.device == "cpu",
         dataloader_num_workers=0,
@@ -348,10 +368,19 @@ def save_trained_model(trainer: "Trainer", output_dir: str | Path) -> None:
 
     Goes through :meth:`Trainer.save_model` so that sharded (FSDP, DeepSpeed) models are
     gathered; drops the ``training_args.bin`` pickle it writes, which is not part of a model.
+    A model whose shapes its config does not rebuild (e.g. a pruned model with per-layer FFN
+    widths) also gets its ``compressor_structure.json`` (see :mod:`compressor.structure`).
     """
+    from ..structure import STRUCTURE_FILE, structure_diff, write_structure
+
     trainer.save_model(str(output_dir))
     if trainer.is_world_process_zero():
         (Path(output_dir) / TRAINING_ARGS_FILE).unlink(missing_ok=True)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        (Path(output_dir) / STRUCTURE_FILE).unlink(missing_ok=True)
+        modules, attributes = structure_diff(model)
+        if modules or attributes:
+            write_structure(output_dir, modules, attributes)
 
 
 def _finite(x: Any) -> float | None:

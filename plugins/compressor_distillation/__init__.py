@@ -1,11 +1,26 @@
-"""Built-in distillation strategies of compressor (``distill.distilbert``), registered
-through the ``compressor`` entry-point group like any third-party plugin.
+"""Built-in distillation strategies of compressor (``distill.distilbert``, ``mlm-adapt``),
+registered through the ``compressor`` entry-point group like any third-party plugin.
 
-Modules: :mod:`.plugin` (strategy and config, light), :mod:`.layers` (teacher layer
-selection, light), :mod:`.losses`, :mod:`.student`, :mod:`.trainer` and :mod:`.distill`
-(torch/transformers, imported when a stage runs).
+Modules: :mod:`.plugin` (strategies and configs, light), :mod:`.layers` (teacher layer
+selection, light), :mod:`.adaptors` (model outputs under fixed keys), :mod:`.losses`,
+:mod:`.student`, :mod:`.mlm`, :mod:`.trainer` and :mod:`.distill` (torch/transformers,
+imported when a stage runs).
 """
 
-from .plugin import DistilBERTDistillation, DistillationConfig
+from .plugin import (
+    DistilBERTDistillation,
+    DistillationConfig,
+    LayerLossConfig,
+    MLMAdapt,
+    MLMAdaptConfig,
+    StudentModel,
+)
 
-__all__ = ["DistilBERTDistillation", "DistillationConfig"]
+__all__ = [
+    "DistilBERTDistillation",
+    "DistillationConfig",
+    "LayerLossConfig",
+    "MLMAdapt",
+    "MLMAdaptConfig",
+    "StudentModel",
+]

@@ -6,12 +6,13 @@ transformers load inside :meth:`DistilBERTDistillation.apply`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compressor.hookspecs import hookimpl
-from compressor.strategy import Strategy
+from compressor.recipe import DataConfig
+from compressor.strategy import Strategy, StrategyConfig
 from compressor.training import TrainingConfig
 
 from .layers import LayerSelection, check_explicit_layers
@@ -21,7 +22,63 @@ if TYPE_CHECKING:  # pragma: no cover
     from compressor.strategy import StageContext
 
 
-class DistillationConfig(TrainingConfig):
+class CorpusMixin(BaseModel):
+    """Settings of masked-LM training on raw text (shared by ``mlm-adapt`` and the MLM mode
+    of ``distill.distilbert``). ``max_length`` is the block size."""
+
+    corpus: DataConfig | None = Field(
+        None,
+        description=(
+            "Raw text for masked-LM training, as a task.data mapping: {name: news-articles}, "
+            "{files: {train: corpus.txt}} (paths relative to the working directory) or "
+            "{hub: ...}; null: the texts of the run's task data."
+        ),
+    )
+    mlm_probability: float = Field(
+        0.15, gt=0, lt=1, description="Share of tokens chosen for prediction (80% [MASK], 10% random, 10% kept)."
+    )
+    max_train_blocks: int | None = Field(
+        None, ge=1, le=100_000_000, description="Cap on training blocks (seeded sample); null: all."
+    )
+    max_eval_blocks: int | None = Field(
+        200, ge=1, le=100_000_000,
+        description="Held-out blocks on which MLM accuracy is measured; null: the whole validation split.",
+    )
+
+
+class StudentModel(StrategyConfig):
+    """A student that is another model (any architecture or tokenizer), not a layer copy."""
+
+    model: str = Field(
+        min_length=1,
+        description="Packaged model name (e.g. 'all-minilm-l6-v2'), a local folder, or a hub id.",
+    )
+    source: str = Field("auto", description="Model source: 'auto', 'packaged', 'local' or 'hub'.")
+
+
+class LayerLossConfig(StrategyConfig):
+    """A loss on one teacher/student layer pair (TinyBERT / MiniLM style)."""
+
+    teacher_layer: int = Field(
+        ge=0, le=1000,
+        description="Teacher layer: 0 is the embedding output, i the output of layer i (from 1).",
+    )
+    student_layer: int = Field(ge=0, le=1000, description="Student layer, counted as teacher_layer.")
+    loss: Literal["mse", "cosine", "attention-kl"] = Field(
+        "mse",
+        description="'mse' or 'cosine' on hidden states (projected when widths differ), or "
+        "'attention-kl' on attention distributions (equal head counts; layers from 1).",
+    )
+    weight: float = Field(1.0, gt=0, le=1000, description="Weight of this term in the total loss.")
+
+    @model_validator(mode="after")
+    def _attention_layers(self) -> "LayerLossConfig":
+        if self.loss == "attention-kl" and min(self.teacher_layer, self.student_layer) < 1:
+            raise ValueError("attention-kl maps layers counted from 1 (0 is the embedding output)")
+        return self
+
+
+class DistillationConfig(CorpusMixin, TrainingConfig):
     """Config of ``distill.distilbert``: student shape, loss, and training hyper-parameters.
 
     The loss is ``alpha_ce * L_ce + alpha_task * L_task + alpha_cos * L_cos`` (see
@@ -43,7 +100,8 @@ class DistillationConfig(TrainingConfig):
         min_length=1,
         description=(
             "Name of an earlier artifact (e.g. 'baseline' or a fine-tuning stage) used as "
-            "the teacher; null: the stage's input artifact. Must be a fine-tuned classifier."
+            "the teacher; null: the stage's input artifact. Task mode: a fine-tuned classifier "
+            "(any checkpoint when alpha_ce is 0); MLM mode: a masked LM with a trained head."
         ),
     )
     student_layers: int | None = Field(
@@ -85,10 +143,61 @@ class DistillationConfig(TrainingConfig):
         description="Weight of the cosine loss L_cos between last hidden states (non-padding tokens).",
     )
 
+    mode: Literal["auto", "task", "mlm"] = Field(
+        "auto",
+        description=(
+            "'task': distil a fine-tuned classifier on the task's labelled data; 'mlm': general "
+            "distillation of a masked LM on raw text (corpus); 'auto': 'mlm' when the task is "
+            "masked-lm or a corpus is given, else 'task'."
+        ),
+    )
+    ce_positions: Literal["all", "masked"] = Field(
+        "all",
+        description=(
+            "MLM mode: token positions L_ce is computed on: 'all' non-padding positions (the "
+            "reference code's default) or only the 'masked' ones (its restrict_ce_to_mask)."
+        ),
+    )
+    student: StudentModel | Literal["input"] | None = Field(
+        None,
+        description=(
+            "null: the teacher's architecture with fewer layers copied from it; 'input': the "
+            "stage's input artifact as is (e.g. a pruned model); {model: name-or-path}: another "
+            "model, possibly with another tokenizer (task mode: each model tokenises the text "
+            "itself, and L_cos needs cos_pooling)."
+        ),
+    )
+    student_init: Literal["copy", "random"] = Field(
+        "copy",
+        description=(
+            "Layer-copy student: 'copy' the teacher's weights (Sanh et al. 2019) or 'random' "
+            "initialisation of the same architecture (the paper's ablation)."
+        ),
+    )
+    cos_pooling: Literal["cls", "mean"] | None = Field(
+        None,
+        description=(
+            "Compute L_cos on pooled sentence vectors ('cls' or 'mean') instead of token "
+            "states; required for L_cos when student and teacher tokenizers differ."
+        ),
+    )
+    layer_losses: list[LayerLossConfig] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Intermediate layer pairs with their own loss (TinyBERT / MiniLM); off when empty.",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> "DistillationConfig":
         if max(self.alpha_ce, self.alpha_task, self.alpha_cos) <= 0:
             raise ValueError("at least one of alpha_ce, alpha_task, alpha_cos must be > 0")
+        if self.student is not None and (
+            self.student_layers is not None or self.layers is not None or self.student_init != "copy"
+        ):
+            raise ValueError(
+                "student_layers, layers and student_init shape a layer-copy student; they "
+                "cannot be combined with 'student'"
+            )
         if self.layer_selection == "explicit":
             if self.layers is None:
                 raise ValueError("layer_selection 'explicit' needs 'layers'")
@@ -101,30 +210,49 @@ class DistillationConfig(TrainingConfig):
 
 
 class DistilBERTDistillation(Strategy):
-    """Task distillation of a fine-tuned classifier into a shallower copy (Sanh et al. 2019).
+    """DistilBERT distillation (Sanh et al. 2019) of any Hugging Face encoder, in two modes.
 
-    The student has the teacher's architecture with ``student_layers`` encoder layers; its
-    embeddings, pooler and classification head are copied from the teacher and student layer
-    ``i`` from teacher layer ``layers[i]`` (see :mod:`compressor_distillation.layers`). It is
-    trained on the task's ``train`` split with the triple loss (soft targets at temperature
-    T, gold labels, hidden-state cosine) using :class:`transformers.Trainer`.
+    **Task mode** (a fine-tuned classifier as teacher, the task's labelled ``train`` split):
+    ``L = alpha_ce * L_ce + alpha_task * L_task + alpha_cos * L_cos`` on the classification
+    logits, the gold labels and the last hidden states.
+
+    **MLM mode** (general distillation on raw text, ``corpus`` or a masked-lm task): teacher
+    and student are masked LMs (``AutoModelForMaskedLM``); ``L_ce`` on the MLM logits at every
+    non-padding position (the reference code's default; ``ce_positions: masked`` restricts it
+    to masked positions), ``L_task`` is DistilBERT's ``L_mlm`` on the gold tokens at masked
+    positions (15%, 80/10/10, re-masked at every batch), ``L_cos`` on the last hidden states.
+    Text is packed into blocks of ``max_length`` tokens. A teacher without MLM-head weights
+    (a sentence-embedding checkpoint) is refused before training, naming ``mlm-adapt``. The
+    teacher's and student's MLM accuracy on held-out blocks go to the lineage.
+
+    **Student**: by default the teacher's architecture with ``student_layers`` layers, student
+    layer ``i`` copied from teacher layer ``layers[i]`` (embeddings and heads copied as is);
+    ``student_init: random`` initialises the same architecture at random (the paper's
+    ablation). ``student: input`` distils into the input artifact as is; ``student: {model:
+    ...}`` into another model. A student with another tokenizer (task mode only) gets its own
+    tokenisation of every batch, ``L_ce`` on the logits, and ``L_cos`` only on pooled vectors
+    (``cos_pooling``). A student narrower than its teacher gets a learned linear projection
+    for ``L_cos`` and for hidden-state layer losses; it is trained with the student, kept in
+    checkpoints, and not saved with the student (lineage ``projections`` records its shape).
+
+    **Layer losses** (``layer_losses``, off by default): hidden-state MSE or cosine on chosen
+    layer pairs (TinyBERT) and attention-distribution KL (MiniLM).
 
     The teacher is the input artifact unless ``teacher`` names an earlier one; the input is
     always recorded as the parent, the teacher as the lineage ``reference``. Lineage
-    ``extra``: ``copied_layers``, ``teacher_layers``, ``student_layers``, ``teacher_params``,
-    ``student_params``, ``validation_accuracy`` and the training metrics.
-
-    General (masked-LM) distillation on raw text is not implemented yet.
+    ``extra``: ``mode``, ``copied_layers``, ``teacher_layers``, ``student_layers``,
+    ``teacher_params``, ``student_params``, ``projections``, ``validation_accuracy`` (task) or
+    ``teacher_mlm_accuracy`` / ``student_mlm_accuracy`` (MLM), and the training metrics.
     """
 
     name: ClassVar[str] = "distill.distilbert"
     Config: ClassVar[type[DistillationConfig]] = DistillationConfig
     description: ClassVar[str] = (
-        "DistilBERT task distillation: fewer layers copied from the teacher, KL + CE + cosine loss"
+        "DistilBERT distillation (task or MLM): layers copied from the teacher, KL + CE + cosine loss"
     )
     needs_training_data: ClassVar[bool] = True
     needs_teacher: ClassVar[bool] = True
-    task_types: ClassVar[tuple[str, ...]] = ("text-classification",)
+    task_types: ClassVar[tuple[str, ...]] = ("text-classification", "masked-lm")
 
     def apply(self, artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
         """Distil the teacher into a student written to ``context.output_dir``.
@@ -133,17 +261,73 @@ class DistilBERTDistillation(Strategy):
         :param config: a :class:`DistillationConfig`.
         :param context: the stage's context.
         :returns: the student artifact.
-        :raises compressor.errors.StageError: for a non-classification task (general
-            distillation), a teacher without a trained classification head or with another
-            label count, an architecture whose layer list is not found, invalid layer
-            choices, or a precision the hardware lacks.
+        :raises compressor.errors.StageError: in task mode for a teacher without a trained
+            classification head (when ``alpha_ce > 0``) or with another label count; in MLM
+            mode for a teacher without MLM-head weights or a student with another tokenizer;
+            for an architecture whose layer list is not found, invalid layer choices, layer
+            losses beyond a model's depth, or a precision the hardware lacks.
         """
-        from .distill import run_task_distillation
+        from .distill import run_distillation
 
-        return run_task_distillation(self, artifact, config, context)
+        return run_distillation(self, artifact, config, context)
+
+
+class MLMAdaptConfig(CorpusMixin, TrainingConfig):
+    """Config of ``mlm-adapt``. Sample recipe stage::
+
+        - name: teacher-mlm
+          strategy: mlm-adapt
+          evaluate: false            # a masked LM, not a classifier
+          config:
+            corpus: {name: news-articles}
+            train: head
+            epochs: 1
+            learning_rate: 1.0e-4
+    """
+
+    train: Literal["head", "all"] = Field(
+        "head",
+        description="Train only the MLM head ('head'; the encoder stays as it is) or the whole model ('all').",
+    )
+
+
+class MLMAdapt(Strategy):
+    """Give an encoder-only checkpoint a trained masked-LM head, so that it can be the teacher
+    of general (MLM) distillation.
+
+    Sentence-embedding checkpoints ship without the MLM head their pre-training used; loaded
+    with ``AutoModelForMaskedLM`` the head is random and the model's predictions are noise.
+    This stage trains the head (``train: head``, the encoder frozen; the decoder matrix stays
+    tied to the word embeddings) or the whole model (``train: all``) with the masked-LM loss
+    (15%, 80/10/10, dynamic masking) on the corpus, packed into blocks of ``max_length``
+    tokens. It measures masked-token top-1 accuracy on held-out blocks (the corpus's
+    ``validation`` split, the same fixed masks) before and after, logs both and records them
+    in the lineage (``mlm_accuracy_before``, ``mlm_accuracy_after``). The output is a
+    ``*ForMaskedLM`` artifact; mark the stage ``evaluate: false`` in a classification run.
+    """
+
+    name: ClassVar[str] = "mlm-adapt"
+    Config: ClassVar[type[MLMAdaptConfig]] = MLMAdaptConfig
+    description: ClassVar[str] = (
+        "Train a masked-LM head (optionally the whole encoder) on raw text; MLM accuracy before/after"
+    )
+    needs_training_data: ClassVar[bool] = True
+    task_types: ClassVar[tuple[str, ...]] = ("text-classification", "masked-lm")
+
+    def apply(self, artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
+        """Adapt ``artifact``'s MLM head on the corpus; write the masked LM to ``output_dir``.
+
+        :raises compressor.errors.StageError: for an artifact that cannot be loaded as a
+            masked LM, a tokenizer without a mask token, a corpus that cannot be loaded or
+            has no held-out split, or a precision the hardware lacks.
+        """
+        from .mlm import run_mlm_adapt
+
+        return run_mlm_adapt(self, artifact, config, context)
 
 
 @hookimpl
 def compressor_register_strategies(register: Any) -> None:
-    """Register the ``distill.distilbert`` strategy."""
+    """Register ``distill.distilbert`` and ``mlm-adapt``."""
     register(DistilBERTDistillation)
+    register(MLMAdapt)

@@ -3,13 +3,14 @@
 The encoder's layer list is found from the module structure, not from architecture-specific
 attribute names: it is the :class:`torch.nn.ModuleList` whose length equals the config's
 layer count (``num_hidden_layers``, ``n_layers`` or ``num_layers``). This covers BERT,
-RoBERTa, XLM-R, MPNet, ELECTRA, DeBERTa-v2 and DistilBERT.
+RoBERTa, XLM-R, MPNet, ELECTRA, DeBERTa-v2, DistilBERT and ModernBERT (whose position-
+dependent attention pattern and distinct layer 0 are handled by
+:func:`modernbert_attention_period`).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,81 +21,13 @@ from compressor.errors import StageError
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel
 
-LAYER_COUNT_ATTRS = ("num_hidden_layers", "n_layers", "num_layers")
-"""Config attributes naming the encoder depth, in the order they are looked up."""
-
-_LAYER_LIST_NAMES = {"layer", "layers", "h", "block", "blocks"}
-
-
-@dataclass(frozen=True)
-class LayerList:
-    """Where a model keeps its encoder layers.
-
-    :param path: dotted module path of the :class:`~torch.nn.ModuleList`, e.g.
-        ``"bert.encoder.layer"`` or ``"distilbert.transformer.layer"``.
-    :param count: number of layers ``L``.
-    :param config_attr: config attribute holding ``L`` (e.g. ``"num_hidden_layers"``).
-    """
-
-    path: str
-    count: int
-    config_attr: str
-
-
-def layer_count(config: Any) -> tuple[str, int]:
-    """Return ``(attribute name, value)`` of the config's encoder depth.
-
-    :raises StageError: when none of :data:`LAYER_COUNT_ATTRS` is an integer.
-    """
-    for attr in LAYER_COUNT_ATTRS:
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return attr, value
-    raise StageError(
-        f"{type(config).__name__} has no layer count",
-        expected=f"one of the config attributes {list(LAYER_COUNT_ATTRS)}",
-    )
-
-
-def find_layer_list(model: nn.Module) -> LayerList:
-    """Find the encoder's layer list in ``model``.
-
-    :param model: a Hugging Face model with a ``config``.
-    :returns: the :class:`LayerList`: the outermost ``nn.ModuleList`` of ``L`` same-typed
-        modules, ``L`` read from the config (names ending in ``layer``/``layers`` win ties).
-    :raises StageError: naming the model class when the config has no layer count, or no
-        (or more than one) matching module list exists.
-    """
-    cls = type(model).__name__
-    config = getattr(model, "config", None)
-    if config is None:
-        raise StageError(f"{cls} has no config; cannot tell how many layers it has")
-    attr, count = layer_count(config)
-    candidates: list[str] = []
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.ModuleList) or len(module) != count:
-            continue
-        if len({type(m) for m in module}) != 1:
-            continue
-        if any(name.startswith(c + ".") for c in candidates):
-            continue  # nested inside a list already found
-        candidates.append(name)
-    if len(candidates) > 1:
-        named = [c for c in candidates if c.rsplit(".", 1)[-1] in _LAYER_LIST_NAMES]
-        if len(named) == 1:
-            candidates = named
-    if not candidates:
-        raise StageError(
-            f"cannot find the encoder layers of {cls}: no torch.nn.ModuleList of "
-            f"{count} same-typed layers ({attr}={count})",
-            hint="this architecture is not supported by layer-copy initialisation yet",
-        )
-    if len(candidates) > 1:
-        raise StageError(
-            f"cannot tell which module list of {cls} holds the encoder layers: {candidates}",
-            hint="this architecture is not supported by layer-copy initialisation yet",
-        )
-    return LayerList(path=candidates[0], count=count, config_attr=attr)
+# Layer-list discovery lives in the core (shared with pruning); re-exported here.
+from compressor.architecture import (  # noqa: E402,F401
+    LAYER_COUNT_ATTRS,
+    LayerList,
+    find_layer_list,
+    layer_count,
+)
 
 
 def student_config(teacher_config: Any, layer_list: LayerList, layers: list[int]) -> Any:
@@ -107,7 +40,52 @@ def student_config(teacher_config: Any, layer_list: LayerList, layers: list[int]
     per_layer = getattr(cfg, "layer_types", None)
     if isinstance(per_layer, (list, tuple)) and len(per_layer) == layer_list.count:
         cfg.layer_types = [per_layer[i] for i in layers]
+    every = getattr(teacher_config, "global_attn_every_n_layers", None)
+    if isinstance(every, int) and every > 0:
+        cfg.global_attn_every_n_layers = modernbert_attention_period(teacher_config, layers)
     return cfg
+
+
+def modernbert_attention_period(teacher_config: Any, layers: list[int]) -> int:
+    """The student's ``global_attn_every_n_layers`` for a ModernBERT-style teacher.
+
+    ModernBERT (Warner et al. 2024) decides each layer's attention from its position:
+    layer ``i`` attends globally when ``i % global_attn_every_n_layers == 0``, else within a
+    sliding window of ``local_attention`` tokens (with its own RoPE theta); and layer 0 differs
+    from the others (no attention pre-norm: its input is the normalised embedding output). A
+    copied layer must keep its attention type, so the student's period ``m`` must give
+    position ``j`` the type of teacher layer ``layers[j]``; the smallest such ``m`` is
+    returned (12 -> 6 every-other with period 3 gives teacher types G L L G L L, ``m = 3``).
+
+    :param teacher_config: a config with ``global_attn_every_n_layers``.
+    :param layers: teacher layer indices copied into the student.
+    :returns: ``m`` in ``[1, len(layers)]``.
+    :raises StageError: when the first copied layer is not teacher layer 0, or no period
+        reproduces the copied layers' attention types.
+    """
+    period = int(teacher_config.global_attn_every_n_layers)
+    if layers[0] != 0:
+        raise StageError(
+            f"{type(teacher_config).__name__}: the student's first layer must be teacher layer 0, "
+            f"got layers {layers}: layer 0 of this architecture has no attention pre-norm "
+            "(its input is the normalised embedding output), so no other layer can take its place",
+            key="layers",
+            hint="start the layer list with 0 ('every-other', 'uniform' and 'first-k' all do)",
+        )
+    wanted = [i % period == 0 for i in layers]
+    for m in range(1, len(layers) + 1):
+        if all((j % m == 0) == g for j, g in enumerate(wanted)):
+            return m
+    kinds = " ".join("G" if g else "L" for g in wanted)
+    raise StageError(
+        f"{type(teacher_config).__name__} attends globally every {period} layers and locally "
+        f"(window {getattr(teacher_config, 'local_attention', '?')}) otherwise; the copied "
+        f"teacher layers {layers} have attention types {kinds} (G global, L local), which no "
+        "student period 'global every m layers' reproduces",
+        key="layers",
+        hint=f"choose layers whose global ones (multiples of {period}) fall at a regular "
+        "student period starting at position 0",
+    )
 
 
 def build_student(

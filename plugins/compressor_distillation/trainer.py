@@ -2,35 +2,101 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 from transformers import Trainer
 
-from .losses import DistillationLoss, LossTerms
+from .adaptors import Adapted, adapt_outputs, pooled
+from .losses import (
+    DistillationLoss,
+    LayerLoss,
+    attention_kl_loss,
+    hidden_cosine_loss,
+    hidden_mse_loss,
+    select_positions,
+    soft_target_loss,
+    task_loss,
+)
 
 TERM_KEYS = ("loss_ce", "loss_task", "loss_cos")
-"""Keys under which the loss terms appear in ``trainer.state.log_history`` (and the console)."""
+"""Keys under which the task-mode terms appear in ``trainer.state.log_history`` (and the
+console); masked-LM mode logs ``loss_mlm`` instead of ``loss_task``, and each layer-pair term
+under its :attr:`~compressor_distillation.losses.LayerLoss.key`."""
+
+HEADS_ATTR = "distillation_heads"
+"""Attribute of the student holding the training-only projections (a ``ModuleDict``)."""
+
+TEACHER_PREFIX = "teacher_"
+"""Batch keys with this prefix are the teacher's own inputs (a student with another tokenizer)."""
+
+
+def cos_head_key() -> str:
+    return "cos"
+
+
+def layer_head_key(pair: LayerLoss) -> str:
+    return f"t{pair.teacher_layer}_s{pair.student_layer}"
+
+
+def attach_heads(student: nn.Module, heads: dict[str, nn.Module]) -> None:
+    """Attach training-only projections to the student, so that the Trainer optimises them
+    and writes them into checkpoints (an exact resume); :func:`detach_heads` removes them
+    before the student is saved."""
+    if heads:
+        setattr(student, HEADS_ATTR, nn.ModuleDict(heads))
+
+
+def detach_heads(student: nn.Module) -> dict[str, list[int]]:
+    """Remove the projections; returns ``{name: [in, out]}`` for the lineage."""
+    heads = getattr(student, HEADS_ATTR, None)
+    if heads is None:
+        return {}
+    shapes = {k: [m.in_features, m.out_features] for k, m in heads.items()}
+    delattr(student, HEADS_ATTR)
+    return shapes
 
 
 class DistillationTrainer(Trainer):
-    """Trainer whose training loss is the DistilBERT triple loss (Sanh et al. 2019).
+    """Trainer whose training loss is the DistilBERT triple loss (Sanh et al. 2019), in task
+    or masked-LM form, with optional layer-pair terms.
 
     The teacher runs in eval mode under ``torch.no_grad`` on the training device; it is not
     an attribute of the trained model, so it is neither optimised nor written into
-    checkpoints. Each term (``loss_ce``, ``loss_task``, ``loss_cos``) is averaged over the
-    logging window and logged with the training ``loss``, so it reaches the console,
-    ``state.log_history`` and any ``report_to`` integration. Evaluation uses the student's
-    plain cross-entropy (``eval_loss``) and the configured metrics.
+    checkpoints. Both models' outputs go through
+    :func:`~compressor_distillation.adaptors.adapt_outputs`, so the losses never read an
+    architecture's attribute names. Each term (``loss_ce``, ``loss_task`` or ``loss_mlm``,
+    ``loss_cos``, layer terms) is averaged over the logging window and logged with the
+    training ``loss``, so it reaches the console, ``state.log_history`` and any
+    ``report_to`` integration. Evaluation uses the student's own loss (``eval_loss``) and the
+    configured metrics.
 
-    :param teacher: the frozen teacher; same tokenizer and inputs as the student.
+    Batch keys prefixed ``teacher_`` are the teacher's inputs (a student with another
+    tokenizer, each model tokenising the text itself); without them both models get the same
+    inputs.
+
+    :param teacher: the frozen teacher.
     :param distillation_loss: the :class:`~compressor_distillation.losses.DistillationLoss`.
+    :param layer_losses: layer-pair terms (default none).
+    :param hard_key: name of the hard-label term in the logs (``loss_task`` or ``loss_mlm``).
+    :param ce_positions: masked-LM mode: ``"all"`` (every non-padding position, the
+        reference code's default) or ``"masked"`` (only the positions chosen for prediction).
+    :param cos_pooling: ``None``: ``L_cos`` on token states (same tokenizer); ``"cls"`` or
+        ``"mean"``: on pooled sentence vectors (needed when the tokenizers differ).
     :param args: other positional and keyword arguments of :class:`transformers.Trainer`.
     """
 
     def __init__(
-        self, *args: Any, teacher: nn.Module, distillation_loss: DistillationLoss, **kwargs: Any
+        self,
+        *args: Any,
+        teacher: nn.Module,
+        distillation_loss: DistillationLoss,
+        layer_losses: Sequence[LayerLoss] = (),
+        hard_key: str = "loss_task",
+        ce_positions: str = "all",
+        cos_pooling: str | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         # our loss is a per-batch mean: let the Trainer divide by the accumulation steps
@@ -39,8 +105,22 @@ class DistillationTrainer(Trainer):
         self.teacher.eval()
         self.teacher.requires_grad_(False)
         self.distillation_loss = distillation_loss
+        self.layer_losses = tuple(layer_losses)
+        self.ce_positions = ce_positions
+        self.cos_pooling = cos_pooling
+        self.term_keys = ("loss_ce", hard_key, "loss_cos", *(p.key for p in self.layer_losses))
         self._term_sums: torch.Tensor | None = None
         self._term_count = 0
+
+    @property
+    def needs_hidden_states(self) -> bool:
+        return self.distillation_loss.needs_hidden_states or any(
+            p.kind != "attention-kl" for p in self.layer_losses
+        )
+
+    @property
+    def needs_attentions(self) -> bool:
+        return any(p.kind == "attention-kl" for p in self.layer_losses)
 
     def compute_loss(
         self,
@@ -49,33 +129,89 @@ class DistillationTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        """Training: the weighted distillation loss; evaluation: the student's cross-entropy."""
+        """Training: the weighted distillation loss; evaluation: the student's own loss."""
         if not model.training:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            features = {k: v for k, v in inputs.items() if not k.startswith(TEACHER_PREFIX)}
+            return super().compute_loss(model, features, return_outputs, num_items_in_batch)
         labels = inputs["labels"]
-        features = {k: v for k, v in inputs.items() if k != "labels"}
-        hidden = self.distillation_loss.needs_hidden_states
-        student_out = model(**features, output_hidden_states=hidden)
+        features = {
+            k: v for k, v in inputs.items()
+            if k != "labels" and not k.startswith(TEACHER_PREFIX)
+        }
+        teacher_features = {
+            k[len(TEACHER_PREFIX):]: v for k, v in inputs.items() if k.startswith(TEACHER_PREFIX)
+        } or features
+        flags = dict(
+            output_hidden_states=self.needs_hidden_states,
+            output_attentions=self.needs_attentions,
+        )
+        student_out = model(**features, **flags)
         with torch.no_grad():
             self.teacher.eval()
             with self.accelerator.autocast():
-                teacher_out = self.teacher(**features, output_hidden_states=hidden)
-        terms = self.distillation_loss(
-            student_logits=student_out.logits,
-            teacher_logits=teacher_out.logits,
-            labels=labels,
-            student_hidden=student_out.hidden_states[-1] if hidden else None,
-            teacher_hidden=teacher_out.hidden_states[-1] if hidden else None,
-            attention_mask=features.get("attention_mask"),
-        )
+                teacher_out = self.teacher(**teacher_features, **flags)
+        s = adapt_outputs(student_out, features)
+        t = adapt_outputs(teacher_out, teacher_features)
+        terms = self._terms(model, s, t, labels)
         self._accumulate(terms)
-        return (terms.total, student_out) if return_outputs else terms.total
+        total = sum(terms[k][0] * terms[k][1] for k in terms)
+        return (total, student_out) if return_outputs else total
 
-    def _accumulate(self, terms: LossTerms) -> None:
-        nan = torch.full_like(terms.ce, float("nan"))
-        row = torch.stack(
-            [terms.ce.detach(), terms.task.detach(), nan if terms.cos is None else terms.cos.detach()]
-        )
+    def _project(self, model: nn.Module, key: str, h: torch.Tensor) -> torch.Tensor:
+        heads = getattr(self.accelerator.unwrap_model(model), HEADS_ATTR, None)
+        if heads is not None and key in heads:
+            return heads[key](h)
+        return h
+
+    def _terms(
+        self, model: nn.Module, s: Adapted, t: Adapted, labels: torch.Tensor
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """``{log key: (weight, value)}`` for every computed term."""
+        loss = self.distillation_loss
+        s_logits, t_logits = s.logits, t.logits
+        if s_logits.dim() == 3:  # masked LM: one row per selected token position
+            if self.ce_positions == "masked":
+                positions = labels != -100
+            elif s.attention_mask is not None:
+                positions = s.attention_mask.bool()
+            else:
+                positions = torch.ones(s_logits.shape[:2], dtype=torch.bool, device=s_logits.device)
+            s_logits, t_logits = select_positions(s_logits, positions), select_positions(t_logits, positions)
+        if s_logits.shape[0]:
+            ce = soft_target_loss(s_logits, t_logits, loss.temperature)
+        else:
+            ce = s.logits.float().sum() * 0.0
+        terms: dict[str, tuple[float, torch.Tensor]] = {
+            "loss_ce": (loss.alpha_ce, ce),
+            self.term_keys[1]: (loss.alpha_task, task_loss(s.logits, labels)),
+        }
+        if loss.alpha_cos > 0:
+            if self.cos_pooling is not None:
+                hs = self._project(model, cos_head_key(), pooled(s, self.cos_pooling))
+                ht = pooled(t, self.cos_pooling)
+                cos = hidden_cosine_loss(hs.unsqueeze(1), ht.unsqueeze(1))
+            else:
+                hs = self._project(model, cos_head_key(), s.last_hidden)
+                cos = hidden_cosine_loss(hs, t.last_hidden, s.attention_mask)
+            terms["loss_cos"] = (loss.alpha_cos, cos)
+        for pair in self.layer_losses:
+            if pair.kind == "attention-kl":
+                value = attention_kl_loss(
+                    s.attentions[pair.student_layer - 1], t.attentions[pair.teacher_layer - 1],
+                    s.attention_mask,
+                )
+            else:
+                hs = self._project(model, layer_head_key(pair), s.hidden_states[pair.student_layer])
+                ht = t.hidden_states[pair.teacher_layer]
+                fn = hidden_mse_loss if pair.kind == "mse" else hidden_cosine_loss
+                value = fn(hs, ht, s.attention_mask)
+            terms[pair.key] = (pair.weight, value)
+        return terms
+
+    def _accumulate(self, terms: dict[str, tuple[float, torch.Tensor]]) -> None:
+        ref = terms["loss_ce"][1]
+        nan = torch.full_like(ref, float("nan"))
+        row = torch.stack([terms[k][1].detach().float() if k in terms else nan for k in self.term_keys])
         self._term_sums = row if self._term_sums is None else self._term_sums + row
         self._term_count += 1
 
@@ -83,8 +219,8 @@ class DistillationTrainer(Trainer):
         """Add the loss terms, averaged since the previous training log, to a training log."""
         if "loss" in logs and self._term_sums is not None and self._term_count:
             mean = self._nested_gather((self._term_sums / self._term_count).unsqueeze(0))
-            mean = mean.reshape(-1, len(TERM_KEYS)).mean(dim=0).tolist()
-            for key, value in zip(TERM_KEYS, mean):
+            mean = mean.reshape(-1, len(self.term_keys)).mean(dim=0).tolist()
+            for key, value in zip(self.term_keys, mean):
                 if value == value:  # skip NaN: a term that was not computed
                     logs[key] = round(float(value), 6)
             self._term_sums = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from compressor.errors import StageError
+from compressor.structure import load_pretrained
 
 from compressor.training import trainer as training
 
@@ -40,7 +41,9 @@ def run_finetune(
     set_seed(seed)  # a fresh classification head is initialised from this seed
     id2label = {i: name for i, name in enumerate(data.label_names)}
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
+        # load_pretrained: from_pretrained, or shapes rebuilt from compressor_structure.json
+        model, info = load_pretrained(
+            AutoModelForSequenceClassification,
             str(artifact.path),
             num_labels=data.num_labels,
             id2label=id2label,

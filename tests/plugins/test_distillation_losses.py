@@ -169,3 +169,66 @@ def test_distillation_loss_rejects_bad_weights(kw: dict) -> None:
 def test_distillation_loss_needs_hidden_states_when_alpha_cos() -> None:
     with pytest.raises(ValueError, match="student_hidden"):
         DistillationLoss()(torch.tensor(STUDENT), torch.tensor(TEACHER), torch.tensor([0, 1]))
+
+
+# --- masked-LM form, layer terms, adaptors -------------------------------------------------
+
+
+def test_mlm_soft_targets_are_one_row_per_selected_position() -> None:
+    s = torch.tensor([[STUDENT[0], STUDENT[1], [9.0, 9.0, 9.0]]])  # (1, 3, 3)
+    t = torch.tensor([[TEACHER[0], TEACHER[1], [0.0, 0.0, 50.0]]])
+    labels = torch.tensor([[-100, 2, -100]])
+    mask = torch.tensor([[1, 1, 0]])  # position 2 is padding
+    loss = DistillationLoss(temperature=2.0, alpha_ce=5.0, alpha_task=2.0, alpha_cos=0.0)
+    terms = loss(s, t, labels, attention_mask=mask)  # default: every non-padding position
+    assert terms.ce.item() == pytest.approx(4.0 * kl_by_hand(TEACHER, STUDENT, 2.0), rel=1e-5)
+    only_masked = loss(s, t, labels, attention_mask=mask, ce_positions=labels != -100)
+    assert only_masked.ce.item() == pytest.approx(4.0 * kl_by_hand(TEACHER[1:], STUDENT[1:], 2.0), rel=1e-5)
+    # L_mlm: cross-entropy at the one masked position only
+    assert terms.task.item() == pytest.approx(-math.log(softmax(STUDENT[1], 1.0)[2]), rel=1e-6)
+    assert terms.total.item() == pytest.approx(5 * terms.ce.item() + 2 * terms.task.item(), rel=1e-6)
+
+
+def test_task_loss_without_any_label_is_zero() -> None:
+    assert task_loss(torch.ones(1, 2, 3), torch.full((1, 2), -100)).item() == 0.0
+
+
+def test_hidden_mse_loss_matches_hand_computation() -> None:
+    from compressor_distillation.losses import hidden_mse_loss
+
+    h_s, h_t, mask = _hidden()
+    # kept positions' mean over H of squared differences: 1, 0, (36+9)/2... per position
+    per = [(1 + 1) / 2, 0.0, None, (0 + 1) / 2, (1 + 1) / 2, (1 + 1) / 2]
+    kept = [v for v, m in zip(per, mask.flatten().tolist()) if m]
+    assert hidden_mse_loss(h_s, h_t, mask).item() == pytest.approx(sum(kept) / len(kept), rel=1e-6)
+    keep = mask.bool()
+    assert hidden_mse_loss(h_s, h_t, mask).item() == pytest.approx(F.mse_loss(h_s[keep], h_t[keep]).item())
+
+
+def test_attention_kl_loss_matches_hand_computation() -> None:
+    from compressor_distillation.losses import attention_kl_loss
+
+    a_t = torch.tensor([[[[0.5, 0.5], [0.9, 0.1]]]])  # (B=1, A=1, S=2, S=2)
+    a_s = torch.tensor([[[[0.25, 0.75], [0.9, 0.1]]]])
+    q0 = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    assert attention_kl_loss(a_s, a_t).item() == pytest.approx(q0 / 2, rel=1e-6)
+    # a padding query is ignored
+    assert attention_kl_loss(a_s, a_t, torch.tensor([[1, 0]])).item() == pytest.approx(q0, rel=1e-6)
+    assert attention_kl_loss(a_t, a_t).item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(StageError, match="equal head counts"):
+        attention_kl_loss(torch.ones(1, 2, 2, 2) / 2, torch.ones(1, 1, 2, 2) / 2)
+
+
+def test_adaptor_maps_any_output_to_fixed_fields() -> None:
+    from transformers.modeling_outputs import MaskedLMOutput
+
+    from compressor_distillation.adaptors import adapt_outputs, pooled
+
+    h = (torch.zeros(1, 2, 2), torch.tensor([[[1.0, 2.0], [3.0, 4.0]]]))
+    out = MaskedLMOutput(logits=torch.ones(1, 2, 5), hidden_states=h)
+    mask = torch.tensor([[1, 0]])
+    a = adapt_outputs(out, {"attention_mask": mask})
+    assert a.logits.shape == (1, 2, 5) and a.last_hidden is h[-1] and a.attentions is None
+    assert pooled(a, "mean").tolist() == [[1.0, 2.0]] and pooled(a, "cls").tolist() == [[1.0, 2.0]]
+    b = adapt_outputs({"prediction_logits": torch.ones(2, 3)})
+    assert b.logits.shape == (2, 3) and b.hidden_states is None and b.attention_mask is None

@@ -120,12 +120,16 @@ def test_teacher_without_trained_head_is_refused(make_context, tiny_encoder_dir:
     assert "finetune" in (exc.value.hint or "")
 
 
-def test_general_distillation_is_not_implemented(
+def test_mlm_teacher_without_head_is_refused_before_training(
     make_context, finetuned_teacher: Artifact, task_data: TaskData
 ) -> None:
     raw = TaskData(type="masked-lm", splits={"train": task_data.split("train")})
-    with pytest.raises(StageError, match="general .*not implemented"):
-        DistilBERTDistillation().apply(finetuned_teacher, DistillationConfig(), make_context(data=raw))
+    ctx = make_context(data=raw)
+    with pytest.raises(StageError, match="no masked-LM head weights") as exc:
+        DistilBERTDistillation().apply(finetuned_teacher, DistillationConfig(), ctx)
+    assert "mlm-adapt" in (exc.value.hint or "")
+    assert "cls.predictions.transform.dense.weight" in exc.value.message
+    assert not list(ctx.work_dir.iterdir())  # nothing trained
 
 
 def test_unknown_teacher_name_is_refused(make_context, finetuned_teacher: Artifact) -> None:

@@ -23,7 +23,7 @@ def test_plugin_manager_registers_both_strategies() -> None:
     assert plugins.strategy("finetune") is FineTune
     assert plugins.strategy("distill.distilbert") is DistilBERTDistillation
     assert plugins.infos["finetune"].strategies == ["finetune"]
-    assert plugins.infos["distillation"].strategies == ["distill.distilbert"]
+    assert plugins.infos["distillation"].strategies == ["distill.distilbert", "mlm-adapt"]
 
 
 def test_capability_flags() -> None:
@@ -31,7 +31,8 @@ def test_capability_flags() -> None:
     assert DistilBERTDistillation.needs_training_data and DistilBERTDistillation.needs_teacher
     for cls in (FineTune, DistilBERTDistillation):
         assert cls.input_formats == ("pytorch",) and cls.produces == "pytorch"
-        assert cls.task_types == ("text-classification",) and cls.description
+        assert "text-classification" in cls.task_types and cls.description
+    assert DistilBERTDistillation.task_types == ("text-classification", "masked-lm")
 
 
 def test_plugin_modules_import_without_torch() -> None:

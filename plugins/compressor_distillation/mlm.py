@@ -1,0 +1,360 @@
+"""Masked-LM data and models: corpus blocks, dynamic masking, MLM-head checks, MLM accuracy,
+and the ``mlm-adapt`` strategy's implementation (heavy: torch, transformers, datasets).
+
+- text is tokenised without special tokens, concatenated and cut into blocks of
+  ``block_size - 2`` tokens, each wrapped as ``[CLS] ... [SEP]`` (transformers'
+  ``examples/pytorch/language-modeling/run_mlm.py``, ``group_texts``, plus the special
+  tokens the model was pre-trained with);
+- masking is :class:`transformers.DataCollatorForLanguageModeling`: 15% of the non-special,
+  non-padding tokens are chosen, 80% of them replaced by the mask token, 10% by a random
+  token, 10% kept; ``labels`` hold the original token at chosen positions and ``-100``
+  elsewhere. The collator draws new masks every time it builds a batch (dynamic masking,
+  Liu et al. 2019), so each epoch sees other masks;
+- MLM accuracy is top-1 accuracy at masked positions on held-out blocks, masked once with a
+  fixed seed so that "before" and "after" are measured on the same masks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from compressor.errors import StageError
+from compressor.training import trainer as training
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from compressor.artifact import Artifact
+    from compressor.recipe import DataConfig
+    from compressor.strategy import StageContext, Strategy
+    from compressor.task import TaskData
+
+
+def corpus_data(corpus: "DataConfig | None", context: "StageContext", *, key: str) -> "TaskData":
+    """The raw-text corpus of a masked-LM stage.
+
+    :param corpus: the stage's ``corpus`` setting (a ``task.data``-style mapping: a packaged
+        data set such as ``news-articles``, a hub set or local files, relative to the current
+        directory); ``None`` uses the run's task data (any task: only ``text`` is read).
+    :param context: the stage's context (seed, task data).
+    :param key: the config key, for messages.
+    :returns: task data with at least a ``train`` split holding a ``text`` column.
+    :raises StageError: when the corpus cannot be loaded or has no ``train`` rows.
+    """
+    from compressor.errors import CompressorError
+    from compressor.plugins import get_plugins
+    from compressor.sources.datasets import load_task_data
+    from compressor.sources.packaged import cache_root
+
+    if corpus is None:
+        data = context.data
+    else:
+        try:
+            data = load_task_data(
+                corpus,
+                datasets_registry=get_plugins().datasets,
+                cache_dir=cache_root(),
+                seed=context.seed,
+                base_dir=Path.cwd(),
+                task_type="masked-lm",
+            )
+        except CompressorError as exc:
+            raise StageError(f"cannot load the corpus: {exc.message}", key=key,
+                             expected=exc.expected, hint=exc.hint) from exc
+    train = data.splits.get("train")
+    if train is None or len(train) == 0 or "text" not in train.column_names:
+        raise StageError(
+            f"the corpus {data.name!r} has no 'train' rows with a 'text' column", key=key
+        )
+    return data
+
+
+def group_texts(
+    dataset: "datasets.Dataset",
+    tokenizer: "PreTrainedTokenizerBase",
+    block_size: int,
+    *,
+    progress: bool = False,
+) -> "datasets.Dataset":
+    """Tokenise ``text`` and pack it into blocks of exactly ``block_size`` tokens.
+
+    The texts are tokenised without special tokens, concatenated in order, cut into chunks of
+    ``block_size - (number of special tokens the tokenizer adds)``; the remainder that does
+    not fill a chunk is dropped (as ``run_mlm.py`` does). Each chunk is wrapped with the
+    tokenizer's special tokens (``[CLS] ... [SEP]``, ``<s> ... </s>``).
+
+    :param dataset: a column ``text`` (str).
+    :param tokenizer: the model's tokenizer.
+    :param block_size: tokens per block, special tokens included (``>= 4``).
+    :param progress: show the data set library's progress bar.
+    :returns: columns ``input_ids``, ``attention_mask`` (all 1), ``special_tokens_mask``
+        (1 at special tokens), and ``token_type_ids`` when the tokenizer makes them; every row
+        has exactly ``block_size`` tokens.
+    :raises StageError: when the corpus is too short to fill one block.
+    """
+    import datasets as hf_datasets
+
+    specials = tokenizer.num_special_tokens_to_add(pair=False)
+    chunk = block_size - specials
+    if chunk < 2:
+        raise StageError(f"block size {block_size} leaves no room for text", key="max_length")
+
+    def pack(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+        flat = [t for row in ids for t in row]
+        usable = (len(flat) // chunk) * chunk
+        types = "token_type_ids" in tokenizer.model_input_names
+        out: dict[str, list[Any]] = {"input_ids": [], "attention_mask": [], "special_tokens_mask": []}
+        if types:
+            out["token_type_ids"] = []
+        for i in range(0, usable, chunk):
+            ids = tokenizer.build_inputs_with_special_tokens(flat[i:i + chunk])
+            out["input_ids"].append(ids)
+            out["attention_mask"].append([1] * len(ids))
+            out["special_tokens_mask"].append(
+                tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
+            )
+            if types:
+                out["token_type_ids"].append([0] * len(ids))
+        return out
+
+    silence = not progress and hf_datasets.is_progress_bar_enabled()
+    if silence:
+        hf_datasets.disable_progress_bars()
+    try:
+        blocks = dataset.map(
+            pack, batched=True, batch_size=1000, remove_columns=list(dataset.column_names),
+            desc="packing text into blocks",
+        )
+    finally:
+        if silence:
+            hf_datasets.enable_progress_bars()
+    if len(blocks) == 0:
+        raise StageError(
+            f"the corpus is shorter than one block of {block_size} tokens",
+            hint="give more text or a smaller max_length",
+        )
+    return blocks
+
+
+def mlm_collator(tokenizer: "PreTrainedTokenizerBase", probability: float, seed: int | None = None) -> Any:
+    """:class:`transformers.DataCollatorForLanguageModeling` with BERT's 80/10/10 recipe.
+
+    :param tokenizer: must have a mask token.
+    :param probability: share of tokens chosen for prediction (0.15 in BERT and DistilBERT).
+    :param seed: seeds the collator's own generator (fixed masks for evaluation); ``None``
+        uses torch's global RNG, re-seeded by the Trainer.
+    :raises StageError: when the tokenizer has no mask token.
+    """
+    from transformers import DataCollatorForLanguageModeling
+
+    if tokenizer.mask_token is None:
+        raise StageError(
+            f"the tokenizer ({type(tokenizer).__name__}) has no mask token; masked-LM "
+            "training needs one"
+        )
+    return DataCollatorForLanguageModeling(
+        tokenizer, mlm=True, mlm_probability=probability, mask_replace_prob=0.8,
+        random_replace_prob=0.1, seed=seed,
+    )
+
+
+def load_masked_lm(
+    artifact: "Artifact", *, require_head: bool, key: str = "teacher", **kwargs: Any
+) -> tuple["PreTrainedModel", list[str]]:
+    """Load an artifact with ``AutoModelForMaskedLM`` and report untrained MLM-head weights.
+
+    Sentence-embedding checkpoints (both packaged models) hold the encoder only: loading them
+    as masked LMs initialises the prediction head (``cls.predictions.transform``,
+    ``lm_head``, ``vocab_projector``, ... and the output bias) at random, and
+    ``from_pretrained`` lists those weights as missing. The decoder matrix itself is usually
+    tied to the word embeddings, so it is not listed.
+
+    :param artifact: a PyTorch artifact.
+    :param require_head: raise when head weights are missing.
+    :param key: the config key naming this model, for messages.
+    :param kwargs: passed to ``from_pretrained`` (e.g. ``attn_implementation``).
+    :returns: ``(model, newly initialised weight names)``.
+    :raises StageError: when the artifact is not PyTorch, cannot be loaded as a masked LM,
+        or (``require_head``) has no trained MLM head, saying what to do.
+    """
+    from transformers import AutoModelForMaskedLM
+
+    if artifact.format != "pytorch":
+        raise StageError(f"{artifact.name!r} is a {artifact.format} artifact", key=key,
+                         expected="a PyTorch artifact")
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(
+            str(artifact.path), output_loading_info=True, **kwargs
+        )
+    except (OSError, ValueError) as exc:
+        raise StageError(
+            f"cannot load {artifact.name!r} at {artifact.path} as a masked language model: {exc}",
+            key=key,
+        ) from exc
+    missing = sorted(info.get("missing_keys", []))
+    if missing and require_head:
+        raise StageError(
+            f"the teacher {artifact.name!r} has no masked-LM head weights: loading it as a "
+            f"masked language model initialised {', '.join(missing)} at random. It is an "
+            "encoder-only (e.g. sentence-embedding) checkpoint, so its MLM predictions, the "
+            "soft targets of general distillation, would be noise",
+            key=key,
+            hint="add an 'mlm-adapt' stage before this one to train the MLM head on the corpus "
+            "(it reports the teacher's MLM accuracy before and after), or use a checkpoint "
+            "pre-trained with its MLM head",
+        )
+    return model, missing
+
+
+def fixed_masks(
+    blocks: "datasets.Dataset", tokenizer: "PreTrainedTokenizerBase", probability: float,
+    seed: int, batch_size: int,
+) -> list[dict[str, torch.Tensor]]:
+    """Mask held-out blocks once, reproducibly, for :func:`mlm_accuracy`.
+
+    :returns: a list of collated batches (``input_ids``, ``attention_mask``, ``labels``, ...)
+        whose masks depend only on ``seed``.
+    """
+    collate = mlm_collator(tokenizer, probability)
+    rows = [blocks[i] for i in range(len(blocks))]
+    # torch's global RNG, forked and seeded: the masks depend on the seed only, and the
+    # caller's RNG stream is left as it was (the collator's own ``seed`` ignores seed 0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return [collate(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
+
+
+@torch.no_grad()
+def mlm_accuracy(model: "PreTrainedModel", batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Top-1 accuracy and cross-entropy of a masked LM at the masked positions.
+
+    :param model: a ``*ForMaskedLM`` model (any device).
+    :param batches: from :func:`fixed_masks`.
+    :returns: ``{"mlm_accuracy": fraction, "mlm_loss": mean CE (nats), "masked_tokens": n}``.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct, total, loss_sum = 0, 0, 0.0
+    for batch in batches:
+        labels = batch["labels"].to(device)
+        inputs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "special_tokens_mask")}
+        logits = model(**inputs).logits.float()
+        keep = labels != -100
+        n = int(keep.sum())
+        if n == 0:
+            continue
+        sel, gold = logits[keep], labels[keep]
+        correct += int((sel.argmax(-1) == gold).sum())
+        loss_sum += float(torch.nn.functional.cross_entropy(sel, gold, reduction="sum"))
+        total += n
+    model.train(was_training)
+    return {
+        "mlm_accuracy": correct / total if total else float("nan"),
+        "mlm_loss": loss_sum / total if total else float("nan"),
+        "masked_tokens": total,
+    }
+
+
+def corpus_blocks(
+    config: Any, context: "StageContext", tokenizer: "PreTrainedTokenizerBase", block_size: int
+) -> tuple["datasets.Dataset", "datasets.Dataset", str]:
+    """Train and held-out blocks of the stage's corpus.
+
+    :returns: ``(train blocks, held-out blocks, corpus name)``; held-out blocks come from the
+        corpus's ``validation`` split (capped at ``config.max_eval_blocks``).
+    :raises StageError: when there is no held-out text.
+    """
+    data = corpus_data(config.corpus, context, key="corpus")
+    train = group_texts(data.splits["train"], tokenizer, block_size, progress=context.progress)
+    held = data.splits.get("validation")
+    if held is None or len(held) == 0:
+        raise StageError(
+            f"the corpus {data.name!r} has no 'validation' split to measure MLM accuracy on",
+            key="corpus",
+            hint="give a validation file, or let the loader hold out validation_fraction of train",
+        )
+    held_blocks = group_texts(held, tokenizer, block_size, progress=context.progress)
+    if config.max_eval_blocks is not None and len(held_blocks) > config.max_eval_blocks:
+        held_blocks = held_blocks.select(range(config.max_eval_blocks))
+    if config.max_train_blocks is not None and len(train) > config.max_train_blocks:
+        train = train.shuffle(seed=context.seed).select(range(config.max_train_blocks))
+        train = train.flatten_indices()
+    return train, held_blocks, data.name
+
+
+def head_parameter_names(model: "PreTrainedModel") -> list[str]:
+    """Names of the MLM head's own parameters (everything outside the base encoder).
+
+    The base encoder is ``model.base_model``; a decoder tied to the word embeddings belongs
+    to the encoder and is not listed.
+    """
+    base = {id(p) for p in model.base_model.parameters()}
+    return [n for n, p in model.named_parameters() if id(p) not in base]
+
+
+def run_mlm_adapt(
+    strategy: "Strategy", artifact: "Artifact", config: Any, context: "StageContext"
+) -> "Artifact":
+    """Train a model's masked-LM head (optionally the whole model) on a corpus; see
+    :class:`~compressor_distillation.plugin.MLMAdapt`.
+    """
+    from transformers import Trainer, set_seed
+
+    training.check_device_and_precision(config, context.device)
+    seed = context.seed if config.seed is None else config.seed
+    tokenizer = training.load_tokenizer(artifact.path, artifact.name)
+    block_size = training.effective_max_length(tokenizer, config.max_length, context)
+    set_seed(seed)  # the new head is initialised from this seed
+    model, new_weights = load_masked_lm(artifact, require_head=False, key="model")
+    if new_weights:
+        context.logger.info(
+            "%s: %r has no trained MLM head; newly initialised: %s",
+            context.stage_name, artifact.name, ", ".join(new_weights),
+        )
+    train, held, corpus_name = corpus_blocks(config, context, tokenizer, block_size)
+    masks = fixed_masks(held, tokenizer, config.mlm_probability, seed, config.eval_batch_size)
+    before = mlm_accuracy(model, masks)
+    context.logger.info(
+        "%s: MLM accuracy of %r before adaptation: %.4f (%d masked tokens in %d held-out blocks)",
+        context.stage_name, artifact.name, before["mlm_accuracy"], before["masked_tokens"], len(held),
+    )
+    head = set(head_parameter_names(model))
+    if config.train == "head":
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in head)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    args = training.training_arguments(config, context, has_validation=False, seed=seed)
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train, processing_class=tokenizer,
+        data_collator=mlm_collator(tokenizer, config.mlm_probability),
+    )
+    metrics = training.train_and_evaluate(trainer, context, has_validation=False)
+    after = mlm_accuracy(model, masks)
+    context.logger.info(
+        "%s: MLM accuracy after adaptation: %.4f (before %.4f)",
+        context.stage_name, after["mlm_accuracy"], before["mlm_accuracy"],
+    )
+    model.requires_grad_(True)
+    training.save_trained_model(trainer, context.output_dir)
+    extra = {
+        "corpus": corpus_name,
+        "trained": config.train,
+        "trainable_params": trainable,
+        "new_head_weights": new_weights,
+        "train_blocks": len(train),
+        "block_size": block_size,
+        "heldout_blocks": len(held),
+        "mlm_accuracy_before": before["mlm_accuracy"],
+        "mlm_accuracy_after": after["mlm_accuracy"],
+        "mlm_loss_before": before["mlm_loss"],
+        "mlm_loss_after": after["mlm_loss"],
+        "masked_tokens": after["masked_tokens"],
+        **metrics,
+    }
+    return context.new_artifact(artifact, strategy.name, config, extra=extra)
