@@ -15,7 +15,7 @@ def test_builtin_plugins_register_through_entry_points():
     plugins = get_plugins(reload=True)
     assert {"finetune", "distill.distilbert"} <= set(plugins.strategies)
     assert plugins.infos["finetune"].package == "compressor"
-    assert plugins.infos["distillation"].strategies == ["distill.distilbert"]
+    assert "distill.distilbert" in plugins.infos["distillation"].strategies
     assert {"packaged", "local", "hub"} <= set(plugins.model_sources)
     assert {"mr-snippets", "trec6", "news-articles"} <= set(plugins.datasets)
     assert not plugins.failed

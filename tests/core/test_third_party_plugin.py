@@ -90,7 +90,7 @@ def test_installed_plugin_package_is_listed_and_runs(tmp_path, tiny_bert_dir):
         model: {{name: {tiny_bert_dir}, source: local}}
         task:
           data: {{files: {{train: data.csv}}}}
-        evaluation: {{baseline: false, latency: false}}
+        evaluation: {{baseline: false, latency: false, sequence_length: 32}}
         stages:
           - name: noisy
             strategy: noise.gaussian

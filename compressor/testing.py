@@ -1,0 +1,547 @@
+"""Conformance kit: pytest helpers that check a strategy the way compressor uses it.
+
+A plugin author calls these from their own tests; the built-in strategies pass the same
+checks (``tests/plugins/test_conformance.py``). Each check raises ``AssertionError`` (or
+the library error it found) with a message saying what is wrong.
+
+- :func:`check_config_roundtrip`: the config validates, dumps to YAML, loads back equal.
+- :func:`check_rejects_unknown_keys`: a misspelled key is an error, and in a recipe the
+  error names the file, line and key.
+- :func:`check_runs_in_recipe`: a recipe using the strategy runs through the real
+  orchestrator on a tiny random model of one architecture (:data:`ARCHITECTURES`): the
+  artifact is written where it belongs, has the promised format and lineage, reloads in
+  the evaluator's backend and gives finite logits, and the evaluator
+  (:func:`compressor.evaluate.evaluate_artifacts`) measures accuracy, size and latency.
+- :func:`check_clear_errors`: on an input folder that is not a model, ``apply`` raises a
+  :class:`compressor.CompressorError` (a message for the user), not a bare exception.
+- :func:`check_strategy` runs them all; :class:`StrategyConformance` is a test-class base.
+
+Example (a plugin's own ``tests/test_conformance.py``)::
+
+    from compressor.testing import StrategyConformance
+
+    class TestLowRank(StrategyConformance):
+        strategy = "lowrank.svd"
+        config = {"rank": 8}
+        architectures = ("bert", "roberta", "distilbert")
+
+Tiny models are built from configs (hidden 32, 2 layers, 2 heads) with a WordPiece
+tokenizer over a small vocabulary: nothing is downloaded. This module imports pytest,
+torch and transformers only inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from .errors import CompressorError, RecipeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .artifact import Artifact
+    from .pipeline import RunResult
+    from .plugins import Plugins
+    from .strategy import Strategy
+    from .task import TaskData
+
+__all__ = [
+    "ARCHITECTURES",
+    "FAST_EVALUATION",
+    "StrategyConformance",
+    "check_artifact_reloads",
+    "check_clear_errors",
+    "check_config_roundtrip",
+    "check_rejects_unknown_keys",
+    "check_runs_in_recipe",
+    "check_strategy",
+    "plugins_with",
+    "tiny_model",
+    "tiny_task_data",
+    "write_tiny_task_files",
+]
+
+POSITIVE = ["good", "great", "excellent", "wonderful", "superb", "lovely"]
+NEGATIVE = ["bad", "awful", "terrible", "horrible", "poor", "boring"]
+FILLER = ["the", "a", "movie", "film", "story", "plot", "actor", "scene", "is", "was", "very",
+          "really", "quite", "and", "but", "with", "of", "it", "this", "that"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+#: Settings that make the evaluator quick on tiny models (latency still measured).
+FAST_EVALUATION: dict[str, Any] = {
+    "baseline": False,
+    "batch_sizes": [2],
+    "sequence_length": 16,
+    "threads": 1,
+    "warmup": 1,
+    "min_runs": 2,
+    "max_runs": 2,
+    "min_time_s": 0.0,
+}
+
+_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+
+
+def _config(architecture: str, vocab_size: int, num_labels: int) -> Any:
+    import transformers as T
+
+    common = dict(_TINY, vocab_size=vocab_size, num_labels=num_labels, pad_token_id=0)
+    if architecture == "bert":
+        return T.BertConfig(max_position_embeddings=64, **common)
+    if architecture == "roberta":
+        return T.RobertaConfig(max_position_embeddings=66, type_vocab_size=1, **common)
+    if architecture == "xlm-roberta":
+        return T.XLMRobertaConfig(max_position_embeddings=66, type_vocab_size=1, **common)
+    if architecture == "distilbert":
+        return T.DistilBertConfig(
+            vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+            max_position_embeddings=64, num_labels=num_labels, pad_token_id=0,
+        )
+    if architecture == "electra":
+        return T.ElectraConfig(max_position_embeddings=64, embedding_size=32, **common)
+    if architecture == "mpnet":
+        return T.MPNetConfig(max_position_embeddings=66, **common)
+    if architecture == "deberta-v2":
+        return T.DebertaV2Config(max_position_embeddings=64, **common)
+    if architecture == "modernbert":
+        return T.ModernBertConfig(
+            **common, max_position_embeddings=64, bos_token_id=2, eos_token_id=3,
+            cls_token_id=2, sep_token_id=3, global_attn_every_n_layers=1, local_attention=16,
+        )
+    raise ValueError(f"unknown architecture {architecture!r}; known: {list(ARCHITECTURES)}")
+
+
+#: Architecture name -> whether its tokenizer returns ``token_type_ids``.
+ARCHITECTURES: dict[str, bool] = {
+    "bert": True,
+    "roberta": False,
+    "distilbert": False,
+    "electra": True,
+    "mpnet": False,
+    "deberta-v2": True,
+    "xlm-roberta": False,
+    "modernbert": False,
+}
+
+
+def tiny_model(architecture: str, path: str | Path, *, num_labels: int = 2, seed: int = 0) -> Path:
+    """Save a randomly initialised tiny sequence classifier and its tokenizer to ``path``.
+
+    :param architecture: a key of :data:`ARCHITECTURES` (``"bert"``, ``"roberta"``, ...).
+    :param path: folder to write (created); Hugging Face layout, safetensors weights.
+    :param num_labels: classes of the classification head.
+    :param seed: ``torch.manual_seed`` for the initialisation.
+    :returns: ``path``. The model has hidden size 32, 2 layers, 2 heads, FFN 64, about
+        21k parameters; the tokenizer is a ``BertTokenizerFast`` over a 37-token vocabulary
+        whose ``model_input_names`` match the architecture.
+    :raises ValueError: for an unknown architecture.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, BertTokenizerFast
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = path / "vocab.txt"
+    vocab.write_text("\n".join(SPECIAL + POSITIVE + NEGATIVE + FILLER) + "\n", encoding="utf-8")
+    inputs = ["input_ids", "attention_mask"]
+    if ARCHITECTURES.get(architecture, True):
+        inputs.insert(1, "token_type_ids")
+    tok = BertTokenizerFast(vocab_file=str(vocab), model_max_length=64, model_input_names=inputs)
+    config = _config(architecture, len(tok), num_labels)
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(config)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _rows(n: int, seed: int) -> dict[str, list[Any]]:
+    """``n`` sentences, label 1 iff a positive cue word is present (balanced, shuffled)."""
+    rng = random.Random(seed)
+    labels = [i % 2 for i in range(n)]
+    rng.shuffle(labels)
+    texts = []
+    for y in labels:
+        words = rng.sample(FILLER, 5) + [rng.choice(POSITIVE if y else NEGATIVE)]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    return {"text": texts, "label": labels}
+
+
+def tiny_task_data(n_train: int = 64, n_eval: int = 32, *, seed: int = 0) -> "TaskData":
+    """A small learnable binary sentiment task (``train``/``validation``/``test``).
+
+    :returns: a :class:`compressor.TaskData` with columns ``text`` and ``label`` (int64).
+    """
+    import datasets
+
+    from .task import TaskData
+
+    splits = {
+        name: datasets.Dataset.from_dict(_rows(n, seed + i))
+        for i, (name, n) in enumerate((("train", n_train), ("validation", n_eval), ("test", n_eval)))
+    }
+    return TaskData(
+        type="text-classification",
+        splits=splits,
+        label_names=["negative", "positive"],
+        name="tiny-sentiment",
+    )
+
+
+def write_tiny_task_files(folder: str | Path, n_train: int = 64, n_eval: int = 32, *, seed: int = 0) -> dict[str, str]:
+    """Write the :func:`tiny_task_data` splits as CSV files for a recipe's ``task.data.files``.
+
+    :returns: split name -> file name (relative to ``folder``).
+    """
+    import csv
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for i, (name, n) in enumerate((("train", n_train), ("validation", n_eval), ("test", n_eval))):
+        rows = _rows(n, seed + i)
+        with open(folder / f"{name}.csv", "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["text", "label"])
+            writer.writerows(zip(rows["text"], rows["label"]))
+        files[name] = f"{name}.csv"
+    return files
+
+
+# --- plugins ---------------------------------------------------------------------------------
+
+
+def plugins_with(*modules: Any, entry_points: bool = True) -> "Plugins":
+    """Plugins loaded with extra plugin modules (or objects with ``@hookimpl`` functions).
+
+    Use this to test a plugin that is not installed: ``plugins_with(my_package.plugin)``.
+    With ``entry_points=True`` the installed plugins (the built-ins included) load too;
+    a plugin that is both installed and passed here registers its names twice, which is a
+    :class:`compressor.PluginError`: pass ``entry_points=False`` then.
+    """
+    from .plugins import Plugins
+
+    extra = [(getattr(m, "__name__", type(m).__name__), m) for m in modules]
+    return Plugins().load(entry_points_enabled=entry_points, extra=extra)
+
+
+def _resolve(strategy: "str | type[Strategy]", plugins: "Plugins | None") -> tuple["type[Strategy]", "Plugins"]:
+    from .plugins import get_plugins
+
+    plugins = plugins or get_plugins()
+    if isinstance(strategy, str):
+        return plugins.strategy(strategy), plugins
+    registered = plugins.strategies.get(strategy.name)
+    if registered is not strategy:
+        raise AssertionError(
+            f"strategy class {strategy.__name__} ({strategy.name!r}) is not registered in the "
+            "plugins given; pass plugins=compressor.testing.plugins_with(your_plugin_module)"
+        )
+    return strategy, plugins
+
+
+# --- checks ----------------------------------------------------------------------------------
+
+
+def check_config_roundtrip(strategy: "str | type[Strategy]", config: dict[str, Any], *, plugins: "Plugins | None" = None) -> Any:
+    """The config validates, dumps to YAML and loads back to an equal config.
+
+    Also checks the class has a ``name``, a one-line ``description``, a ``Config`` whose
+    fields all have a description, and that the model forbids unknown keys.
+
+    :returns: the validated config instance.
+    """
+    import yaml
+
+    cls, _ = _resolve(strategy, plugins)
+    assert cls.name, f"{cls.__name__} has no name"
+    assert cls.description and "\n" not in cls.description.strip(), f"{cls.name}: description must be one line"
+    assert cls.Config.model_config.get("extra") == "forbid", f"{cls.name}: Config must set extra='forbid'"
+    undocumented = [n for n, f in cls.Config.model_fields.items() if not f.description]
+    assert not undocumented, f"{cls.name}: Config fields without Field(description=...): {undocumented}"
+    validated = cls.Config.model_validate(config)
+    text = yaml.safe_dump(validated.model_dump(mode="json"), sort_keys=False)
+    again = cls.Config.model_validate(yaml.safe_load(text))
+    assert again == validated, f"{cls.name}: config changed through YAML:\n{text}"
+    assert again.model_dump(mode="json") == validated.model_dump(mode="json")
+    return validated
+
+
+def _recipe_text(name: str, model_dir: Path, files: dict[str, str], stages: list[dict[str, Any]], evaluation: dict[str, Any]) -> str:
+    import yaml
+
+    recipe = {
+        "version": 1,
+        "name": name,
+        "seed": 0,
+        "model": {"name": str(model_dir), "source": "local"},
+        "task": {"data": {"files": files}},
+        "evaluation": evaluation,
+        "stages": stages,
+    }
+    return yaml.safe_dump(recipe, sort_keys=False)
+
+
+def check_rejects_unknown_keys(
+    strategy: "str | type[Strategy]",
+    config: dict[str, Any],
+    tmp_path: str | Path,
+    *,
+    plugins: "Plugins | None" = None,
+) -> RecipeError:
+    """A misspelled config key is rejected, in Python and in a recipe (with file:line).
+
+    :param tmp_path: a scratch folder (pytest's ``tmp_path``).
+    :returns: the :class:`compressor.RecipeError` the recipe raised.
+    """
+    from pydantic import ValidationError
+
+    from .recipe import load_recipe
+
+    cls, plugins = _resolve(strategy, plugins)
+    bad = {**config, "definitely_not_a_key": 1}
+    try:
+        cls.Config.model_validate(bad)
+    except ValidationError as exc:
+        assert any(e["type"] == "extra_forbidden" for e in exc.errors()), exc
+    else:
+        raise AssertionError(f"{cls.name}: Config accepted an unknown key")
+    tmp_path = Path(tmp_path)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    recipe = tmp_path / "unknown-key.yaml"
+    stages = [{"name": "stage", "strategy": cls.name, "config": bad}]
+    recipe.write_text(_recipe_text("unknown-key", tmp_path, {"train": "train.csv"}, stages, {}), encoding="utf-8")
+    try:
+        load_recipe(recipe, plugins=plugins)
+    except RecipeError as exc:
+        assert "definitely_not_a_key" in exc.message, exc.format()
+        assert exc.key and exc.key.startswith("stages[0].config"), exc.format()
+        assert exc.where and exc.where.startswith(str(recipe)) and exc.where.rsplit(":", 1)[1].isdigit(), exc.format()
+        return exc
+    raise AssertionError(f"{cls.name}: a recipe with an unknown config key validated")
+
+
+def check_artifact_reloads(
+    artifact: "Artifact",
+    data: "TaskData",
+    *,
+    expected_format: str | None = None,
+    plugins: "Plugins | None" = None,
+) -> Any:
+    """The artifact's folder reloads as written and its model gives finite logits.
+
+    :param artifact: an artifact returned by a strategy.
+    :param data: the task (its ``test`` texts are fed to the model).
+    :param expected_format: the strategy's ``produces``.
+    :param plugins: where plugin backends are looked up (default: the process-wide plugins).
+    :returns: the logits, float32 array of shape ``(n, num_labels)``.
+    """
+    import numpy as np
+
+    from .artifact import Artifact
+    from .evaluate.backends import backend_for
+
+    again = Artifact.load(artifact.path)
+    assert again.name == artifact.name and again.format == artifact.format, (again, artifact)
+    assert again.lineage == artifact.lineage
+    if expected_format is not None:
+        assert again.format == expected_format, f"artifact format {again.format!r}, strategy says {expected_format!r}"
+    backend = backend_for(again, plugins.backends if plugins is not None else None).load(
+        again, task_type=data.type, threads=1
+    )
+    try:
+        split = data.split("test")
+        texts = list(split["text"][:8])
+        batch = backend.encode(texts, padding=True, max_length=32)
+        logits = backend.predict_logits(batch)
+    finally:
+        backend.close()
+    assert logits.shape == (len(texts), data.num_labels), logits.shape
+    assert np.isfinite(logits).all(), "the reloaded model gives non-finite logits"
+    return logits
+
+
+def check_runs_in_recipe(
+    strategy: "str | type[Strategy]",
+    config: dict[str, Any],
+    architecture: str,
+    tmp_path: str | Path,
+    *,
+    plugins: "Plugins | None" = None,
+    before: Iterable[tuple[str, dict[str, Any]]] = (),
+    evaluation: dict[str, Any] | None = None,
+) -> "RunResult":
+    """Run a recipe that applies the strategy to a tiny model, then check what it made.
+
+    The recipe: a tiny random ``architecture`` classifier (:func:`tiny_model`), the tiny
+    sentiment task as CSV files, the ``before`` stages (e.g. ``[("finetune", {...})]`` for a
+    strategy that needs a trained or an ONNX input), then the strategy with ``config``;
+    evaluation with :data:`FAST_EVALUATION`. Checks: the run succeeds; the stage's artifact
+    is in ``artifacts/NN-<stage>`` with format ``strategy.produces`` and a lineage naming
+    the strategy, its validated config and its parent; it reloads
+    (:func:`check_artifact_reloads`); and its evaluation record has accuracy on the test
+    split, a parameter count, bytes on disk and a positive p50 latency.
+
+    :returns: the :class:`compressor.pipeline.RunResult`.
+    """
+    from .pipeline import run
+
+    cls, plugins = _resolve(strategy, plugins)
+    tmp_path = Path(tmp_path)
+    model_dir = tiny_model(architecture, tmp_path / f"tiny-{architecture}")
+    files = write_tiny_task_files(tmp_path)
+    stages = [
+        {"name": f"before{i}", "strategy": name, "config": cfg, "evaluate": False}
+        for i, (name, cfg) in enumerate(before)
+    ]
+    stages.append({"name": "under-test", "strategy": cls.name, "config": config})
+    recipe = tmp_path / "conformance.yaml"
+    recipe.write_text(
+        _recipe_text("conformance", model_dir, files, stages, {**FAST_EVALUATION, **(evaluation or {})}),
+        encoding="utf-8",
+    )
+    result = run(recipe, run_dir=tmp_path / "run", plugins=plugins, progress=False)
+    art = result.artifacts["under-test"]
+    assert art.path.name == f"{len(stages):02d}-under-test", art.path
+    assert art.lineage.strategy == cls.name and art.lineage.stage == "under-test"
+    assert art.lineage.parent == (stages[-2]["name"] if len(stages) > 1 else "baseline")
+    assert art.lineage.config == cls.Config.model_validate(config).model_dump(mode="json")
+    from .task import TaskData
+
+    data = TaskData(
+        type="text-classification",
+        splits=_load_csv_splits(tmp_path, files),
+        label_names=["negative", "positive"],
+        name="tiny",
+    )
+    check_artifact_reloads(art, data, expected_format=cls.produces, plugins=plugins)
+    record = next(r for r in result.results if r["model"] == "under-test")
+    assert record["strategy"] == cls.name and record["format"] == cls.produces
+    acc = record["accuracy"]
+    assert acc is not None and acc["n"] > 0 and 0.0 <= acc["accuracy"] <= 1.0, acc
+    assert record["size"]["params"] > 0 and record["size"]["disk_bytes"] > 0, record["size"]
+    if (evaluation or {}).get("latency", True):
+        assert record["latency"] and all(l["p50_ms"] > 0 for l in record["latency"]), record["latency"]
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "done", manifest.get("error")
+    return result
+
+
+def _load_csv_splits(folder: Path, files: dict[str, str]) -> dict[str, Any]:
+    import datasets
+
+    return {k: datasets.Dataset.from_csv(str(folder / v)) for k, v in files.items()}
+
+
+def check_clear_errors(
+    strategy: "str | type[Strategy]",
+    config: dict[str, Any],
+    tmp_path: str | Path,
+    *,
+    plugins: "Plugins | None" = None,
+) -> CompressorError:
+    """On an input folder that holds no model, ``apply`` raises a :class:`CompressorError`.
+
+    The folder has a ``config.json`` that is not a model config and no weights. A strategy
+    must turn the loader's failure into a :class:`compressor.StageError` (or another
+    :class:`compressor.CompressorError`) that names the artifact or its folder, so the CLI
+    prints one message instead of a traceback.
+
+    :returns: the error raised.
+    """
+    import logging
+
+    from .artifact import Artifact
+    from .strategy import StageContext
+
+    cls, _ = _resolve(strategy, plugins)
+    tmp_path = Path(tmp_path)
+    broken = tmp_path / "not-a-model"
+    broken.mkdir(parents=True, exist_ok=True)
+    (broken / "config.json").write_text('{"this is": "not a model config"}', encoding="utf-8")
+    fmt = cls.input_formats[0]
+    artifact = Artifact(name="broken", path=broken, format=fmt)
+    out = tmp_path / "out"
+    work = tmp_path / "work"
+    out.mkdir(exist_ok=True)
+    work.mkdir(exist_ok=True)
+    context = StageContext(
+        stage_name="stage",
+        output_dir=out,
+        work_dir=work,
+        data=tiny_task_data(16, 8),
+        seed=0,
+        artifacts={"baseline": artifact},
+        logger=logging.getLogger("compressor.testing"),
+        progress=False,
+    )
+    validated = cls.Config.model_validate(config)
+    try:
+        cls().apply(artifact, validated, context)
+    except CompressorError as exc:
+        text = exc.format()
+        assert "broken" in text or str(broken) in text, f"the error does not name the input: {text}"
+        return exc
+    except Exception as exc:  # noqa: BLE001 - the point of the check
+        raise AssertionError(
+            f"{cls.name}: apply() on a folder without a model raised {type(exc).__name__}: {exc}; "
+            "raise compressor.StageError naming the artifact instead"
+        ) from exc
+    raise AssertionError(f"{cls.name}: apply() succeeded on a folder without a model")
+
+
+def check_strategy(
+    strategy: "str | type[Strategy]",
+    config: dict[str, Any],
+    tmp_path: str | Path,
+    *,
+    architectures: Iterable[str] = ("bert",),
+    plugins: "Plugins | None" = None,
+    before: Iterable[tuple[str, dict[str, Any]]] = (),
+) -> None:
+    """Every check of this module, one architecture after another."""
+    tmp_path = Path(tmp_path)
+    check_config_roundtrip(strategy, config, plugins=plugins)
+    check_rejects_unknown_keys(strategy, config, tmp_path / "keys", plugins=plugins)
+    check_clear_errors(strategy, config, tmp_path / "errors", plugins=plugins)
+    for arch in architectures:
+        check_runs_in_recipe(strategy, config, arch, tmp_path / arch, plugins=plugins, before=before)
+
+
+class StrategyConformance:
+    """Base class of a pytest test class that runs the kit on one strategy.
+
+    Subclass it in a class whose name starts with ``Test`` and set the class attributes:
+
+    :cvar strategy: the registered strategy name.
+    :cvar config: a minimal valid config (``{}`` when the defaults are enough).
+    :cvar architectures: names from :data:`ARCHITECTURES` the strategy supports.
+    :cvar before: stages run before it, ``[(strategy, config), ...]``.
+    :cvar plugins: a zero-argument callable returning loaded plugins (default: installed).
+    """
+
+    strategy: str = ""
+    config: dict[str, Any] = {}
+    architectures: tuple[str, ...] = ("bert",)
+    before: tuple[tuple[str, dict[str, Any]], ...] = ()
+    plugins: Callable[[], "Plugins"] | None = None
+
+    def _plugins(self) -> "Plugins | None":
+        return type(self).plugins() if type(self).plugins else None  # type: ignore[misc]
+
+    def test_config_roundtrip(self) -> None:
+        check_config_roundtrip(self.strategy, self.config, plugins=self._plugins())
+
+    def test_rejects_unknown_keys(self, tmp_path: Path) -> None:
+        check_rejects_unknown_keys(self.strategy, self.config, tmp_path, plugins=self._plugins())
+
+    def test_clear_errors(self, tmp_path: Path) -> None:
+        check_clear_errors(self.strategy, self.config, tmp_path, plugins=self._plugins())
+
+    def test_runs_on_each_architecture(self, tmp_path: Path) -> None:
+        for arch in self.architectures:
+            check_runs_in_recipe(
+                self.strategy, self.config, arch, tmp_path / arch, plugins=self._plugins(), before=self.before
+            )
