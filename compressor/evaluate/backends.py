@@ -325,10 +325,6 @@ class OnnxRuntimeBackend(Backend):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # ONNX Runtime's worker threads spin after each call by default; in interleaved
-        # timing that spinning steals the cores from the next model (measured: PyTorch models
-        # timed after an ORT model got 2x slower p90). Idle threads sleep instead.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         masked = task_type == "masked-lm"
         auto = ORTModelForMaskedLM if masked else ORTModelForSequenceClassification
         provider = ORT_PROVIDERS[device]

@@ -48,3 +48,12 @@ def test_evaluate_artifacts_times_models_together(make_artifact, task_data, fast
     assert runs[0] == runs[1]  # same number of rounds for both
     assert records[0]["latency_inputs"] == records[1]["latency_inputs"]
     assert records[0]["size"]["params"] < records[1]["size"]["params"]
+
+
+def test_runtimes_are_grouped_for_timing():
+    from types import SimpleNamespace
+
+    from compressor.evaluate.latency import runtime_groups
+
+    backends = [SimpleNamespace(name=n) for n in ("pytorch", "onnxruntime", "pytorch", "pytorch-half")]
+    assert runtime_groups(backends) == [[0, 2], [1], [3]]
