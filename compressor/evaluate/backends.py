@@ -281,6 +281,10 @@ class OnnxRuntimeBackend(Backend):
     call copies its outputs back to the host and returns when the GPU work is done.
     """
 
+    #: each session owns its thread pool: timed alone, not interleaved (see
+    #: :func:`compressor.evaluate.latency.runtime_groups`)
+    shared_thread_pool = False
+
     name = "onnxruntime"
     formats = ("onnx",)
     tensor_type = "np"

@@ -380,7 +380,7 @@ def _calibrate(records: list[dict[str, Any]], settings: EvaluationSettings, *, d
 def _latency(records: list[dict[str, Any]], backends: list[Any], texts: list[str],
              pairs: list[str] | None, settings: EvaluationSettings, *, device: str,
              progress: bool) -> None:
-    from .latency import measure_latency_interleaved
+    from .latency import measure_latency_interleaved, runtime_groups
 
     load_before = _load_average()
     latencies = measure_latency_interleaved(
@@ -389,7 +389,7 @@ def _latency(records: list[dict[str, Any]], backends: list[Any], texts: list[str
     loads = [x for x in (load_before, _load_average()) if x is not None]
     load_avg = max(loads) if loads else None
     names = [r["model"] for r in records]
-    backend_names = {r["model"]: b.name for r, b in zip(records, backends)}
+    group_of = {names[i]: group for group in runtime_groups(backends) for i in group}
     for record, latency in zip(records, latencies):
         compute = record.get("compute") or {}
         flops = compute.get("flops_per_sequence") or {}
@@ -402,8 +402,8 @@ def _latency(records: list[dict[str, Any]], backends: list[Any], texts: list[str
             entry["gflops"] = gflops
             entry["peak_fraction"] = gflops / peak if gflops is not None and peak else None
         record["latency"] = latency
-        # models are interleaved with the others of the same runtime only (runtime_groups)
+        # models are interleaved with the others of their group only (runtime_groups)
         record["latency_interleaved_with"] = [
-            n for n, b in zip(names, backends) if n != record["model"] and b.name == backend_names[record["model"]]
+            names[j] for j in group_of[record["model"]] if names[j] != record["model"]
         ]
         record["machine"]["load_avg_1m"] = load_avg

@@ -495,7 +495,9 @@ def measure_latency_interleaved(
 
 
 def runtime_groups(backends: Sequence["Backend"]) -> list[list[int]]:
-    """Indices of ``backends`` grouped by runtime (``backend.name``), in first-seen order.
+    """Indices of ``backends`` grouped by runtime (``backend.name``), in first-seen order;
+    a backend whose ``shared_thread_pool`` is false (one pool per loaded model, as ONNX
+    Runtime sessions have) is a group of its own.
 
     Models of one runtime are timed interleaved; different runtimes are timed one group
     after another. Interleaving across runtimes measures their thread pools fighting, not
@@ -505,9 +507,12 @@ def runtime_groups(backends: Sequence["Backend"]) -> list[list[int]]:
     ONNX Runtime call took 7.0 ms instead of 3.6 ms, even after a 10 ms pause, and turning
     ONNX Runtime's spinning off made its own calls 25% slower (3.3 -> 4.1 ms).
     """
-    groups: dict[str, list[int]] = {}
+    groups: dict[Any, list[int]] = {}
     for i, backend in enumerate(backends):
-        groups.setdefault(str(getattr(backend, "name", "?")), []).append(i)
+        # PyTorch models share the process's one OpenMP pool and interleave well; each ONNX
+        # Runtime session has a pool of its own, so two sessions fight like two runtimes.
+        key = str(getattr(backend, "name", "?")) if getattr(backend, "shared_thread_pool", True) else ("own", i)
+        groups.setdefault(key, []).append(i)
     return list(groups.values())
 
 

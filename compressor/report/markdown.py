@@ -178,11 +178,11 @@ def notes_lines(results: Sequence[dict[str, Any]]) -> list[str]:
         )
     if any(r.get("latency_interleaved_with") for r in results):
         notes.append(
-            "- Models of the same runtime (PyTorch, ONNX Runtime) were timed in interleaved "
-            "rounds (one call of each model per round), so load from other processes falls on "
-            "every model alike; the runtimes were timed one after the other, since their "
-            "thread pools slow each other when interleaved. Absolute times still vary between "
-            "runs on a shared machine."
+            "- PyTorch models were timed in interleaved rounds (one call of each model per "
+            "round), so load from other processes falls on every model alike; models with "
+            "their own thread pool (each ONNX Runtime session) were timed alone, one after the "
+            "other, since thread pools slow each other when interleaved. Absolute times still "
+            "vary between runs on a shared machine."
         )
     else:
         notes.append(

@@ -57,3 +57,14 @@ def test_runtimes_are_grouped_for_timing():
 
     backends = [SimpleNamespace(name=n) for n in ("pytorch", "onnxruntime", "pytorch", "pytorch-half")]
     assert runtime_groups(backends) == [[0, 2], [1], [3]]
+
+
+def test_models_with_their_own_thread_pool_are_timed_alone():
+    from types import SimpleNamespace
+
+    from compressor.evaluate.backends import OnnxRuntimeBackend
+    from compressor.evaluate.latency import runtime_groups
+
+    ort = SimpleNamespace(name="onnxruntime", shared_thread_pool=OnnxRuntimeBackend.shared_thread_pool)
+    torch_a, torch_b = SimpleNamespace(name="pytorch"), SimpleNamespace(name="pytorch")
+    assert runtime_groups([torch_a, ort, torch_b, ort]) == [[0, 2], [1], [3]]
