@@ -9,6 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from _tiny_encoders import inputs, tiny_model
+
 from compressor.architecture import encoder_layout, ffn_widths, head_counts, structure_summary
 from compressor.errors import CompressorError, StageError
 from compressor.structure import (
@@ -18,9 +20,6 @@ from compressor.structure import (
     read_structure,
     save_pretrained,
 )
-
-SMALL = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-             intermediate_size=64, max_position_embeddings=64, num_labels=3)
 
 # model type -> (layer list, query, attention output, FFN in, FFN out)
 EXPECTED = {
@@ -32,43 +31,6 @@ EXPECTED = {
     "distilbert": ("distilbert.transformer.layer", "attention.q_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2"),
     "deberta-v2": ("deberta.encoder.layer", "attention.self.query_proj", "attention.output.dense", "intermediate.dense", "output.dense"),
 }
-
-
-def tiny_config(arch: str) -> Any:
-    import transformers as tf
-
-    if arch == "bert":
-        return tf.BertConfig(**SMALL)
-    if arch == "roberta":
-        return tf.RobertaConfig(**SMALL)
-    if arch == "xlm-roberta":
-        return tf.XLMRobertaConfig(**SMALL)
-    if arch == "electra":
-        return tf.ElectraConfig(embedding_size=16, **SMALL)
-    if arch == "mpnet":
-        return tf.MPNetConfig(**SMALL)
-    if arch == "distilbert":
-        return tf.DistilBertConfig(vocab_size=99, dim=32, n_layers=3, n_heads=4, hidden_dim=64,
-                                   max_position_embeddings=64, num_labels=3)
-    if arch == "deberta-v2":
-        return tf.DebertaV2Config(relative_attention=True, position_buckets=16,
-                                  pos_att_type=["p2c", "c2p"], **SMALL)
-    raise AssertionError(arch)
-
-
-def tiny_model(arch: str, seed: int = 0) -> Any:
-    from transformers import AutoModelForSequenceClassification
-
-    torch.manual_seed(seed)
-    return AutoModelForSequenceClassification.from_config(tiny_config(arch)).eval()
-
-
-def inputs() -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, 99, (2, 9), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, 6:] = 0
-    return {"input_ids": ids, "attention_mask": mask}
 
 
 @pytest.mark.parametrize("arch", sorted(EXPECTED))

@@ -1,4 +1,8 @@
-"""Tiny random sequence classifiers of each supported encoder family, built from configs."""
+"""Tiny random sequence classifiers of each supported encoder family, built from configs.
+
+Shared by tests/core and tests/plugins (``from _tiny_encoders import ...``: pytest puts
+``tests/`` on the path for its conftest).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,10 @@ def tiny_config(arch: str) -> Any:
         return tf.BertConfig(**SMALL)
     if arch == "roberta":
         return tf.RobertaConfig(**SMALL)
+    if arch == "xlm-roberta":
+        return tf.XLMRobertaConfig(**SMALL)
+    if arch == "electra":
+        return tf.ElectraConfig(embedding_size=16, **SMALL)
     if arch == "mpnet":
         return tf.MPNetConfig(**SMALL)
     if arch == "distilbert":
