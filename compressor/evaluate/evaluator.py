@@ -182,7 +182,12 @@ def _evaluate_on_device(
     output_dir: Path | None,
 ) -> list[dict[str, Any]]:
     from .accuracy import accuracy_and_predictions
-    from .latency import encode_latency_batch, latency_texts, texts_fingerprint
+    from .latency import (
+        encode_latency_batch,
+        latency_texts,
+        real_token_fraction,
+        texts_fingerprint,
+    )
     from .memory import probe_for
     from .size import measure_size
 
@@ -257,7 +262,8 @@ def _evaluate_on_device(
         if labels is not None:
             _accuracy_intervals(records, labels, predictions, settings, data, device, output_dir)
 
-        texts, pairs = latency_texts(split, max(settings.batch_sizes))
+        min_words = max(settings.lengths) if settings.latency_inputs == "packed" else None
+        texts, pairs = latency_texts(split, max(settings.batch_sizes), min_words=min_words)
         largest = (max(settings.batch_sizes), max(settings.lengths))
         for backend, probe, record in zip(backends, probes, records):
             if probe is not None:
@@ -279,9 +285,17 @@ def _evaluate_on_device(
                 "split": split_name,
                 "n_texts": len(texts),
                 "sha256": texts_fingerprint(texts, pairs),
+                "mode": settings.latency_inputs,
             }
-            for record in records:
-                record["latency_inputs"] = inputs
+            for backend, record in zip(backends, records):
+                # Per model: each tokenizer splits the same text into its own tokens.
+                fraction = {
+                    str(length): real_token_fraction(
+                        encode_latency_batch(backend, texts, pairs, max(settings.batch_sizes), length)
+                    )
+                    for length in settings.lengths
+                }
+                record["latency_inputs"] = {**inputs, "real_token_fraction": fraction}
     finally:
         for backend in backends:
             backend.close()

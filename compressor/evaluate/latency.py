@@ -1,9 +1,18 @@
 """Latency: identical fixed-length inputs for every model, per-call times, percentiles.
 
-Every model of a run is timed on the same texts (the first texts of the evaluation split,
-repeated to fill the largest batch size), each tokenised by the model's own tokenizer and
-padded or truncated to exactly the cell's sequence length. Models with different tokenizers
-therefore see the same text, not the same token ids.
+Every model of a run is timed on the same texts, each tokenised by the model's own tokenizer
+and truncated (or padded) to exactly the cell's sequence length. Models with different
+tokenizers therefore see the same text, not the same token ids. The texts come from the
+evaluation split in one of two ways (``EvaluationSettings.latency_inputs``):
+
+- ``"packed"`` (default): consecutive texts of the split are joined until each input has at
+  least as many words as the longest sequence length, so every position of a 128-token input
+  is a real token. A word is at least one token for WordPiece, BPE and SentencePiece
+  vocabularies, so no padding is needed; the fraction of real tokens is still measured and
+  recorded (``real_token_fraction``).
+- ``"padded"``: one text per input, padded to the sequence length. Short-sentence tasks then
+  time mostly padding, which some runtimes (ONNX Runtime's int8 kernels among them) run
+  measurably slower than real tokens (``benchmarks/ort_padding.py``).
 
 Methodology (per cell of the batch size x sequence length matrix):
 
@@ -80,30 +89,61 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def latency_texts(
-    dataset: "datasets.Dataset", n: int
+    dataset: "datasets.Dataset", n: int, *, min_words: int | None = None
 ) -> tuple[list[str], list[str] | None]:
-    """The latency inputs: the first texts of ``dataset``, repeated cyclically to ``n``.
+    """The latency inputs, built deterministically from the first texts of ``dataset``.
 
-    Deterministic: the same split and ``n`` give the same list for every model.
+    Without ``min_words``: the first ``n`` texts, repeated cyclically if the split is shorter.
+    With ``min_words``: ``n`` packed inputs, each the space-joined run of consecutive texts
+    (cycling through the split) that first reaches ``min_words`` whitespace-separated words;
+    pairs are packed side by side in the same way.
+
+    The same split, ``n`` and ``min_words`` give the same list for every model.
 
     :param dataset: rows with ``text`` and optionally ``text_pair``.
-    :param n: number of texts (the largest batch size).
+    :param n: number of inputs (the largest batch size).
+    :param min_words: pack each input to at least this many words (``None``: no packing).
     :returns: ``(texts, text_pairs)``; ``text_pairs`` is ``None`` without a ``text_pair``
         column.
-    :raises CompressorError: if ``dataset`` is empty or has no ``text`` column.
+    :raises CompressorError: if ``dataset`` is empty, has no ``text`` column, or its texts
+        have no words to pack.
     """
     if "text" not in dataset.column_names:
         raise CompressorError(f"latency inputs need a 'text' column; have {dataset.column_names}")
     if len(dataset) == 0:
         raise CompressorError("latency inputs need at least one text; the split is empty")
-    head = dataset.select(range(min(n, len(dataset))))
-    first = list(head["text"])
-    texts = [first[i % len(first)] for i in range(n)]
-    pairs = None
-    if "text_pair" in dataset.column_names:
-        first_pairs = list(head["text_pair"])
-        pairs = [first_pairs[i % len(first_pairs)] for i in range(n)]
-    return texts, pairs
+    has_pairs = "text_pair" in dataset.column_names
+    if min_words is None:
+        head = dataset.select(range(min(n, len(dataset))))
+        first = list(head["text"])
+        texts = [first[i % len(first)] for i in range(n)]
+        pairs = None
+        if has_pairs:
+            first_pairs = list(head["text_pair"])
+            pairs = [first_pairs[i % len(first_pairs)] for i in range(n)]
+        return texts, pairs
+
+    columns = ["text", "text_pair"] if has_pairs else ["text"]
+    words = [sum(len(str(t).split()) for t in dataset[c]) for c in columns]
+    if min(words) == 0:
+        raise CompressorError("latency inputs cannot be packed: the split's texts have no words")
+    # Enough rows of the split to fill n inputs of min_words words, plus one input of slack.
+    avg = min(words) / len(dataset)
+    need = min(len(dataset), int((n + 1) * min_words / avg) + n + 1)
+    head = {c: [str(t) for t in dataset.select(range(need))[c]] for c in columns}
+    packed: dict[str, list[str]] = {c: [] for c in columns}
+    for c in columns:
+        pos = 0
+        for _ in range(n):
+            parts: list[str] = []
+            count = 0
+            while count < min_words:
+                text = head[c][pos % len(head[c])]
+                pos += 1
+                parts.append(text)
+                count += len(text.split())
+            packed[c].append(" ".join(parts))
+    return packed["text"], packed.get("text_pair")
 
 
 def texts_fingerprint(texts: Sequence[str], text_pairs: Sequence[str] | None) -> str:
@@ -406,6 +446,8 @@ def encode_latency_batch(
 ) -> Any:
     """Tokenise the first ``batch_size`` latency texts to exactly ``length`` tokens.
 
+    Longer texts are truncated and shorter ones padded (see :func:`latency_texts`).
+
     :returns: the backend-native batch, moved to the backend's device when it has one
         (``backend.to_device(batch)``).
     :raises CompressorError: if ``length`` exceeds the model's limit, or the tokenizer
@@ -431,6 +473,22 @@ def encode_latency_batch(
         raise CompressorError(f"latency batch has shape {shape}, expected {(batch_size, length)}")
     to_device = getattr(backend, "to_device", None)
     return to_device(batch) if callable(to_device) else batch
+
+
+def real_token_fraction(batch: Any) -> float | None:
+    """Fraction of positions in ``batch`` that are real tokens (attention mask of one).
+
+    :param batch: a mapping with ``attention_mask`` of shape ``(batch, length)`` (torch
+        tensor or numpy array).
+    :returns: a float in ``[0, 1]``, or ``None`` without an attention mask.
+    """
+    mask = batch.get("attention_mask") if hasattr(batch, "get") else None
+    if mask is None:
+        return None
+    total = 1
+    for dim in mask.shape:
+        total *= int(dim)
+    return float(mask.sum()) / total if total else None
 
 
 def latency_cells(settings: "EvaluationSettings") -> list[tuple[int, int]]:

@@ -35,8 +35,15 @@ class EvaluationSettings(BaseModel):
         128,
         ge=1,
         le=8192,
-        description="Tokens per latency input: every input is padded or truncated to exactly "
+        description="Tokens per latency input: every input is truncated or padded to exactly "
         "this length.",
+    )
+    latency_inputs: Literal["packed", "padded"] = Field(
+        "packed",
+        description="How latency inputs are made from the evaluation split: 'packed' joins "
+        "consecutive texts until every position up to the sequence length is a real token "
+        "(what a 128-token figure means); 'padded' takes one text per input and pads it, "
+        "timing mostly padding on short-sentence tasks.",
     )
     sequence_lengths: list[int] | None = Field(
         None,

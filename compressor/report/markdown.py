@@ -46,6 +46,22 @@ def _join(values: Sequence[Any]) -> str:
     return ", ".join(str(v) for v in values) if values else "-"
 
 
+def _inputs_mode(results: list[dict[str, Any]]) -> str:
+    """How latency inputs were made, with the lowest fraction of real (unpadded) tokens."""
+    infos = [r.get("latency_inputs") or {} for r in results if r.get("latency")]
+    modes = sorted({i.get("mode") for i in infos if i.get("mode")})
+    fractions = [
+        f for i in infos for f in (i.get("real_token_fraction") or {}).values() if f is not None
+    ]
+    if not modes:
+        return "padded/truncated"
+    text = {"packed": "consecutive texts packed, truncated", "padded": "one text each, padded"}
+    out = " / ".join(text.get(m, m) for m in modes)
+    if fractions:
+        out += f"; real tokens: {100 * min(fractions):.0f}% of positions or more"
+    return out
+
+
 def _machine_line(results: Sequence[dict[str, Any]], manifest: dict[str, Any] | None) -> str:
     hw = (manifest or {}).get("hardware")
     if isinstance(hw, dict) and hw:
@@ -83,8 +99,8 @@ def header_lines(results: Sequence[dict[str, Any]], manifest: dict[str, Any] | N
         same = "the same texts for every model" if len(hashes) == 1 else "**different texts**"
         lines.append(
             f"- **Latency inputs**: {_join(_values(results, 'sequence_length'))} tokens per "
-            f"sequence (padded/truncated), batch sizes {_join(sizes)}; {same}, each model "
-            "tokenising them with its own tokenizer"
+            f"sequence ({_inputs_mode(results)}), batch sizes {_join(sizes)}; {same}, each "
+            "model tokenising them with its own tokenizer"
         )
         runs = [e["runs"] for r in results for e in (r.get("latency") or []) if "runs" in e]
         warmups = _values(results, "warmup")

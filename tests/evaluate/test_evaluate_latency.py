@@ -30,6 +30,39 @@ def test_latency_texts_are_the_first_texts_repeated(make_data):
     assert latency_texts(data.split("test"), 32)[0] == data.split("test")["text"][:32]
 
 
+def test_packed_latency_texts_join_consecutive_texts_to_min_words():
+    import datasets
+
+    rows = [" ".join(f"w{i}" for _ in range(k)) for i, k in enumerate([3, 1, 4, 2, 5])]
+    ds = datasets.Dataset.from_dict({"text": rows, "label": [0] * 5})
+    texts, pairs = latency_texts(ds, 3, min_words=6)
+    assert pairs is None
+    # 3+1+4 = 8 words, then 2+5 = 7, then the split cycles: 3+1+4 again
+    assert texts == [" ".join(rows[0:3]), " ".join(rows[3:5]), " ".join(rows[0:3])]
+    assert all(len(t.split()) >= 6 for t in texts)
+    assert latency_texts(ds, 3, min_words=6) == (texts, None)  # deterministic
+    pairs_ds = datasets.Dataset.from_dict({"text": rows, "text_pair": rows[::-1], "label": [0] * 5})
+    texts, pairs = latency_texts(pairs_ds, 2, min_words=5)
+    assert [len(t.split()) >= 5 for t in texts + pairs] == [True] * 4
+    assert pairs[:2] == [rows[4], " ".join(rows[3:1:-1])]  # 5 words; 2 + 4 words
+    with pytest.raises(CompressorError, match="no words"):
+        latency_texts(datasets.Dataset.from_dict({"text": ["", " "], "label": [0, 1]}), 2, min_words=4)
+
+
+def test_packed_inputs_are_all_real_tokens_and_padded_ones_are_not(make_artifact, task_data):
+    from compressor.evaluate.backends import PyTorchBackend
+    from compressor.evaluate.latency import encode_latency_batch, real_token_fraction
+
+    backend = PyTorchBackend.load(make_artifact(), task_type="text-classification", threads=1)
+    split = task_data.split("test")
+    packed = encode_latency_batch(backend, *latency_texts(split, 4, min_words=64), 4, 64)
+    padded = encode_latency_batch(backend, *latency_texts(split, 4), 4, 64)
+    assert real_token_fraction(packed) == 1.0
+    expected = float(padded["attention_mask"].sum()) / (4 * 64)
+    assert real_token_fraction(padded) == pytest.approx(expected) and expected < 0.9
+    assert real_token_fraction({"input_ids": padded["input_ids"]}) is None
+
+
 def test_latency_texts_empty_split_is_an_error():
     import datasets
 
@@ -74,10 +107,12 @@ def test_latency_results_and_identical_inputs(make_artifact, task_data, fast_set
             assert 5 <= e["runs"] <= 8
             assert e["sequence_length"] == 16
             assert e["throughput_seq_per_s"] == pytest.approx(e["batch_size"] / (e["p50_ms"] / 1e3))
-    texts, pairs = latency_texts(task_data.split("test"), 4)
-    assert res_a["latency_inputs"] == res_b["latency_inputs"] == {
-        "split": "test", "n_texts": 4, "sha256": texts_fingerprint(texts, pairs)
-    }
+    texts, pairs = latency_texts(task_data.split("test"), 4, min_words=16)
+    for res in (res_a, res_b):
+        assert res["latency_inputs"] == {
+            "split": "test", "n_texts": 4, "sha256": texts_fingerprint(texts, pairs),
+            "mode": "packed", "real_token_fraction": {"16": 1.0},
+        }
 
 
 def test_latency_batch_has_exact_length(make_artifact, words):
