@@ -1,4 +1,5 @@
-"""Pruning strategies: ``prune.magnitude``, ``prune.heads``, ``prune.ffn``, ``prune.layers``.
+"""Pruning strategies: ``prune.magnitude``, ``prune.movement``, ``prune.heads``, ``prune.ffn``,
+``prune.layers``.
 
 Imports only pydantic and the compressor core; torch and transformers load inside each
 strategy's ``apply`` (:mod:`compressor_pruning.run`).
@@ -146,6 +147,61 @@ class MagnitudeConfig(TrainingConfig):
         return self
 
 
+class MovementConfig(TrainingConfig):
+    """Config of ``prune.movement``. Sample recipe stage::
+
+        - name: movement90
+          strategy: prune.movement
+          config: {sparsity: 0.9, teacher: baseline, epochs: 3, learning_rate: 3.0e-5}
+    """
+
+    sparsity: float = Field(gt=0, lt=1, description="Final fraction of zero weights in the encoder layers' Linear matrices.")
+    scope: Literal["per-layer", "global"] = Field(
+        "per-layer",
+        description="'per-layer': every matrix keeps the same fraction (the reference implementation's "
+        "top-k); 'global': one score ranking over all matrices.",
+    )
+    block: tuple[int, int] = Field(
+        (1, 1),
+        description="Weights sharing one score, [rows, columns]: [1, 1] is unstructured; e.g. [32, 32] "
+        "prunes 32x32 blocks. Both sides must divide every encoder Linear weight.",
+    )
+    scores_learning_rate: float = Field(
+        1e-2, gt=0, le=10, description="Learning rate of the importance scores (the paper uses 1e-2)."
+    )
+    initial_sparsity: float = Field(0.0, ge=0, lt=1, description="Sparsity s_i at the start of the cubic schedule.")
+    begin_fraction: float = Field(
+        0.1, ge=0, lt=1,
+        description="Fraction of the training steps at full density before pruning starts (t_0), so "
+        "the scores learn from the task first.",
+    )
+    end_fraction: float = Field(
+        0.7, gt=0, le=1,
+        description="Fraction of the training steps when the final sparsity is reached (t_1); the rest "
+        "fine-tunes at the final sparsity.",
+    )
+    teacher: str | None = Field(
+        None,
+        description="Earlier artifact (e.g. 'baseline', the unpruned model) whose soft targets add a "
+        "distillation term; null: task loss only.",
+    )
+    alpha_distil: float = Field(
+        0.5, ge=0, le=1,
+        description="Weight of the soft-target loss: (1 - alpha) * task loss + alpha * T^2 * KL.",
+    )
+    temperature: float = Field(2.0, gt=0, le=100, description="Softmax temperature of the soft targets.")
+
+    @model_validator(mode="after")
+    def _schedule(self) -> "MovementConfig":
+        if self.end_fraction <= self.begin_fraction:
+            raise ValueError("end_fraction must be larger than begin_fraction")
+        if self.initial_sparsity > self.sparsity:
+            raise ValueError("initial_sparsity must not exceed sparsity")
+        if min(self.block) < 1:
+            raise ValueError(f"block sides must be at least 1, got {list(self.block)}")
+        return self
+
+
 class _Pruning(Strategy):
     task_types: ClassVar[tuple[str, ...]] = ("text-classification",)
 
@@ -261,8 +317,37 @@ class MagnitudePruning(_Pruning):
         return run_magnitude(self, artifact, config, context)
 
 
+class MovementPruning(_Pruning):
+    """Movement pruning while fine-tuning (Sanh, Wolf and Rush 2020), hard top-k variant.
+
+    Learns one score per weight (or per block) from the straight-through gradient
+    ``dL/dW' * W`` and keeps the top-scored weights, the kept fraction falling along Zhu and
+    Gupta's cubic schedule (see :mod:`compressor_pruning.movement`). With ``teacher`` set, the
+    loss adds the soft-target KL against that model (the paper distils from the fine-tuned
+    model). Masks end permanent, saved as :class:`MagnitudePruning` saves them. Lineage
+    ``extra``: ``sparsity``, ``sparsity_per_layer``, ``dense_bytes``, ``sparse_bytes``,
+    ``schedule_history``, ``block``, ``teacher`` and the training metrics.
+    """
+
+    name: ClassVar[str] = "prune.movement"
+    Config: ClassVar[type[MovementConfig]] = MovementConfig
+    description: ClassVar[str] = "Movement pruning during fine-tuning, unstructured or blocks (Sanh et al. 2020)"
+    needs_training_data: ClassVar[bool] = True
+    needs_teacher: ClassVar[bool] = True
+
+    def apply(self, artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
+        """Fine-tune with learned masks, make them permanent, save dense and sparse forms.
+
+        :raises compressor.errors.StageError: for a non-PyTorch or unsupported model, a block
+            that does not divide the weights, or a teacher with another tokenizer.
+        """
+        from .run import run_movement
+
+        return run_movement(self, artifact, config, context)
+
+
 @hookimpl
 def compressor_register_strategies(register: Any) -> None:
     """Register the pruning strategies."""
-    for cls in (MagnitudePruning, HeadPruning, FFNPruning, LayerDropping):
+    for cls in (MagnitudePruning, MovementPruning, HeadPruning, FFNPruning, LayerDropping):
         register(cls)

@@ -226,3 +226,109 @@ def run_magnitude(strategy: "Strategy", artifact: "Artifact", config: Any, conte
         context.stage_name, summary["linear_sparsity"], dense_bytes / 1e6, sparse_bytes / 1e6,
     )
     return context.new_artifact(artifact, strategy.name, config, extra=extra)
+
+
+def run_movement(strategy: "Strategy", artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
+    """See :class:`~compressor_pruning.plugin.MovementPruning`."""
+    from transformers import DataCollatorWithPadding, Trainer, set_seed
+
+    from .magnitude import write_bitmask
+    from .movement import MovementPruner, movement_callback, soft_target_kl
+
+    model, tokenizer = _prepare(artifact, context)
+    teacher = None
+    if config.teacher is not None:
+        teacher = load_classifier(context.artifact(config.teacher), model.config.num_labels)
+        if training.load_tokenizer(context.artifact(config.teacher).path, config.teacher).get_vocab() != tokenizer.get_vocab():
+            raise StageError(
+                f"teacher {config.teacher!r} has another tokenizer than {artifact.name!r}",
+                key="teacher", expected="a teacher sharing the pruned model's tokenizer (e.g. the model before pruning)",
+            )
+    data = context.data
+    splits = training.classification_splits(data, strategy.name)
+    training.check_device_and_precision(config, context.device)
+    seed = context.seed if config.seed is None else config.seed
+    set_seed(seed)
+    max_length = training.effective_max_length(tokenizer, config.max_length, context)
+
+    def tokenize(split: Any) -> Any:
+        return training.tokenize_split(split, tokenizer, max_length, data.has_text_pair, progress=context.progress)
+
+    train = tokenize(splits.train)
+    validation = tokenize(splits.validation) if splits.validation is not None else None
+    args = training.training_arguments(config, context, has_validation=validation is not None, seed=seed)
+    pruner = MovementPruner(model, block=tuple(config.block), scope=config.scope)
+    model.train()
+    scores = set(map(id, pruner.score_parameters()))
+    decay = [p for n, p in model.named_parameters() if id(p) not in scores and p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if id(p) not in scores and p.ndim <= 1]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay, "lr": config.learning_rate},
+            {"params": no_decay, "weight_decay": 0.0, "lr": config.learning_rate},
+            {"params": pruner.score_parameters(), "weight_decay": 0.0, "lr": config.scores_learning_rate},
+        ],
+        lr=config.learning_rate,
+    )
+    callback = movement_callback(
+        pruner, final=config.sparsity, initial=config.initial_sparsity,
+        begin_fraction=config.begin_fraction, end_fraction=config.end_fraction,
+    )
+    if teacher is not None:
+        teacher.to(args.device)
+    alpha, temperature = config.alpha_distil, config.temperature
+
+    class MovementTrainer(Trainer):
+        """Task loss, plus the soft-target loss against the teacher when one is set."""
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, **kw: Any) -> Any:
+            outputs = model(**inputs)
+            loss = outputs.loss
+            if teacher is not None and model.training:
+                with torch.no_grad():
+                    teacher_logits = teacher(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+                distil = soft_target_kl(outputs.logits, teacher_logits, temperature)
+                loss = (1.0 - alpha) * loss + alpha * distil
+            return (loss, outputs) if return_outputs else loss
+
+    trainer = MovementTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=validation,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=training.compute_accuracy,
+        optimizers=(optimizer, None),
+        callbacks=[callback, *training.callbacks(config)],
+    )
+    metrics = training.train_and_evaluate(trainer, context, has_validation=validation is not None)
+    pruner.set_sparsity(config.sparsity)
+    reached = pruner.masked_fraction()
+    pruner.make_permanent()
+    model = trainer.model
+    training.save_trained_model(trainer, context.output_dir)
+    summary = sparsity_summary(model)
+    _, sparse_bytes = write_bitmask(model, context.output_dir)
+    dense_bytes = sum(p.stat().st_size for p in context.output_dir.glob("*.safetensors"))
+    extra: dict[str, Any] = {
+        "method": "movement (top-k, straight-through)",
+        "scope": config.scope,
+        "block": list(config.block),
+        "teacher": config.teacher,
+        "schedule_history": callback.history,
+        "masked_fraction": reached,
+        "sparsity": summary["linear_sparsity"],
+        "sparsity_per_layer": summary["per_layer"],
+        "dense_bytes": dense_bytes,
+        "sparse_bytes": sparse_bytes,
+        "sparse_file": "model.safetensors.bitmask",
+        **metrics,
+    }
+    context.logger.info(
+        "%s: movement pruning reached sparsity %.3f of the encoder's Linear weights; %.1f MB dense, %.1f MB bitmask",
+        context.stage_name, summary["linear_sparsity"], dense_bytes / 1e6, sparse_bytes / 1e6,
+    )
+    return context.new_artifact(
+        artifact, strategy.name, config, extra=extra, reference=config.teacher,
+    )

@@ -32,6 +32,7 @@ CASES: dict[str, dict[str, Any]] = {
     "distill.distilbert": {"config": {**FAST_TRAINING, "student_layers": 1}},
     "lowrank.svd": {"config": {"rank": 8}},
     "prune.magnitude": {"config": {**FAST_TRAINING, "sparsity": 0.5}},
+    "prune.movement": {"config": {**FAST_TRAINING, "sparsity": 0.5}},
     "prune.heads": {"architectures": [a for a in LAYERED if a != "mpnet"], "config": {"fraction": 0.5, "importance_samples": 32, "max_length": 32}},
     "prune.ffn": {"architectures": LAYERED, "config": {"fraction": 0.5, "importance_samples": 32, "max_length": 32}},
     "prune.layers": {"architectures": LAYERED, "config": {"count": 1, "importance_samples": 32, "max_length": 32}},
