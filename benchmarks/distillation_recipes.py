@@ -1,5 +1,5 @@
-"""Capped runs of recipes/ablation.yaml and recipes/general-distillation.yaml, and the tables
-of docs/distillation.md.
+"""Capped runs of recipes/ablation.yaml, recipes/general-distillation.yaml and
+recipes/distilbert-paper.yaml, and the tables of docs/distillation.md.
 
 CPU time is scarce, so the measured runs change the recipes in documented ways only (printed
 and saved as ``recipe.capped.yaml`` in the run directory):
@@ -8,7 +8,9 @@ and saved as ``recipe.capped.yaml`` in the run directory):
   (``--teacher``, used as the run's model and named ``baseline``), the students train on
   ``--max-train-samples`` rows for ``--epochs`` epochs, for the ``--seeds`` given;
 - ``general``: masked-LM stages train on at most ``--max-train-blocks`` blocks of the corpus
-  (``--max-eval-blocks`` held out); the fine-tuning stages are unchanged.
+  (``--max-eval-blocks`` held out); the fine-tuning stages are unchanged;
+- ``paper``: teacher and student train on ``--max-train-samples`` rows of the task
+  (accuracy and latency are measured on the full test split as always).
 
 Usage::
 
@@ -16,6 +18,8 @@ Usage::
         --max-train-samples 2000 --epochs 1 --seeds 0,1,2
     python benchmarks/distillation_recipes.py general --out runs/general-capped \\
         --max-train-blocks 600 --max-eval-blocks 100
+    python benchmarks/distillation_recipes.py paper --out runs/distilbert-paper-capped \\
+        --max-train-samples 4000
     python benchmarks/distillation_recipes.py table runs/ablation-capped   # mean / std per row
 """
 
@@ -75,6 +79,13 @@ def general(args: argparse.Namespace) -> Path:
     return _write(recipe, Path(args.out))
 
 
+def paper(args: argparse.Namespace) -> Path:
+    recipe = yaml.safe_load((ROOT / "recipes/distilbert-paper.yaml").read_text())
+    recipe["name"] = Path(args.out).name
+    recipe["task"]["data"]["max_train_samples"] = args.max_train_samples
+    return _write(recipe, Path(args.out))
+
+
 def table(run_dir: Path) -> str:
     results = json.loads((run_dir / "results.json").read_text())
     acc = {r["model"]: 100 * r["accuracy"]["accuracy"] for r in results if r.get("accuracy")}
@@ -109,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", required=True)
     g.add_argument("--max-train-blocks", type=int, default=600)
     g.add_argument("--max-eval-blocks", type=int, default=100)
+    pp = sub.add_parser("paper")
+    pp.add_argument("--out", required=True)
+    pp.add_argument("--max-train-samples", type=int, default=4000)
     t = sub.add_parser("table")
     t.add_argument("run_dir")
     args = p.parse_args(argv)
@@ -117,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from compressor import run
 
-    recipe = ablation(args) if args.cmd == "ablation" else general(args)
+    recipe = {"ablation": ablation, "general": general, "paper": paper}[args.cmd](args)
     result = run(recipe, run_dir=args.out, overwrite=True, progress=False)
     if args.cmd == "ablation":
         print(table(result.run_dir))

@@ -60,5 +60,7 @@ def test_pruning_plugin_registers_through_its_entry_point() -> None:
     eps = {ep.name: ep.value for ep in md.entry_points(group="compressor")}
     assert eps.get("pruning") == "compressor_pruning.plugin"
     plugins = Plugins().load()
-    assert plugins.infos["pruning"].strategies == ["prune.magnitude", "prune.heads", "prune.ffn", "prune.layers"]
+    assert plugins.infos["pruning"].strategies == [
+        "prune.magnitude", "prune.movement", "prune.heads", "prune.ffn", "prune.layers"
+    ]
     assert not plugins.infos["pruning"].error
