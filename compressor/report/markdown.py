@@ -58,8 +58,17 @@ def _inputs_mode(results: list[dict[str, Any]]) -> str:
     text = {"packed": "consecutive texts packed, truncated", "padded": "one text each, padded"}
     out = " / ".join(text.get(m, m) for m in modes)
     if fractions:
-        out += f"; real tokens: {100 * min(fractions):.0f}% of positions or more"
+        low = min(fractions)
+        out += "; every position a real token" if low == 1.0 else (
+            f"; real tokens: at least {100 * low:.0f}% of positions"
+        )
     return out
+
+
+def _latency_lengths(results: Sequence[dict[str, Any]]) -> list[int]:
+    """Sequence lengths timed, over every latency cell of every result, ascending."""
+    return sorted({e["sequence_length"] for r in results for e in (r.get("latency") or [])
+                   if e.get("sequence_length") is not None})
 
 
 def _machine_line(results: Sequence[dict[str, Any]], manifest: dict[str, Any] | None) -> str:
@@ -98,7 +107,7 @@ def header_lines(results: Sequence[dict[str, Any]], manifest: dict[str, Any] | N
         }
         same = "the same texts for every model" if len(hashes) == 1 else "**different texts**"
         lines.append(
-            f"- **Latency inputs**: {_join(_values(results, 'sequence_length'))} tokens per "
+            f"- **Latency inputs**: {_join(_latency_lengths(results))} tokens per "
             f"sequence ({_inputs_mode(results)}), batch sizes {_join(sizes)}; {same}, each "
             "model tokenising them with its own tokenizer"
         )

@@ -188,3 +188,15 @@ def test_compare_cli(tmp_path, results):
     assert main(["compare", str(a), str(b), "--output", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "compare.md").exists()
     assert main(["compare", str(tmp_path / "missing")]) == 2
+
+
+def test_header_states_every_length_and_how_latency_inputs_were_made(tmp_path, results):
+    results[0]["latency"].append({**results[0]["latency"][0], "sequence_length": 64})
+    for r in results:
+        r["latency_inputs"].update(mode="packed", real_token_fraction={"128": 1.0})
+    text = write_report(tmp_path, enrich(results), title="run").read_text()
+    assert "- **Latency inputs**: 64, 128 tokens per sequence (consecutive texts packed, " \
+           "truncated; every position a real token)" in text
+    results[1]["latency_inputs"].update(mode="padded", real_token_fraction={"128": 0.234})
+    text = write_report(tmp_path, enrich(results), title="run").read_text()
+    assert "one text each, padded; real tokens: at least 23% of positions" in text
