@@ -46,7 +46,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     art = Artifact.load(args.model)
     backend = PyTorchBackend.load(art, task_type="text-classification", threads=args.threads)
-    texts = ["a thoroughly enjoyable film with a clever script and fine performances"]
+    # long enough that all --length positions are real tokens (the evaluator packs inputs)
+    texts = [" ".join(["a thoroughly enjoyable film with a clever script and fine performances"] * 64)]
     batch = encode_latency_batch(backend, texts, None, 1, args.length)
     model = backend.model
 

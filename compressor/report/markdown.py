@@ -141,7 +141,9 @@ def header_lines(results: Sequence[dict[str, Any]], manifest: dict[str, Any] | N
             busy = (
                 f"; **the machine was busy** (load above its {cpus} CPUs): latencies are "
                 "inflated and ratios unreliable"
-                if cpus and max(loads) > cpus
+                # the timed model's own threads keep the load near the CPU count on a quiet
+                # machine; half a CPU more than that means another process was running
+                if cpus and max(loads) > cpus + 0.5
                 else ""
             )
             lines.append(

@@ -32,6 +32,8 @@ def test_header_from_results_without_manifest(tmp_path, results):
     text = write_report(tmp_path, results, title="t").read_text()
     assert "Test CPU" in text and "**different texts**" in text
     assert "0.50-3.50; **the machine was busy**" in text
+    results[2]["machine"]["load_avg_1m"] = 2.3  # 2 CPUs, 2 timing threads: its own load
+    assert "busy" not in write_report(tmp_path, results, title="t").read_text()
 
 
 def test_load_results_errors(tmp_path):
