@@ -11,7 +11,8 @@ ORT dynamic int8 after O2 graph fusion, ORT static int8 (min-max calibration on 
 examples, LayerNorm/GELU/Softmax/Add left in float), PyTorch dynamic int8, bf16 (skipped with
 the reason where the CPU lacks AMX / AVX-512 BF16). Accuracy on the mr-snippets test split
 (seed 0, the split the quick start uses); latency at batch 1, 128 tokens, ``--threads``
-threads. Prints one table plus the load average and the targets of issue #4.
+threads, the runtimes taking ``--passes`` turns (samples pooled). Prints one table plus the
+load average and the targets of issue #4.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-runs", type=int, default=100)
     parser.add_argument("--min-time-s", type=float, default=5.0)
     parser.add_argument("--calibration-samples", type=int, default=256)
+    parser.add_argument("--passes", type=int, default=3,
+                        help="turns the runtimes take (evaluation.latency_passes); pools samples")
     args = parser.parse_args(argv)
 
     from tabulate import tabulate
@@ -103,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_sizes=[1], sequence_length=args.sequence_length, threads=args.threads,
         warmup=20, min_runs=args.min_runs, max_runs=max(args.min_runs, 400),
         min_time_s=args.min_time_s, device="cpu", memory=False, flops=False,
+        latency_passes=args.passes,
     )
     load_before = os.getloadavg()[0]
     records = evaluate_artifacts(list(artifacts.values()), data, settings, progress=False)
@@ -127,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                                   "disk MB", "smaller (x)", "p50 bs1 (ms)", "speedup (x)", "stage s"],
                    floatfmt=("", "", "", ".2f", "+.2f", ".1f", ".2f", ".2f", ".2f", ".0f"), tablefmt="github"))
     print(f"\nn test = {ref['accuracy']['n']}; threads {args.threads}; batch 1; {args.sequence_length} tokens; "
-          f"interleaved rounds, runs per model {min(len_runs(r) for r in records)}+; "
+          f"interleaved rounds, {args.passes} passes over the runtimes, runs per model "
+          f"{min(len_runs(r) for r in records)}+; "
           f"load average (1 min) {load_before:.2f} before, {load_after:.2f} after timing; "
           f"cpus available {len(os.sched_getaffinity(0))}; {time.strftime('%Y-%m-%d %H:%M %Z')}")
     for name, reason in skipped.items():

@@ -509,7 +509,10 @@ def measure_latency_interleaved(
     """Time several models at every (batch size, sequence length) cell, interleaved.
 
     Models of the same runtime are timed in interleaved rounds; each runtime's group is
-    timed after the other (see :func:`runtime_groups` for why).
+    timed after the other (see :func:`runtime_groups` for why). With
+    ``settings.latency_passes`` > 1 and several groups, the groups take turns that many
+    times, each pass with its own warm-up and ``1/passes`` of ``min_runs``, ``max_runs``,
+    ``min_time_s`` and ``max_time_s``; each model's samples from all passes are pooled.
 
     :param backends: the loaded models.
     :param texts: at least ``max(settings.batch_sizes)`` texts (see :func:`latency_texts`).
@@ -519,36 +522,49 @@ def measure_latency_interleaved(
     :param timers: one timer per backend (overrides ``device``; tests use fakes).
     :param progress: show a progress bar per cell.
     :returns: per backend, one :func:`summarize` dict per cell (:func:`latency_cells` order),
-        each with ``"stop_reason"``, ``"timer"`` and ``"warmup"`` added.
+        each with ``"stop_reason"`` (the passes' reasons joined by ``+`` when they differ),
+        ``"timer"``, ``"warmup"`` and ``"passes"`` added.
     :raises CompressorError: if a sequence length exceeds what a model accepts.
     """
     timers = list(timers) if timers is not None else [timer_for(b.name, device) for b in backends]
     cells = latency_cells(settings)
-    out: list[list[dict[str, Any]]] = [[None] * len(cells) for _ in backends]  # type: ignore[list-item]
-    for group in runtime_groups(backends):
-        names = ", ".join(sorted({backends[i].name for i in group}))
-        for n, (bs, length) in enumerate(cells, start=1):
-            batches = {i: encode_latency_batch(backends[i], texts, text_pairs, bs, length) for i in group}
-            fns = [(lambda b=backends[i], x=batches[i]: b.run(x)) for i in group]
-            timing = run_interleaved(
-                fns,
-                warmup=settings.warmup,
-                min_runs=settings.min_runs,
-                max_runs=settings.max_runs,
-                min_time_s=settings.min_time_s,
-                max_time_s=settings.max_time_s,
-                target_rel_ci=settings.target_rel_ci,
-                confidence=settings.confidence,
-                timers=[timers[i] for i in group],
-                progress=progress,
-                desc=f"latency {n}/{len(cells)} bs{bs} x {length} tok ({len(group)} {names} models)",
-            )
-            for i, samples in zip(group, timing.samples):
-                entry = summarize(
-                    samples, batch_size=bs, sequence_length=length, confidence=settings.confidence
+    passes = settings.latency_passes
+    groups = runtime_groups(backends)
+    if len(groups) == 1:
+        passes = 1  # one interleaved group already shares every drift
+    samples: dict[tuple[int, int], list[int]] = {}
+    stops: dict[tuple[int, int], list[str]] = {}
+    for k in range(passes):
+        for group in groups:
+            names = ", ".join(sorted({backends[i].name for i in group}))
+            for n, (bs, length) in enumerate(cells, start=1):
+                batches = {i: encode_latency_batch(backends[i], texts, text_pairs, bs, length) for i in group}
+                fns = [(lambda b=backends[i], x=batches[i]: b.run(x)) for i in group]
+                timing = run_interleaved(
+                    fns,
+                    warmup=settings.warmup,
+                    min_runs=max(1, -(-settings.min_runs // passes)),
+                    max_runs=max(1, -(-settings.max_runs // passes)),
+                    min_time_s=settings.min_time_s / passes,
+                    max_time_s=settings.max_time_s / passes,
+                    target_rel_ci=settings.target_rel_ci,
+                    confidence=settings.confidence,
+                    timers=[timers[i] for i in group],
+                    progress=progress,
+                    desc=f"latency {n}/{len(cells)} bs{bs} x {length} tok ({len(group)} {names} models)"
+                    + (f", pass {k + 1}/{passes}" if passes > 1 else ""),
                 )
-                entry.update(stop_reason=timing.stop_reason, timer=timers[i].name, warmup=settings.warmup)
-                out[i][n - 1] = entry
+                for i, got in zip(group, timing.samples):
+                    samples.setdefault((i, n - 1), []).extend(got)
+                    stops.setdefault((i, n - 1), []).append(timing.stop_reason)
+    out: list[list[dict[str, Any]]] = [[None] * len(cells) for _ in backends]  # type: ignore[list-item]
+    for (i, c), got in samples.items():
+        bs, length = cells[c]
+        entry = summarize(got, batch_size=bs, sequence_length=length, confidence=settings.confidence)
+        reasons = sorted(set(stops[(i, c)]))
+        entry.update(stop_reason=reasons[0] if len(reasons) == 1 else "+".join(reasons),
+                     timer=timers[i].name, warmup=settings.warmup, passes=passes)
+        out[i][c] = entry
     return out
 
 

@@ -77,6 +77,16 @@ class EvaluationSettings(BaseModel):
         description="Seconds of timed calls per model and latency cell after which timing "
         "stops even if the p50 is not yet stable.",
     )
+    latency_passes: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="Passes over the runtimes: models of one runtime are timed interleaved, "
+        "runtimes one after another; with several passes the runtimes take turns (PyTorch, "
+        "ONNX Runtime, PyTorch, ...), each pass with its own warm-up and 1/passes of the run "
+        "and time limits, and every model's samples are pooled. Drift of the machine's speed "
+        "then falls on every runtime alike, which steadies cross-runtime speedups.",
+    )
     target_rel_ci: float = Field(
         0.02,
         ge=0.0,

@@ -68,3 +68,40 @@ def test_models_with_their_own_thread_pool_are_timed_alone():
     ort = SimpleNamespace(name="onnxruntime", shared_thread_pool=OnnxRuntimeBackend.shared_thread_pool)
     torch_a, torch_b = SimpleNamespace(name="pytorch"), SimpleNamespace(name="pytorch")
     assert runtime_groups([torch_a, ort, torch_b, ort]) == [[0, 2], [1], [3]]
+
+
+class _FakeBackend:
+    """Just enough of a Backend for measure_latency_interleaved: records its calls."""
+
+    def __init__(self, name: str, log: list[str], shared: bool = True) -> None:
+        self.name, self.log, self.shared_thread_pool = name, log, shared
+
+    def max_positions(self):
+        return None
+
+    def encode(self, texts, pairs, *, padding, max_length):
+        import numpy as np
+
+        return {"input_ids": np.zeros((len(texts), max_length), dtype=np.int64)}
+
+    def run(self, batch):
+        self.log.append(self.name)
+
+
+def test_latency_passes_alternate_runtimes_and_pool_samples():
+    from compressor.evaluate import EvaluationSettings
+    from compressor.evaluate.latency import measure_latency_interleaved
+
+    log: list[str] = []
+    backends = [_FakeBackend("torch", log), _FakeBackend("ort", log, shared=False)]
+    settings = EvaluationSettings(batch_sizes=[1], sequence_length=8, warmup=1, min_runs=6,
+                                  max_runs=6, min_time_s=0.0, target_rel_ci=0.0, latency_passes=3)
+    out = measure_latency_interleaved(backends, ["a text"], None, settings, progress=False)
+    # three passes; in each, torch's warm-up + 2 timed calls, then ort's
+    assert log == (["torch"] * 3 + ["ort"] * 3) * 3
+    assert [cell["runs"] for per_model in out for cell in per_model] == [6, 6]
+    assert out[0][0]["passes"] == 3 and out[0][0]["stop_reason"] == "min_runs"
+
+    log.clear()  # a single runtime group needs no passes: one interleaved block
+    one = measure_latency_interleaved(backends[:1], ["a text"], None, settings, progress=False)
+    assert log == ["torch"] * 7 and one[0][0]["passes"] == 1
