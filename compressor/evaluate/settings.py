@@ -78,7 +78,7 @@ class EvaluationSettings(BaseModel):
         "stops even if the p50 is not yet stable.",
     )
     latency_passes: int = Field(
-        1,
+        3,
         ge=1,
         le=100,
         description="Passes over the runtimes: models of one runtime are timed interleaved, "
