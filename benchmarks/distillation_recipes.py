@@ -8,7 +8,8 @@ and saved as ``recipe.capped.yaml`` in the run directory):
   (``--teacher``, used as the run's model and named ``baseline``), the students train on
   ``--max-train-samples`` rows for ``--epochs`` epochs, for the ``--seeds`` given;
 - ``general``: masked-LM stages train on at most ``--max-train-blocks`` blocks of the corpus
-  (``--max-eval-blocks`` held out); the fine-tuning stages are unchanged;
+  (``--max-eval-blocks`` held out), and ``--adapt-train`` / ``--adapt-lr`` may override
+  the ``mlm-adapt`` stage's ``train`` and learning rate; the fine-tuning stages are unchanged;
 - ``paper``: teacher and student train on ``--max-train-samples`` rows of the task
   (accuracy and latency are measured on the full test split as always).
 
@@ -76,6 +77,11 @@ def general(args: argparse.Namespace) -> Path:
     for stage in recipe["stages"]:
         if stage["name"] in ("teacher-mlm", "student-mlm"):
             stage["config"].update(max_train_blocks=args.max_train_blocks, max_eval_blocks=args.max_eval_blocks)
+        if stage["name"] == "teacher-mlm":
+            if args.adapt_train is not None:
+                stage["config"]["train"] = args.adapt_train
+            if args.adapt_lr is not None:
+                stage["config"]["learning_rate"] = args.adapt_lr
     return _write(recipe, Path(args.out))
 
 
@@ -120,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", required=True)
     g.add_argument("--max-train-blocks", type=int, default=600)
     g.add_argument("--max-eval-blocks", type=int, default=100)
+    g.add_argument("--adapt-train", choices=["head", "all"], help="override mlm-adapt's 'train'")
+    g.add_argument("--adapt-lr", type=float, help="override mlm-adapt's learning rate")
     pp = sub.add_parser("paper")
     pp.add_argument("--out", required=True)
     pp.add_argument("--max-train-samples", type=int, default=4000)
