@@ -13,7 +13,7 @@ Prints the p50 of each block, the median over blocks, and the overhead in percen
         [--calls 200] [--blocks 6]
 
 MODEL_DIR defaults to the fine-tuned MiniLM teacher of the quick start
-(/tmp/keep/quickstart-run1/artifacts/01-teacher), read only.
+(runs/quickstart/artifacts/01-teacher), read only.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-DEFAULT = Path("/tmp/keep/quickstart-run1/artifacts/01-teacher")
+DEFAULT = Path("runs/quickstart/artifacts/01-teacher")
 
 
 def main() -> None:

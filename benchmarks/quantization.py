@@ -2,8 +2,8 @@
 versions, measured by the shared evaluator with every model timed in interleaved rounds.
 
     python benchmarks/quantization.py \
-        --teacher /tmp/keep/quickstart-run1/artifacts/01-teacher \
-        --student /tmp/keep/quickstart-run1/artifacts/02-student
+        --teacher runs/quickstart/artifacts/01-teacher \
+        --student runs/quickstart/artifacts/02-student
 
 Each strategy starts from the fine-tuned teacher (and, with ``--student``, the distilled
 student gets ORT dynamic int8 as in the quick start). Models: PyTorch fp32 (reference),

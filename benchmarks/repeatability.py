@@ -7,7 +7,7 @@ p50s with their 95% intervals and the relative difference.
     python benchmarks/repeatability.py [MODEL_DIR] [--threads 2] [--length 128]
 
 MODEL_DIR defaults to the fine-tuned MiniLM teacher of the quick start
-(/tmp/keep/quickstart-run1/artifacts/01-teacher), read only. The accuracy pass is capped
+(runs/quickstart/artifacts/01-teacher), read only. The accuracy pass is capped
 at 64 examples (this measures latency); data: the packaged mr-snippets test split.
 """
 
@@ -18,7 +18,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-DEFAULT = Path("/tmp/keep/quickstart-run1/artifacts/01-teacher")
+DEFAULT = Path("runs/quickstart/artifacts/01-teacher")
 
 
 def main() -> None:
