@@ -53,6 +53,52 @@ def _batches(config: Any, context: "StageContext", tokenizer: Any) -> list[dict[
     )
 
 
+def _task_training(
+    strategy: "Strategy", config: Any, context: "StageContext", tokenizer: Any
+) -> tuple[Any, Any, Any]:
+    """Seeded, tokenised task splits and Trainer arguments of a pruning stage that trains.
+
+    :returns: ``(train, validation or None, TrainingArguments)``.
+    :raises StageError: for a task without a train split or a precision the device lacks.
+    """
+    from transformers import set_seed
+
+    data = context.data
+    splits = training.classification_splits(data, strategy.name)
+    training.check_device_and_precision(config, context.device)
+    seed = context.seed if config.seed is None else config.seed
+    set_seed(seed)
+    max_length = training.effective_max_length(tokenizer, config.max_length, context)
+
+    def tokenize(split: Any) -> Any:
+        return training.tokenize_split(split, tokenizer, max_length, data.has_text_pair, progress=context.progress)
+
+    train = tokenize(splits.train)
+    validation = tokenize(splits.validation) if splits.validation is not None else None
+    args = training.training_arguments(config, context, has_validation=validation is not None, seed=seed)
+    return train, validation, args
+
+
+def _sparse_extra(model: torch.nn.Module, context: "StageContext") -> dict[str, Any]:
+    """Write the bitmask form of the saved model; lineage fields on its sparsity and sizes."""
+    from .magnitude import write_bitmask
+
+    summary = sparsity_summary(model)
+    _, sparse_bytes = write_bitmask(model, context.output_dir)
+    dense_bytes = sum(p.stat().st_size for p in context.output_dir.glob("*.safetensors"))
+    context.logger.info(
+        "%s: sparsity %.3f of the encoder's Linear weights; %.1f MB dense, %.1f MB bitmask",
+        context.stage_name, summary["linear_sparsity"], dense_bytes / 1e6, sparse_bytes / 1e6,
+    )
+    return {
+        "sparsity": summary["linear_sparsity"],
+        "sparsity_per_layer": summary["per_layer"],
+        "dense_bytes": dense_bytes,
+        "sparse_bytes": sparse_bytes,
+        "sparse_file": "model.safetensors.bitmask",
+    }
+
+
 def run_heads(strategy: "Strategy", artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
     """See :class:`~compressor_pruning.plugin.HeadPruning`."""
     from .structured import NO_HEAD_PRUNING_TYPES
@@ -159,7 +205,6 @@ def run_magnitude(strategy: "Strategy", artifact: "Artifact", config: Any, conte
         gradual_callback,
         magnitude_masks,
         prunable_weights,
-        write_bitmask,
     )
 
     model, tokenizer = _prepare(artifact, context)
@@ -169,21 +214,9 @@ def run_magnitude(strategy: "Strategy", artifact: "Artifact", config: Any, conte
         apply_masks_(weights, magnitude_masks(weights, config.sparsity, config.scope))
         save_model(model, tokenizer, context)
     else:
-        from transformers import DataCollatorWithPadding, Trainer, set_seed
+        from transformers import DataCollatorWithPadding, Trainer
 
-        data = context.data
-        splits = training.classification_splits(data, strategy.name)
-        training.check_device_and_precision(config, context.device)
-        seed = context.seed if config.seed is None else config.seed
-        set_seed(seed)
-        max_length = training.effective_max_length(tokenizer, config.max_length, context)
-
-        def tokenize(split: Any) -> Any:
-            return training.tokenize_split(split, tokenizer, max_length, data.has_text_pair, progress=context.progress)
-
-        train = tokenize(splits.train)
-        validation = tokenize(splits.validation) if splits.validation is not None else None
-        args = training.training_arguments(config, context, has_validation=validation is not None, seed=seed)
+        train, validation, args = _task_training(strategy, config, context, tokenizer)
         model.train()
         callback = gradual_callback(
             model,
@@ -211,52 +244,27 @@ def run_magnitude(strategy: "Strategy", artifact: "Artifact", config: Any, conte
         extra["schedule_history"] = callback.history
         extra.update(metrics)
         model = trainer.model
-    summary = sparsity_summary(model)
-    _, sparse_bytes = write_bitmask(model, context.output_dir)
-    dense_bytes = sum(p.stat().st_size for p in context.output_dir.glob("*.safetensors"))
-    extra.update(
-        sparsity=summary["linear_sparsity"],
-        sparsity_per_layer=summary["per_layer"],
-        dense_bytes=dense_bytes,
-        sparse_bytes=sparse_bytes,
-        sparse_file="model.safetensors.bitmask",
-    )
-    context.logger.info(
-        "%s: sparsity %.3f of the encoder's Linear weights; %.1f MB dense, %.1f MB bitmask",
-        context.stage_name, summary["linear_sparsity"], dense_bytes / 1e6, sparse_bytes / 1e6,
-    )
+    extra.update(_sparse_extra(model, context))
     return context.new_artifact(artifact, strategy.name, config, extra=extra)
 
 
 def run_movement(strategy: "Strategy", artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
     """See :class:`~compressor_pruning.plugin.MovementPruning`."""
-    from transformers import DataCollatorWithPadding, Trainer, set_seed
+    from transformers import DataCollatorWithPadding, Trainer
 
-    from .magnitude import write_bitmask
     from .movement import MovementPruner, movement_callback, soft_target_kl
 
     model, tokenizer = _prepare(artifact, context)
     teacher = None
     if config.teacher is not None:
-        teacher = load_classifier(context.artifact(config.teacher), model.config.num_labels)
-        if training.load_tokenizer(context.artifact(config.teacher).path, config.teacher).get_vocab() != tokenizer.get_vocab():
+        teacher_artifact = context.artifact(config.teacher)
+        teacher = load_classifier(teacher_artifact, model.config.num_labels)
+        if training.load_tokenizer(teacher_artifact.path, config.teacher).get_vocab() != tokenizer.get_vocab():
             raise StageError(
                 f"teacher {config.teacher!r} has another tokenizer than {artifact.name!r}",
                 key="teacher", expected="a teacher sharing the pruned model's tokenizer (e.g. the model before pruning)",
             )
-    data = context.data
-    splits = training.classification_splits(data, strategy.name)
-    training.check_device_and_precision(config, context.device)
-    seed = context.seed if config.seed is None else config.seed
-    set_seed(seed)
-    max_length = training.effective_max_length(tokenizer, config.max_length, context)
-
-    def tokenize(split: Any) -> Any:
-        return training.tokenize_split(split, tokenizer, max_length, data.has_text_pair, progress=context.progress)
-
-    train = tokenize(splits.train)
-    validation = tokenize(splits.validation) if splits.validation is not None else None
-    args = training.training_arguments(config, context, has_validation=validation is not None, seed=seed)
+    train, validation, args = _task_training(strategy, config, context, tokenizer)
     pruner = MovementPruner(model, block=tuple(config.block), scope=config.scope)
     model.train()
     scores = set(map(id, pruner.score_parameters()))
@@ -308,9 +316,6 @@ def run_movement(strategy: "Strategy", artifact: "Artifact", config: Any, contex
     pruner.make_permanent()
     model = trainer.model
     training.save_trained_model(trainer, context.output_dir)
-    summary = sparsity_summary(model)
-    _, sparse_bytes = write_bitmask(model, context.output_dir)
-    dense_bytes = sum(p.stat().st_size for p in context.output_dir.glob("*.safetensors"))
     extra: dict[str, Any] = {
         "method": "movement (top-k, straight-through)",
         "scope": config.scope,
@@ -318,17 +323,9 @@ def run_movement(strategy: "Strategy", artifact: "Artifact", config: Any, contex
         "teacher": config.teacher,
         "schedule_history": callback.history,
         "masked_fraction": reached,
-        "sparsity": summary["linear_sparsity"],
-        "sparsity_per_layer": summary["per_layer"],
-        "dense_bytes": dense_bytes,
-        "sparse_bytes": sparse_bytes,
-        "sparse_file": "model.safetensors.bitmask",
+        **_sparse_extra(model, context),
         **metrics,
     }
-    context.logger.info(
-        "%s: movement pruning reached sparsity %.3f of the encoder's Linear weights; %.1f MB dense, %.1f MB bitmask",
-        context.stage_name, summary["linear_sparsity"], dense_bytes / 1e6, sparse_bytes / 1e6,
-    )
     return context.new_artifact(
         artifact, strategy.name, config, extra=extra, reference=config.teacher,
     )
