@@ -22,6 +22,9 @@ Usage::
     python benchmarks/distillation_recipes.py paper --out runs/distilbert-paper-capped \\
         --max-train-samples 4000
     python benchmarks/distillation_recipes.py table runs/ablation-capped   # mean / std per row
+    python benchmarks/distillation_recipes.py ablation --teacher DIR --out runs/ablation-s0 \
+        --max-train-samples 0 --epochs 2 --seeds 0     # uncapped, one run per seed
+    python benchmarks/distillation_recipes.py table runs/ablation-s0 runs/ablation-s1 runs/ablation-s2
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def ablation(args: argparse.Namespace) -> Path:
     seeds = {int(s) for s in args.seeds.split(",")}
     recipe["name"] = Path(args.out).name
     recipe["model"] = {"name": str(Path(args.teacher).resolve()), "source": "local"}
-    recipe["task"]["data"]["max_train_samples"] = args.max_train_samples
+    recipe["task"]["data"]["max_train_samples"] = args.max_train_samples or None
     recipe["evaluation"]["baseline"] = True  # the teacher
     stages = []
     for stage in recipe["stages"]:
@@ -92,8 +95,12 @@ def paper(args: argparse.Namespace) -> Path:
     return _write(recipe, Path(args.out))
 
 
-def table(run_dir: Path) -> str:
-    results = json.loads((run_dir / "results.json").read_text())
+def table(*run_dirs: Path) -> str:
+    """Mean and standard deviation per ablation row over the students of ``run_dirs``.
+
+    The teacher line is the first run's baseline; runs split by seed must share it.
+    """
+    results = [r for run_dir in run_dirs for r in json.loads((run_dir / "results.json").read_text())]
     acc = {r["model"]: 100 * r["accuracy"]["accuracy"] for r in results if r.get("accuracy")}
     lines = []
     if "baseline" in acc:
@@ -119,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("ablation")
     a.add_argument("--teacher", required=True, help="fine-tuned MiniLM-L6 teacher folder")
     a.add_argument("--out", required=True)
-    a.add_argument("--max-train-samples", type=int, default=2000)
+    a.add_argument("--max-train-samples", type=int, default=2000, help="0: the whole train split")
     a.add_argument("--epochs", type=float, default=1.0)
     a.add_argument("--seeds", default="0,1,2")
     g = sub.add_parser("general")
@@ -132,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     pp.add_argument("--out", required=True)
     pp.add_argument("--max-train-samples", type=int, default=4000)
     t = sub.add_parser("table")
-    t.add_argument("run_dir")
+    t.add_argument("run_dir", nargs="+", help="ablation runs (e.g. one per seed)")
     args = p.parse_args(argv)
     if args.cmd == "table":
-        print(table(Path(args.run_dir)))
+        print(table(*map(Path, args.run_dir)))
         return 0
     from compressor import run
 
