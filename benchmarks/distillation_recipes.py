@@ -22,7 +22,7 @@ Usage::
     python benchmarks/distillation_recipes.py paper --out runs/distilbert-paper-capped \\
         --max-train-samples 4000
     python benchmarks/distillation_recipes.py table runs/ablation-capped   # mean / std per row
-    python benchmarks/distillation_recipes.py ablation --teacher DIR --out runs/ablation-s0 \
+    python benchmarks/distillation_recipes.py ablation --teacher DIR --out runs/ablation-s0 \\
         --max-train-samples 0 --epochs 2 --seeds 0     # uncapped, one run per seed
     python benchmarks/distillation_recipes.py table runs/ablation-s0 runs/ablation-s1 runs/ablation-s2
 """

@@ -152,7 +152,7 @@ class MovementConfig(TrainingConfig):
 
         - name: movement90
           strategy: prune.movement
-          config: {sparsity: 0.9, teacher: baseline, epochs: 3, learning_rate: 3.0e-5}
+          config: {sparsity: 0.8, block: [32, 32], teacher: baseline, epochs: 3, learning_rate: 1.0e-4}
     """
 
     sparsity: float = Field(gt=0, lt=1, description="Final fraction of zero weights in the encoder layers' Linear matrices.")
