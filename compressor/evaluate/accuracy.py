@@ -34,9 +34,11 @@ def classification_metrics(
     :param labels: gold class indices, shape ``(n,)``.
     :param predictions: predicted class indices, shape ``(n,)``.
     :param num_labels: number of classes.
-    :returns: ``{"n", "accuracy", "<task metric>", "task_metric"}``; metric values are
-        fractions in ``[0, 1]``.
+    :returns: ``{"n", "accuracy", "<task metric>", "task_metric", "predicted_classes"}``;
+        metric values are fractions in ``[0, 1]``; ``predicted_classes`` counts the distinct
+        classes predicted (1: the model gives every example the same class).
     """
+    import numpy as np
     from sklearn.metrics import accuracy_score, f1_score
 
     metric = task_metric_name(num_labels)
@@ -51,6 +53,7 @@ def classification_metrics(
         "accuracy": float(accuracy_score(labels, predictions)),
         metric: float(value),
         "task_metric": metric,
+        "predicted_classes": int(np.unique(predictions).size),
     }
 
 

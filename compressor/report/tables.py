@@ -152,6 +152,8 @@ def table_columns(results: Sequence[dict[str, Any]]) -> list[Column]:
             Column("acc ±95% (pts)", lambda r, _: accuracy_ci95_pts(r), _f(2)),
             Column(_task_metric_header(results), lambda r, _: _pct(task_metric_value(r)), _f(2)),
         ]
+        if any(collapse_flag(r) for r in results):
+            cols.append(Column("accuracy check", lambda r, _: collapse_flag(r), align="left"))
     cols += [
         Column("params (M)", lambda r, _: _params_m(r), _f(2)),
         Column("disk (MB)", lambda r, _: _disk_mb(r), _f(1)),
@@ -222,6 +224,19 @@ def sparsity_value(result: dict[str, Any]) -> float | None:
     """Fraction of zeros in the encoder layers' Linear weights (``size.sparsity``), or ``None``."""
     value = (result.get("size") or {}).get("sparsity")
     return float(value) if value is not None else None
+
+
+def collapse_flag(result: dict[str, Any]) -> str | None:
+    """``"one class for all N examples"`` when a model predicted the same class for every
+    example of the accuracy split (``accuracy.predicted_classes == 1``): a collapsed model,
+    whatever its accuracy says (on a balanced binary split that is about 50%).
+
+    :returns: the flag text, or ``None`` (more than one class predicted, or not recorded).
+    """
+    acc = result.get("accuracy") or {}
+    if acc.get("predicted_classes") == 1 and (acc.get("n") or 0) > 1:
+        return f"one class for all {acc['n']} examples"
+    return None
 
 
 SHRINK_THRESHOLD = 0.10

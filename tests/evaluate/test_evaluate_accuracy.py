@@ -36,6 +36,7 @@ def test_accuracy_matches_independent_computation(make_artifact, task_data, fast
     assert acc["accuracy"] == pytest.approx(float((preds == labels).mean()), abs=1e-12)
     assert acc["task_metric"] == "f1"
     assert acc["f1"] == pytest.approx(f1_score(labels, preds, pos_label=1))
+    assert acc["predicted_classes"] == 2
     json.dumps(res)
 
 
@@ -47,6 +48,7 @@ def test_bias_towards_class_1_gives_label_1_fraction(make_artifact, task_data, f
     assert res["accuracy"]["accuracy"] == pytest.approx(frac1)
     # all predicted positive: precision = frac1, recall = 1
     assert res["accuracy"]["f1"] == pytest.approx(2 * frac1 / (1 + frac1))
+    assert res["accuracy"]["predicted_classes"] == 1  # a collapsed model, as the report flags
 
 
 def test_multiclass_reports_macro_f1(make_artifact, make_data, fast_settings):

@@ -78,3 +78,15 @@ def test_other_formats_and_unknown_format(results):
     assert "<table>" in render_table(results, fmt="html")
     with pytest.raises(CompressorError, match="unknown table format"):
         render_table(results, fmt="nope")
+
+
+def test_collapsed_model_gets_the_accuracy_check_flag(make_result):
+    ok, collapsed = make_result("a"), make_result("b")
+    ok["accuracy"]["predicted_classes"] = 2
+    collapsed["accuracy"]["predicted_classes"] = 1
+    headers, rows = parse_github(render_table([ok, collapsed]))
+    n = collapsed["accuracy"]["n"]
+    assert rows[1]["accuracy check"] == f"one class for all {n} examples"
+    assert rows[0]["accuracy check"] == "-"
+    headers, _ = parse_github(render_table([ok]))  # no collapsed model: no column
+    assert "accuracy check" not in headers
