@@ -150,7 +150,7 @@ class MagnitudeConfig(TrainingConfig):
 class MovementConfig(TrainingConfig):
     """Config of ``prune.movement``. Sample recipe stage::
 
-        - name: movement90
+        - name: movement80
           strategy: prune.movement
           config: {sparsity: 0.8, block: [32, 32], teacher: baseline, epochs: 3, learning_rate: 1.0e-4}
     """
