@@ -23,7 +23,8 @@ each module whose shape differs, what to build instead, and which plain attribut
 :func:`load_pretrained` builds the model from its config, applies the structure file
 (:func:`apply_structure`), then loads the saved weights into it, strictly: every saved
 tensor must find a parameter of the same shape. Without a structure file it is exactly
-``auto_class.from_pretrained(path)``. The evaluator's PyTorch backend and the training
+``auto_class.from_pretrained(path)``, except for a head-pruned model saved under
+transformers 4 (``config.pruned_heads``), whose shapes are rebuilt from that list. The evaluator's PyTorch backend and the training
 strategies load models through it. The file describes shapes and attributes only: it knows
 nothing of how the shapes came about, so any strategy (pruning, low-rank...) may write one.
 
@@ -201,6 +202,79 @@ def _state_dict_files(path: Path) -> list[Path]:
     )
 
 
+def legacy_pruned_heads(path: str | Path) -> dict[int, list[int]]:
+    """Heads removed by transformers 4's ``prune_heads``, as ``config.json`` lists them.
+
+    transformers 5 dropped ``prune_heads`` and the ``pruned_heads`` config attribute, so a
+    head-pruned model saved under transformers 4 (an artifact of compressor 0.1 on the 4.57
+    stack) no longer reloads by ``from_pretrained``; :func:`load_pretrained` rebuilds its
+    shapes from this list instead.
+
+    :param path: a model folder.
+    :returns: layer index -> original head indices removed; empty when none (or no
+        readable ``config.json``).
+    """
+    try:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    heads = config.get("pruned_heads") if isinstance(config, dict) else None
+    if not isinstance(heads, dict):
+        return {}
+    return {int(layer): sorted(set(hs)) for layer, hs in heads.items() if hs}
+
+
+def pruned_heads_structure(model: "nn.Module", heads: dict[int, list[int]]) -> dict[str, Any]:
+    """The structure (as :func:`read_structure` returns it) of ``model`` with ``heads`` removed.
+
+    Each listed layer's query/key/value (and other per-head) projections have
+    ``(num_heads - removed) * head_size`` output features and its attention output
+    projection as many input features, which is what transformers 4's ``prune_heads`` left.
+
+    :param model: the model built from the config (all heads present).
+    :param heads: layer index -> head indices removed (:func:`legacy_pruned_heads`).
+    :raises CompressorError: when a layer index is out of range or every head is removed.
+    """
+    from .architecture import encoder_layout, get_module, layer_modules
+
+    layout = encoder_layout(model)
+    layers = layer_modules(model, layout)
+    modules: dict[str, Any] = {}
+    attributes: dict[str, dict[str, Any]] = {}
+    names = {id(m): n for n, m in model.named_modules()}
+    for layer, removed in heads.items():
+        if not 0 <= layer < len(layers) or len(removed) >= layout.num_heads:
+            raise CompressorError(
+                f"config.pruned_heads lists heads {removed} of layer {layer}; the model has "
+                f"{len(layers)} layers of {layout.num_heads} heads"
+            )
+        width = (layout.num_heads - len(removed)) * layout.head_size
+        block = layers[layer]
+        for rel in layout.head_projections:
+            linear = get_module(block, rel)
+            modules[names[id(linear)]] = {
+                "type": "Linear", "in_features": linear.in_features, "out_features": width,
+                "bias": linear.bias is not None,
+            }
+        out = get_module(block, layout.attn_output)
+        modules[names[id(out)]] = {
+            "type": "Linear", "in_features": width, "out_features": out.out_features,
+            "bias": out.bias is not None,
+        }
+        attn = get_module(block, layout.attention_module)
+        attrs = {
+            attr: value
+            for attr, value in (
+                ("num_attention_heads", layout.num_heads - len(removed)),
+                ("all_head_size", width),
+            )
+            if isinstance(getattr(attn, attr, None), int)
+        }
+        if attrs:
+            attributes[names[id(attn)]] = attrs
+    return {"version": STRUCTURE_VERSION, "modules": modules, "attributes": attributes}
+
+
 def load_pretrained(auto_class: Any, path: str | Path, **kwargs: Any) -> Any:
     """Load a saved model, rebuilding shapes from its structure file when it has one.
 
@@ -219,7 +293,8 @@ def load_pretrained(auto_class: Any, path: str | Path, **kwargs: Any) -> Any:
         holds no safetensors weights.
     """
     path = Path(path)
-    if not has_structure(path):
+    legacy_heads = legacy_pruned_heads(path)
+    if not has_structure(path) and not legacy_heads:
         return auto_class.from_pretrained(path, **kwargs)
     import torch
     from safetensors.torch import load_file
@@ -251,7 +326,8 @@ def load_pretrained(auto_class: Any, path: str | Path, **kwargs: Any) -> Any:
         model = auto_class.from_config(config, **build)
     else:  # a concrete model class
         model = auto_class._from_config(config, **build)
-    apply_structure(model, read_structure(path))
+    structure = read_structure(path) if has_structure(path) else pruned_heads_structure(model, legacy_heads)
+    apply_structure(model, structure)
     state: dict[str, torch.Tensor] = {}
     for file in _state_dict_files(path):
         state.update(load_file(str(file)))
@@ -322,7 +398,7 @@ def structure_diff(model: "nn.Module") -> tuple[dict[str, "nn.Module"], dict[str
     import copy
 
     from torch import nn
-    from transformers.modeling_utils import no_init_weights
+    from transformers.initialization import no_init_weights
 
     with no_init_weights():
         ref = type(model)(copy.deepcopy(model.config))
@@ -371,6 +447,8 @@ def save_pretrained(model: "nn.Module", path: str | Path, tokenizer: Any = None)
     :returns: the structure file's path, or ``None`` when the model reloads without one.
     """
     path = Path(path)
+    # a transformers-4 model's removed heads (config.pruned_heads) go into the structure file
+    vars(model.config).pop("pruned_heads", None)
     model.save_pretrained(path, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(path)

@@ -26,7 +26,7 @@ def make_tokenizer_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
+    tok = BertTokenizerFast(vocab=str(path / "vocab.txt"))
     tok.save_pretrained(path)
     return path
 

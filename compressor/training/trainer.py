@@ -282,7 +282,7 @@ def training_arguments(
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size,
         weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio,
+        warmup_steps=float(config.warmup_ratio),  # transformers 5: a float in [0, 1) is a ratio
         lr_scheduler_type="linear",
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         eval_strategy=eval_strategy,
@@ -290,14 +290,22 @@ def training_arguments(
         save_strategy=save_strategy,
         save_steps=config.eval_steps if config.eval_steps is not None else 500,
         save_total_limit=1,
-        save_safetensors=True,
+        # No pickled weights. transformers 5 removed ``save_safetensors`` (passing it is a
+        # TypeError): save_pretrained, and so every checkpoint and the saved model, always
+        # writes model.safetensors. The Trainer's own state in a checkpoint (optimizer.pt,
+        # scheduler.pt, rng_state.pth, scaler.pt) is still torch.save'd; transformers 5.24's
+        # Trainer._load_optimizer_and_scheduler / _load_rng_state read it only with
+        # torch.load(weights_only=True) after check_torch_load_is_safe() (torch >= 2.6),
+        # rng_state.pth under safe_globals() for its numpy state (see pyproject.toml on
+        # CVE-2026-1839). training_args.bin is written, never loaded, and save_trained_model
+        # drops it from the artifact.
+        # tests/core/test_no_pickle.py checks all of this.
         load_best_model_at_end=early,
         metric_for_best_model="accuracy" if early else None,
         greater_is_better=True if early else None,
         logging_strategy="steps",
         logging_steps=config.logging_steps,
         report_to=getattr(config, "report_to", "none"),
-        logging_dir=str(Path(context.work_dir) / "runs"),
         disable_tqdm=not context.progress,
         use_cpu=context.device == "cpu",
         dataloader_num_workers=0,

@@ -73,6 +73,27 @@ def corpus_data(corpus: "DataConfig | None", context: "StageContext", *, key: st
     return data
 
 
+def special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special-token ids the tokenizer puts before and after one sequence.
+
+    Found by encoding a probe word with and without special tokens (transformers 5's
+    tokenizers have no ``build_inputs_with_special_tokens``), so it holds for any
+    single-sequence template: ``[CLS] $A [SEP]``, ``<s> $A </s>``, ``$A </s>``.
+
+    :returns: ``(prefix, suffix)`` token ids.
+    :raises StageError: when the plain encoding is not found inside the special one.
+    """
+    plain = list(tokenizer("hello world", add_special_tokens=False)["input_ids"])
+    full = list(tokenizer("hello world", add_special_tokens=True)["input_ids"])
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return full[:start], full[start + len(plain):]
+    raise StageError(
+        f"cannot tell where {type(tokenizer).__name__} puts its special tokens "
+        f"(plain {plain}, with specials {full})"
+    )
+
+
 def group_texts(
     dataset: "datasets.Dataset",
     tokenizer: "PreTrainedTokenizerBase",
@@ -98,8 +119,8 @@ def group_texts(
     """
     import datasets as hf_datasets
 
-    specials = tokenizer.num_special_tokens_to_add(pair=False)
-    chunk = block_size - specials
+    prefix, suffix = special_tokens_around(tokenizer)
+    chunk = block_size - len(prefix) - len(suffix)
     if chunk < 2:
         raise StageError(f"block size {block_size} leaves no room for text", key="max_length")
 
@@ -112,12 +133,10 @@ def group_texts(
         if types:
             out["token_type_ids"] = []
         for i in range(0, usable, chunk):
-            ids = tokenizer.build_inputs_with_special_tokens(flat[i:i + chunk])
+            ids = prefix + flat[i:i + chunk] + suffix
             out["input_ids"].append(ids)
             out["attention_mask"].append([1] * len(ids))
-            out["special_tokens_mask"].append(
-                tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
-            )
+            out["special_tokens_mask"].append([1] * len(prefix) + [0] * chunk + [1] * len(suffix))
             if types:
                 out["token_type_ids"].append([0] * len(ids))
         return out

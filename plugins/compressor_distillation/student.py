@@ -3,9 +3,9 @@
 The encoder's layer list is found from the module structure, not from architecture-specific
 attribute names: it is the :class:`torch.nn.ModuleList` whose length equals the config's
 layer count (``num_hidden_layers``, ``n_layers`` or ``num_layers``). This covers BERT,
-RoBERTa, XLM-R, MPNet, ELECTRA, DeBERTa-v2, DistilBERT and ModernBERT (whose position-
-dependent attention pattern and distinct layer 0 are handled by
-:func:`modernbert_attention_period`).
+RoBERTa, XLM-R, MPNet, ELECTRA, DeBERTa-v2, DistilBERT and ModernBERT (whose per-layer
+attention types follow the copied layers through ``config.layer_types``, and whose distinct
+layer 0 is checked by :func:`check_first_layer`).
 """
 
 from __future__ import annotations
@@ -40,30 +40,22 @@ def student_config(teacher_config: Any, layer_list: LayerList, layers: list[int]
     per_layer = getattr(cfg, "layer_types", None)
     if isinstance(per_layer, (list, tuple)) and len(per_layer) == layer_list.count:
         cfg.layer_types = [per_layer[i] for i in layers]
-    every = getattr(teacher_config, "global_attn_every_n_layers", None)
-    if isinstance(every, int) and every > 0:
-        cfg.global_attn_every_n_layers = modernbert_attention_period(teacher_config, layers)
+    if isinstance(getattr(teacher_config, "global_attn_every_n_layers", None), int):
+        check_first_layer(teacher_config, layers)
     return cfg
 
 
-def modernbert_attention_period(teacher_config: Any, layers: list[int]) -> int:
-    """The student's ``global_attn_every_n_layers`` for a ModernBERT-style teacher.
+def check_first_layer(teacher_config: Any, layers: list[int]) -> None:
+    """ModernBERT's student must start with teacher layer 0.
 
-    ModernBERT (Warner et al. 2024) decides each layer's attention from its position:
-    layer ``i`` attends globally when ``i % global_attn_every_n_layers == 0``, else within a
-    sliding window of ``local_attention`` tokens (with its own RoPE theta); and layer 0 differs
-    from the others (no attention pre-norm: its input is the normalised embedding output). A
-    copied layer must keep its attention type, so the student's period ``m`` must give
-    position ``j`` the type of teacher layer ``layers[j]``; the smallest such ``m`` is
-    returned (12 -> 6 every-other with period 3 gives teacher types G L L G L L, ``m = 3``).
+    ModernBERT (Warner et al. 2024) alternates global and sliding-window attention by layer;
+    transformers 5 lists each layer's type in ``config.layer_types``, which
+    :func:`student_config` subsets, so any choice of layers keeps every copied layer's type.
+    Layer 0 differs from the others, though: it has no attention pre-norm (its input is the
+    normalised embedding output), so no other layer can take its place.
 
-    :param teacher_config: a config with ``global_attn_every_n_layers``.
-    :param layers: teacher layer indices copied into the student.
-    :returns: ``m`` in ``[1, len(layers)]``.
-    :raises StageError: when the first copied layer is not teacher layer 0, or no period
-        reproduces the copied layers' attention types.
+    :raises StageError: when ``layers`` does not start with 0.
     """
-    period = int(teacher_config.global_attn_every_n_layers)
     if layers[0] != 0:
         raise StageError(
             f"{type(teacher_config).__name__}: the student's first layer must be teacher layer 0, "
@@ -72,20 +64,6 @@ def modernbert_attention_period(teacher_config: Any, layers: list[int]) -> int:
             key="layers",
             hint="start the layer list with 0 ('every-other', 'uniform' and 'first-k' all do)",
         )
-    wanted = [i % period == 0 for i in layers]
-    for m in range(1, len(layers) + 1):
-        if all((j % m == 0) == g for j, g in enumerate(wanted)):
-            return m
-    kinds = " ".join("G" if g else "L" for g in wanted)
-    raise StageError(
-        f"{type(teacher_config).__name__} attends globally every {period} layers and locally "
-        f"(window {getattr(teacher_config, 'local_attention', '?')}) otherwise; the copied "
-        f"teacher layers {layers} have attention types {kinds} (G global, L local), which no "
-        "student period 'global every m layers' reproduces",
-        key="layers",
-        hint=f"choose layers whose global ones (multiples of {period}) fall at a regular "
-        "student period starting at position 0",
-    )
 
 
 def build_student(

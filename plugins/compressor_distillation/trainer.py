@@ -218,7 +218,7 @@ class DistillationTrainer(Trainer):
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Add the loss terms, averaged since the previous training log, to a training log."""
         if "loss" in logs and self._term_sums is not None and self._term_count:
-            mean = self._nested_gather((self._term_sums / self._term_count).unsqueeze(0))
+            mean = self.accelerator.gather((self._term_sums / self._term_count).unsqueeze(0))
             mean = mean.reshape(-1, len(self.term_keys)).mean(dim=0).tolist()
             for key, value in zip(self.term_keys, mean):
                 if value == value:  # skip NaN: a term that was not computed

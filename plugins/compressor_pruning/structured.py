@@ -19,7 +19,6 @@ from compressor.architecture import (
     get_module,
     head_counts,
     layer_modules,
-    original_head_indices,
     set_module,
 )
 from compressor.errors import StageError
@@ -28,10 +27,6 @@ from .common import gate_scores, mean_loss
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel
-
-HF_PRUNE_HEADS_TYPES = {"bert", "roberta", "xlm-roberta", "electra", "distilbert", "camembert", "data2vec-text"}
-"""Model types whose transformers class implements ``prune_heads`` correctly, so the removed
-heads are kept in ``config.pruned_heads`` and ``from_pretrained`` rebuilds them."""
 
 NO_HEAD_PRUNING_TYPES = {
     "mpnet": "MPNet adds one relative-position bias with a slot per head (computed once for "
@@ -125,15 +120,13 @@ def _head_index(heads: list[int], head_size: int, current: int) -> torch.Tensor:
 def prune_heads_(model: "PreTrainedModel", heads: dict[int, list[int]]) -> str:
     """Physically remove attention heads (current indices per layer), in place.
 
-    On architectures in :data:`HF_PRUNE_HEADS_TYPES` this calls transformers'
-    ``model.prune_heads`` (head indices translated to the unpruned numbering), which keeps
-    ``config.pruned_heads`` so ``from_pretrained`` rebuilds the shapes. Elsewhere (DeBERTa-v2)
-    the query/key/value (and relative-position) projections lose the heads' output rows and
-    the output projection their input columns (``transformers.pytorch_utils.prune_linear_layer``),
+    transformers 5 has no ``prune_heads``, so this is done here for every architecture: the
+    query/key/value (and relative-position) projections lose the heads' output rows and the
+    output projection their input columns (``transformers.pytorch_utils.prune_linear_layer``),
     and the attention module's head-count attributes are updated; saving then needs a
     structure file (:func:`compressor.structure.save_pretrained` writes it).
 
-    :returns: ``"transformers"`` or ``"structure-file"``: how the removal reloads.
+    :returns: ``"structure-file"``: how the removal reloads.
     :raises StageError: for architectures in :data:`NO_HEAD_PRUNING_TYPES`, or when a layer
         would lose every head.
     """
@@ -151,15 +144,6 @@ def prune_heads_(model: "PreTrainedModel", heads: dict[int, list[int]]) -> str:
             raise StageError(f"cannot remove all {counts[layer]} heads of layer {layer}")
         if any(not 0 <= h < counts[layer] for h in hs):
             raise StageError(f"head indices {hs} out of range for layer {layer} ({counts[layer]} heads)")
-    if layout.model_type in HF_PRUNE_HEADS_TYPES:
-        original = {
-            layer: [original_head_indices(model, layer, counts[layer], layout.num_heads)[h] for h in hs]
-            for layer, hs in heads.items()
-            if hs
-        }
-        if original:
-            model.prune_heads(original)
-        return "transformers"
     layers = layer_modules(model, layout)
     for layer, hs in heads.items():
         if not hs:
@@ -272,8 +256,8 @@ def prune_ffn_(model: "PreTrainedModel", keep: list[list[int]]) -> bool:
 def drop_layers_(model: "PreTrainedModel", drop: list[int]) -> list[int]:
     """Remove whole encoder layers, in place; the config's layer count follows.
 
-    ``config.pruned_heads`` and per-layer config lists (``layer_types``) are renumbered
-    for the kept layers.
+    Per-layer config lists (``layer_types``) are renumbered for the kept layers; removed
+    heads live in the structure file, whose module paths follow the kept layers.
 
     :param drop: layer indices to remove.
     :returns: the kept layers' original indices.
@@ -291,12 +275,9 @@ def drop_layers_(model: "PreTrainedModel", drop: list[int]) -> list[int]:
     set_module(model, layout.layers.path, nn.ModuleList([layers[i] for i in kept]))
     cfg = model.config
     setattr(cfg, layout.layers.config_attr, len(kept))
-    if getattr(cfg, "pruned_heads", None):
-        cfg.pruned_heads = {new: cfg.pruned_heads[old] for new, old in enumerate(kept) if old in cfg.pruned_heads}
     per_layer = getattr(cfg, "layer_types", None)
     if isinstance(per_layer, (list, tuple)) and len(per_layer) == n:
         cfg.layer_types = [per_layer[i] for i in kept]
-    # transformers' own pruned-head bookkeeping inside attention modules stays with each layer
     return kept
 
 

@@ -127,10 +127,42 @@ def test_no_structure_file_when_the_config_rebuilds_the_shapes(tmp_path) -> None
     from transformers import AutoModelForSequenceClassification as Auto
 
     model = tiny_model("bert")
-    model.prune_heads({0: [1], 2: [0, 3]})  # kept in config.pruned_heads
+    _shrink_ffn(model, [40, 40, 40])
+    model.config.intermediate_size = 40
     assert save_pretrained(model, tmp_path) is None and not has_structure(tmp_path)
-    again = Auto.from_pretrained(tmp_path)
+    assert ffn_widths(Auto.from_pretrained(tmp_path)) == [40, 40, 40]
+
+
+def test_a_head_pruned_model_saved_by_transformers_4_reloads(tmp_path) -> None:
+    """transformers 4 kept removed heads in ``config.pruned_heads`` and rebuilt the shapes in
+    ``from_pretrained``; transformers 5 does neither, so ``load_pretrained`` rebuilds them."""
+    import json
+
+    from transformers import AutoModelForSequenceClassification as Auto
+    from transformers.pytorch_utils import prune_linear_layer
+
+    model = tiny_model("bert")
+    removed = {0: [1], 2: [0, 3]}
+    for layer, heads in removed.items():  # what transformers 4's prune_heads did (head size 8)
+        attention = model.bert.encoder.layer[layer].attention
+        keep = torch.tensor([h * 8 + j for h in range(4) if h not in heads for j in range(8)])
+        for name in ("query", "key", "value"):
+            setattr(attention.self, name, prune_linear_layer(getattr(attention.self, name), keep, dim=0))
+        attention.output.dense = prune_linear_layer(attention.output.dense, keep, dim=1)
+    with torch.no_grad():
+        before = model(**inputs()).logits
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["pruned_heads"] = {str(k): v for k, v in removed.items()}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    again = load_pretrained(Auto, tmp_path)
     assert head_counts(again) == [3, 4, 2]
+    with torch.no_grad():
+        assert torch.equal(again(**inputs()).logits, before)
+    resaved = tmp_path / "resaved"
+    assert save_pretrained(again, resaved) is not None  # now described by a structure file
+    assert "pruned_heads" not in json.loads((resaved / "config.json").read_text())
+    assert head_counts(load_pretrained(Auto, resaved)) == [3, 4, 2]
 
 
 def test_structure_file_naming_a_missing_module_fails(tmp_path) -> None:

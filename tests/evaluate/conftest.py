@@ -28,7 +28,7 @@ def make_tokenizer(directory: Path, words: list[str] = WORDS) -> Any:
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab = write_vocab(directory / "vocab.txt", words)
-    return BertTokenizerFast(vocab_file=str(vocab), model_max_length=512)
+    return BertTokenizerFast(vocab=str(vocab), model_max_length=512)
 
 
 def make_texts(n: int, seed: int, *, min_words: int = 3, max_words: int = 20) -> list[str]:

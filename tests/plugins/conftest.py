@@ -68,7 +68,7 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tokenizer")
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(SPECIAL + POSITIVE + NEGATIVE + FILLER) + "\n", encoding="utf-8")
-    tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True, model_max_length=64)
+    tok = BertTokenizerFast(vocab=str(vocab), do_lower_case=True, model_max_length=64)
     tok.save_pretrained(folder)
     return folder
 

@@ -117,7 +117,7 @@ def _other_student(folder: Path, vocab: list[str], hidden: int) -> Path:
 
     folder.mkdir(parents=True)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=64)
+    tok = BertTokenizerFast(vocab=str(folder / "vocab.txt"), model_max_length=64)
     tok.save_pretrained(folder)
     torch.manual_seed(3)
     cfg = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
