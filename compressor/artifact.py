@@ -3,7 +3,7 @@
 The directory is in Hugging Face layout (``config.json``, ``model.safetensors`` and the
 tokenizer files, or ``model.onnx`` for ONNX artifacts), so
 ``AutoModelForSequenceClassification.from_pretrained(path)`` or
-``ORTModelForSequenceClassification.from_pretrained(path)`` loads it as is. The lineage lives
+``onnxruntime.InferenceSession(path / "model.onnx")`` loads it as is. The lineage lives
 beside the model in ``lineage.json``.
 """
 
@@ -22,7 +22,7 @@ ModelFormat = str
 """An artifact's format: an open string naming how the model is stored and loaded.
 
 The core knows ``"pytorch"`` (``save_pretrained``: safetensors) and ``"onnx"`` (one ``.onnx``
-file, optimum layout). A plugin may define its own format (e.g. ``"pytorch-dynamic-int8"``)
+file beside ``config.json`` and the tokenizer, see :mod:`compressor.onnx_export`). A plugin may define its own format (e.g. ``"pytorch-dynamic-int8"``)
 and register an evaluation backend that loads it through the ``compressor_register_backends``
 hook; strategies name the formats they take in ``Strategy.input_formats``.
 """

@@ -7,7 +7,7 @@ The evaluator talks to a :class:`Backend` only: :meth:`Backend.load` it from an 
 - :class:`PyTorchBackend` for ``artifact.format == "pytorch"``
   (``AutoModelForSequenceClassification``, eval mode, ``torch.inference_mode``; CPU or CUDA);
 - :class:`OnnxRuntimeBackend` for ``artifact.format == "onnx"``
-  (optimum's ``ORTModelForSequenceClassification`` on ``CPUExecutionProvider`` or
+  (``onnxruntime.InferenceSession`` on ``CPUExecutionProvider`` or
   ``CUDAExecutionProvider``).
 
 Plugins add backends for formats of their own through the ``compressor_register_backends``
@@ -273,12 +273,14 @@ class PyTorchBackend(Backend):
 
 
 class OnnxRuntimeBackend(Backend):
-    """ONNX Runtime inference (CPU) through optimum's ``ORTModelFor*`` classes.
+    """ONNX Runtime inference through :class:`onnxruntime.InferenceSession`
+    (:func:`compressor.onnx_export.session`).
 
     The artifact directory must hold exactly one ``*.onnx`` file (plus ``config.json`` and
-    the tokenizer), as ``ORTModel*.save_pretrained`` or ``ORTQuantizer.quantize`` write it.
-    On ``"cuda"`` the session uses ``CUDAExecutionProvider`` without I/O binding, so each
-    call copies its outputs back to the host and returns when the GPU work is done.
+    the tokenizer), as the ``export.onnx`` and ONNX Runtime quantisation strategies write
+    it; the graph returns ``logits``. On ``"cuda"`` the session uses
+    ``CUDAExecutionProvider`` without I/O binding, so each call copies its outputs back to
+    the host and returns when the GPU work is done.
     """
 
     #: each session owns its thread pool: timed alone, not interleaved (see
@@ -295,6 +297,7 @@ class OnnxRuntimeBackend(Backend):
     ) -> None:
         super().__init__(model, tokenizer, config, device=device)
         self.onnx_path = onnx_path
+        self._inputs = [i.name for i in model.get_inputs()]
 
     @classmethod
     def cuda_usable(cls) -> bool:
@@ -320,52 +323,28 @@ class OnnxRuntimeBackend(Backend):
     def load(
         cls, artifact: "Artifact", *, task_type: str, threads: int, device: str = "cpu"
     ) -> "OnnxRuntimeBackend":
-        import onnxruntime as ort
-        from optimum.onnxruntime import ORTModelForMaskedLM, ORTModelForSequenceClassification
+        from transformers import AutoConfig
+
+        from ..onnx_export import session
 
         path = Path(artifact.path)
         onnx_file = cls.find_onnx_file(path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        masked = task_type == "masked-lm"
-        auto = ORTModelForMaskedLM if masked else ORTModelForSequenceClassification
-        provider = ORT_PROVIDERS[device]
         try:
-            model = auto.from_pretrained(
-                path,
-                file_name=onnx_file.name,
-                provider=provider,
-                session_options=options,
-                use_io_binding=False,
-            )
-        except (OSError, ValueError, RuntimeError) as exc:
+            sess = session(onnx_file, threads=threads, device=device)
+        except CompressorError as exc:
             raise CompressorError(
-                f"cannot load ONNX model {artifact.name!r} from {onnx_file}: {exc}",
-                hint="export with optimum (ORTModelForSequenceClassification.from_pretrained("
-                "dir, export=True).save_pretrained(out))",
+                f"cannot load ONNX model {artifact.name!r}: {exc.message}",
+                hint=exc.hint or "export it with the export.onnx strategy",
             ) from exc
-        used = list(getattr(model, "providers", None) or [provider])
-        if used[0] != provider:  # ONNX Runtime falls back to CPU silently
-            raise CompressorError(
-                f"ONNX Runtime did not use {provider} for {artifact.name!r} (got {used})",
-                hint="install onnxruntime-gpu matching the CUDA version, or evaluate on cpu",
-            )
-        return cls(model, _load_tokenizer(path), model.config, onnx_file, device=device)
-
-    def _feed(self, batch: Any) -> dict[str, Any]:
-        names = set(self.model.input_names)
-        return {k: v for k, v in batch.items() if k in names}
+        return cls(sess, _load_tokenizer(path), AutoConfig.from_pretrained(path), onnx_file, device=device)
 
     def predict_logits(self, batch: Any) -> "np.ndarray":
-        import numpy as np
+        from ..onnx_export import run_logits
 
-        logits = self.model(**self._feed(batch)).logits
-        return np.asarray(logits, dtype=np.float32)
+        return run_logits(self.model, batch)
 
     def run(self, batch: Any) -> None:
-        self.model(**self._feed(batch))
+        self.model.run(None, {k: batch[k] for k in self._inputs if k in batch})
 
     def num_parameters(self) -> int:
         import onnx
@@ -379,8 +358,6 @@ class OnnxRuntimeBackend(Backend):
         return onnxruntime.__version__
 
 
-ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-"""ONNX Runtime execution provider used on each device."""
 
 BACKENDS: dict[str, type[Backend]] = {
     fmt: backend for backend in (PyTorchBackend, OnnxRuntimeBackend) for fmt in backend.formats

@@ -24,6 +24,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..onnx_export import INT8_OPERATORS
+
 if TYPE_CHECKING:  # pragma: no cover
     from .backends import Backend
 
@@ -31,10 +33,6 @@ if TYPE_CHECKING:  # pragma: no cover
 CALIBRATION_N = 1024
 CALIBRATION_FILE = "calibration.json"
 
-_INT8_OPS = {
-    "MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
-    "QAttention", "QLinearConv", "ConvInteger", "DynamicQuantizeLinear", "QGemm",
-}
 _MATMUL_OPS = {
     "MatMul", "MatMulInteger", "QLinearMatMul", "FusedMatMul", "MatMulIntegerToFloat",
     "DynamicQuantizeMatMul",
@@ -147,7 +145,7 @@ def model_precision(backend: "Backend") -> str:
         import onnx
 
         proto = onnx.load(str(onnx_path), load_external_data=False)
-        if any(n.op_type in _INT8_OPS for n in proto.graph.node):
+        if any(n.op_type in INT8_OPERATORS for n in proto.graph.node):
             return "int8"
         if any(i.data_type == onnx.TensorProto.FLOAT16 for i in proto.graph.initializer):
             return "fp16"

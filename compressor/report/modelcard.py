@@ -119,17 +119,30 @@ def render_model_card(
               f"{(first.get('machine') or {}).get('cpu_model')}, {first.get('threads')} threads, "
               f"{first.get('sequence_length')} tokens; {first.get('evaluated_at')}. "
               "The run's report.md has every figure and how it was measured.", ""]
-    lines += ["## How to load", "", "```python"]
-    if artifact.format == "onnx":
-        lines.append("from optimum.onnxruntime import ORTModelForSequenceClassification as Model")
-    else:
-        lines.append("from transformers import AutoModelForSequenceClassification as Model")
-    lines += ["from transformers import AutoTokenizer", "",
-              'model = Model.from_pretrained("path/to/this/folder")',
-              'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")', "```", ""]
+    lines += ["## How to load", "", "```python", *_loading_snippet(artifact), "```", ""]
     if recipe_text:
         lines += ["## Recipe", "", "```yaml", recipe_text.rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+def _loading_snippet(artifact: Any) -> list[str]:
+    """Python lines that load this artifact's folder (``path/to/this/folder``)."""
+    from ..structure import has_structure
+
+    tokenizer = ["from transformers import AutoTokenizer", "",
+                 'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")']
+    if artifact.format == "onnx":
+        return ["import onnxruntime", *tokenizer,
+                'session = onnxruntime.InferenceSession("path/to/this/folder/model.onnx")',
+                'inputs = tokenizer(["some text"], return_tensors="np")',
+                "names = [i.name for i in session.get_inputs()]",
+                'logits = session.run(["logits"], {k: v for k, v in inputs.items() if k in names})[0]']
+    if has_structure(artifact.path):  # pruned shapes plain from_pretrained cannot rebuild
+        return ["from transformers import AutoModelForSequenceClassification",
+                "from compressor.structure import load_pretrained", *tokenizer,
+                'model = load_pretrained(AutoModelForSequenceClassification, "path/to/this/folder")']
+    return ["from transformers import AutoModelForSequenceClassification as Model", *tokenizer,
+            'model = Model.from_pretrained("path/to/this/folder")']
 
 
 def _num(value: Any, spec: str) -> str:

@@ -1,6 +1,6 @@
 """The ``export.onnx`` strategy: PyTorch artifact -> ONNX artifact, checked for parity.
 
-Imports only pydantic and the compressor core; torch, optimum and onnxruntime load inside
+Imports only pydantic and the compressor core; torch and onnxruntime load inside
 :meth:`ExportOnnx.apply`.
 """
 
@@ -32,19 +32,27 @@ class ExportOnnxConfig(StrategyConfig):
 
     optimization: OptimizationLevel | None = Field(
         None,
-        description="ONNX Runtime graph optimisation applied after export with optimum's "
-        "ORTOptimizer (AutoOptimizationConfig): O1 basic fusions; O2 adds the transformer "
-        "fusions (Attention, SkipLayerNormalization, BiasGelu); O3 adds the FastGelu "
-        "approximation; O4 adds fp16 mixed precision (GPU only, needs for_gpu). Unset: the "
+        description="ONNX Runtime graph optimisation applied after export (levels as optimum "
+        "named them): O1 basic ONNX Runtime optimisations; O2 adds the transformer fusions of "
+        "onnxruntime.transformers.optimizer (Attention, SkipLayerNormalization, BiasGelu) for "
+        "the model types it knows, plain ONNX Runtime optimisation for others; O3 adds the "
+        "FastGelu approximation; O4 adds fp16 weights (GPU only, needs for_gpu). Unset: the "
         "graph as exported.",
     )
     for_gpu: bool = Field(
         False,
-        description="Optimise for CUDAExecutionProvider instead of the CPU (ORTOptimizer "
-        "for_gpu); required by O4.",
+        description="Optimise for CUDAExecutionProvider instead of the CPU; required by O4.",
     )
     opset: int | None = Field(
-        None, ge=11, le=23, description="ONNX opset; unset lets optimum choose the default."
+        None, ge=11, le=23, description="ONNX opset; unset: 17 for TorchScript, the dynamo "
+        "exporter's default otherwise."
+    )
+    exporter: Literal["auto", "torchscript", "dynamo"] = Field(
+        "auto",
+        description="torch.onnx exporter. 'torchscript' (dynamo=False) traces eager attention, "
+        "which ONNX Runtime fuses into Attention kernels; 'dynamo' (torch.export) covers models "
+        "tracing cannot, with attention left unfused; 'auto' tries TorchScript, checks the graph "
+        "at two other input shapes and falls back to dynamo.",
     )
     parity_tolerance: float = Field(
         1e-3,
@@ -77,14 +85,14 @@ class ExportOnnxConfig(StrategyConfig):
 
 
 class ExportOnnx(Strategy):
-    """Export a PyTorch artifact to ONNX with optimum and check it against the original.
+    """Export a PyTorch artifact to ONNX with ``torch.onnx`` and check it against the original.
 
     Steps:
 
-    1. export with ``ORTModelForSequenceClassification.from_pretrained(dir, export=True)``
-       (``ORTModelForMaskedLM`` for masked-lm tasks), i.e. ``torch.onnx`` through optimum's
-       exporters, with dynamic batch and sequence axes;
-    2. optionally ``ORTOptimizer.optimize`` at the configured level (see
+    1. export with :func:`compressor.onnx_export.export_onnx` (``torch.onnx.export``, the
+       sequence-classification or masked-LM head, dynamic batch and sequence axes; pruned
+       shapes are rebuilt from the structure file first);
+    2. optionally ONNX Runtime graph optimisation at the configured level (see
        :class:`ExportOnnxConfig`); the counts of fused operators are recorded;
     3. parity: the first ``parity_samples`` texts of ``parity_split``, tokenised by the
        artifact's tokenizer (padding to the longest of each batch, truncation to
@@ -93,13 +101,14 @@ class ExportOnnx(Strategy):
        are stored in the lineage ``extra["parity"]``. Above ``parity_tolerance`` the stage
        fails with a :class:`~compressor.errors.StageError` giving the difference.
 
-    The output directory holds ``model.onnx``, ``config.json`` and the tokenizer, so
-    ``ORTModelForSequenceClassification.from_pretrained(dir)`` loads it.
+    The output directory holds ``model.onnx``, ``config.json`` and the tokenizer;
+    ``onnxruntime.InferenceSession(dir + "/model.onnx")`` runs it (inputs ``input_ids``,
+    ``attention_mask`` and, where the model has them, ``token_type_ids``; output ``logits``).
     """
 
     name: ClassVar[str] = "export.onnx"
     Config: ClassVar[type[ExportOnnxConfig]] = ExportOnnxConfig
-    description: ClassVar[str] = "ONNX export (optimum), ORT graph optimisation, logit parity check"
+    description: ClassVar[str] = "ONNX export (torch.onnx), ORT graph optimisation, logit parity check"
     input_formats: ClassVar[tuple[str, ...]] = ("pytorch",)
     produces: ClassVar[str] = "onnx"
     task_types: ClassVar[tuple[str, ...]] = ("text-classification", "masked-lm")
@@ -112,6 +121,7 @@ class ExportOnnx(Strategy):
         :param context: the stage's context (its data provides the parity inputs).
         :returns: the ONNX artifact; lineage ``extra``: ``parity`` (``max_abs_diff``,
             ``tolerance``, ``argmax_agreement``, ``n``, ``split``, ``max_length``),
+            ``exporter`` (the one used) and ``exporter_notes`` (why ``auto`` fell back),
             ``optimization``, ``fused_operators``, ``opset``.
         :raises compressor.errors.StageError: if export or optimisation fails, or the
             parity difference exceeds ``parity_tolerance``.

@@ -3,7 +3,7 @@ entry-point group like any third-party plugin:
 
 - ``quantize.dynamic-int8``: PyTorch dynamic int8 of Linear layers (format
   ``pytorch-dynamic-int8``, with its own evaluation backend);
-- ``quantize.ort-dynamic``: ONNX Runtime dynamic int8 (optimum ``ORTQuantizer``), preset chosen
+- ``quantize.ort-dynamic``: ONNX Runtime dynamic int8 (``onnxruntime.quantization``), preset chosen
   from the CPU's features;
 - ``quantize.ort-static``: ONNX Runtime static int8 calibrated on training examples;
 - ``quantize.half``: fp16 (CUDA) or bf16 (CPUs with AMX / AVX-512 BF16) PyTorch weights

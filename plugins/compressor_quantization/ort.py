@@ -1,22 +1,30 @@
-"""ONNX Runtime int8 through optimum: export (PyTorch input), graph optimisation,
-dynamic or static (calibrated) quantisation.
+"""ONNX Runtime int8: export (PyTorch input), graph optimisation, dynamic or static
+(calibrated) quantisation with ``onnxruntime.quantization``.
 
-The export follows the same path as the ``export.onnx`` strategy (optimum's
-``ORTModelFor*.from_pretrained(dir, export=True)`` and ``ORTOptimizer``); it is repeated here
-rather than imported because plugins depend on the core only.
+A PyTorch input is exported and optimised by the core's :mod:`compressor.onnx_export`, the
+same path as the ``export.onnx`` strategy.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import random
 import shutil
 import tempfile
-from collections import Counter
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from compressor.errors import StageError
+from compressor.onnx_export import (
+    INT8_OPERATORS,
+    ONNX_FILE,
+    export_onnx,
+    op_counts,
+    optimize_onnx,
+)
 
 from .hardware import choose_ort_preset, cpu_flags, machine
 
@@ -24,13 +32,24 @@ if TYPE_CHECKING:  # pragma: no cover
     from compressor.artifact import Artifact
     from compressor.strategy import StageContext, Strategy
 
-ONNX_FILE = "model.onnx"
-
-#: Operator types of int8 kernels in a quantised graph (QOperator and QDQ forms).
-INT8_OPS = {
-    "QAttention", "MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "QLinearAdd",
-    "QLinearMul", "QGemm", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeMatMul",
+#: Weight and activation types of each preset, as optimum's ``AutoQuantizationConfig``
+#: defined them: unsigned activations everywhere; unsigned weights on AVX2 (no signed int8
+#: dot product without VNNI: ``VPMADDUBSW`` takes u8 x s8 and saturates), signed elsewhere.
+PRESET_TYPES = {
+    "avx512_vnni": ("QUInt8", "QInt8"),
+    "avx512": ("QUInt8", "QInt8"),
+    "avx2": ("QUInt8", "QUInt8"),
+    "arm64": ("QUInt8", "QInt8"),
 }
+
+def default_operators(static: bool) -> list[str]:
+    """Operator types quantised when the recipe names none: every type ONNX Runtime has an
+    int8 form for, its ``IntegerOpsRegistry`` (dynamic, QOperator) or ``QDQRegistry``
+    (static, QDQ), which is what optimum's presets used. Static quantisation then drops
+    ``exclude_operators``."""
+    from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry
+
+    return list(QDQRegistry if static else IntegerOpsRegistry)
 
 
 def resolve_preset(requested: str) -> tuple[str, str, list[str]]:
@@ -48,48 +67,10 @@ def resolve_preset(requested: str) -> tuple[str, str, list[str]]:
     return choose_ort_preset(flags, arch), f"cpu flags ({arch})", seen
 
 
-def _ort_class(task_type: str) -> Any:
-    from optimum.onnxruntime import ORTModelForMaskedLM, ORTModelForSequenceClassification
-
-    return ORTModelForMaskedLM if task_type == "masked-lm" else ORTModelForSequenceClassification
-
-
-def export_and_optimize(source: Path, scratch: Path, *, task_type: str, level: str, opset: int | None) -> Path:
-    """Export a PyTorch folder with optimum, optionally run ``ORTOptimizer`` at ``level``.
-
-    :returns: the ``.onnx`` file (its folder also holds ``config.json``).
-    :raises StageError: if export or optimisation fails.
-    """
-    from optimum.onnxruntime import AutoOptimizationConfig, ORTOptimizer
-
-    kwargs: dict[str, Any] = {"export": True, "provider": "CPUExecutionProvider"}
-    if opset is not None:
-        kwargs["opset"] = opset
-    try:
-        model = _ort_class(task_type).from_pretrained(str(source), **kwargs)
-    except (ValueError, KeyError, RuntimeError, OSError, TypeError) as exc:
-        raise StageError(f"optimum could not export {source} to ONNX: {type(exc).__name__}: {exc}") from exc
-    model.save_pretrained(scratch / "exported")
-    if level == "none":
-        return scratch / "exported" / ONNX_FILE
-    try:
-        ORTOptimizer.from_pretrained(model).optimize(
-            save_dir=scratch / "optimized",
-            optimization_config=AutoOptimizationConfig.with_optimization_level(level, for_gpu=False),
-        )
-    except (ValueError, KeyError, RuntimeError, NotImplementedError) as exc:
-        raise StageError(
-            f"ONNX Runtime graph optimisation {level} failed: {type(exc).__name__}: {exc}",
-            key="config.optimization",
-            hint="try optimization: O1 or none",
-        ) from exc
-    return next((scratch / "optimized").glob("*.onnx"))
-
-
 def prepare_for_quantization(onnx_file: Path, config_dir: Path, out_dir: Path) -> Path:
     """Copy the graph with ONNX Runtime's symbolic shape inference applied.
 
-    ``ORTQuantizer`` needs the type of every tensor it quantises; ONNX's own shape
+    ONNX Runtime's quantizer needs the type of every tensor it quantises; ONNX's own shape
     inference stops at ONNX Runtime's contrib operators (the fused ``Attention``,
     ``SkipLayerNormalization`` of an optimised graph), so the symbolic inference of
     ``onnxruntime.tools.symbolic_shape_infer`` fills them in first.
@@ -103,14 +84,9 @@ def prepare_for_quantization(onnx_file: Path, config_dir: Path, out_dir: Path) -
     model = onnx.load(str(onnx_file))
     # On failure the tool saves 'sym_shape_infer_temp.onnx' (+ data) into the working
     # directory: run it from a scratch folder so the user's folder stays clean.
-    cwd = os.getcwd()
     try:
-        with tempfile.TemporaryDirectory(prefix="compressor-shape-") as scratch:
-            os.chdir(scratch)
-            try:
-                inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
-            finally:
-                os.chdir(cwd)
+        with tempfile.TemporaryDirectory(prefix="compressor-shape-") as scratch, _in_folder(Path(scratch)):
+            inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
     except Exception as exc:  # noqa: BLE001 - the tool raises bare Exceptions
         raise StageError(f"symbolic shape inference failed on {onnx_file.name}: {exc}") from exc
     if inferred is not None:
@@ -120,23 +96,23 @@ def prepare_for_quantization(onnx_file: Path, config_dir: Path, out_dir: Path) -
     return out_dir / ONNX_FILE
 
 
-def op_counts(onnx_file: Path) -> Counter:
-    """Number of nodes per operator type in a graph."""
-    import onnx
-
-    return Counter(n.op_type for n in onnx.load(str(onnx_file), load_external_data=False).graph.node)
-
-
-def calibration_dataset(
-    context: "StageContext", tokenizer: Any, input_names: set[str], *, split: str, samples: int, max_length: int, seed: int
-) -> Any:
+def calibration_batches(
+    context: "StageContext",
+    tokenizer: Any,
+    input_names: set[str],
+    *,
+    split: str,
+    samples: int,
+    max_length: int,
+    seed: int,
+    batch_size: int,
+) -> list[dict[str, Any]]:
     """``samples`` examples drawn (seeded, without replacement) from ``split``, tokenised to
-    exactly ``max_length`` tokens: a :class:`datasets.Dataset` with one int64 column per
-    graph input.
+    exactly ``max_length`` tokens, cut into batches: int64 arrays ``(batch, max_length)``
+    keyed by graph input name.
 
     :raises StageError: for a missing or empty split.
     """
-    import datasets
     import numpy as np
 
     try:
@@ -156,7 +132,25 @@ def calibration_dataset(
         return_tensors="np",
     )
     columns = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items() if k in input_names}
-    return datasets.Dataset.from_dict({k: v.tolist() for k, v in columns.items()}).with_format("numpy")
+    n = len(index)
+    return [{k: v[i:i + batch_size] for k, v in columns.items()} for i in range(0, n, batch_size)]
+
+
+def _reader(batches: list[dict[str, Any]]) -> Any:
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over ``batches``."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(batches)
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self._it, None)
+
+        def rewind(self) -> None:
+            self._it = iter(batches)
+
+    return _Batches()
 
 
 def run_ort_quantization(
@@ -165,8 +159,7 @@ def run_ort_quantization(
     """Export if needed, optimise, (calibrate,) quantise; see :class:`~.plugin.OrtDynamic`
     and :class:`~.plugin.OrtStatic`."""
     import onnxruntime as ort
-    from optimum.onnxruntime import AutoCalibrationConfig, AutoQuantizationConfig, ORTQuantizer
-    from optimum.onnxruntime.configuration import ORT_DEFAULT_OPS_STATIC_QUANTIZATION_QDQ
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from transformers import AutoTokenizer
 
     preset, reason, flags = resolve_preset(config.preset)
@@ -179,11 +172,22 @@ def run_ort_quantization(
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
 
+    exporter = None
     if artifact.format == "pytorch":
         level = config.optimization or strategy.default_optimization
         context.logger.info("%s: exporting %s to ONNX (optimisation %s)", context.stage_name, artifact.name, level)
-        onnx_file = export_and_optimize(source, scratch, task_type=context.data.type, level=level, opset=config.opset)
-        config_dir = scratch / "exported"
+        exported = export_onnx(
+            source, scratch / "exported", task_type=context.data.type, exporter=config.exporter, opset=config.opset
+        )
+        exporter = exported.exporter
+        onnx_file, config_dir = exported.onnx_file, scratch / "exported"
+        if level != "none":
+            onnx_file = scratch / "exported" / "optimized.onnx"
+            model_type = str(json.loads((source / "config.json").read_text(encoding="utf-8")).get("model_type", ""))
+            optimize_onnx(
+                exported.onnx_file, onnx_file, model_type=model_type, level=level,
+                num_heads=exported.num_heads, hidden_size=exported.hidden_size,
+            )
     else:
         if config.optimization is not None:
             raise StageError(
@@ -202,68 +206,66 @@ def run_ort_quantization(
     before = op_counts(prepared)
 
     present_excluded: dict[str, int] = {}
-    kwargs: dict[str, Any] = {"is_static": static, "per_channel": config.per_channel}
     if static:
-        if config.operators_to_quantize is not None:
-            operators = list(config.operators_to_quantize)
-        else:
-            operators = [op for op in ORT_DEFAULT_OPS_STATIC_QUANTIZATION_QDQ if op not in config.exclude_operators]
+        operators = list(config.operators_to_quantize) if config.operators_to_quantize is not None else default_operators(True)
         operators = [op for op in operators if op not in config.exclude_operators]
         if not operators:
             raise StageError("every operator type is excluded: nothing to quantise", key="config.exclude_operators")
-        kwargs["operators_to_quantize"] = operators
         present_excluded = {op: before[op] for op in config.exclude_operators if before.get(op)}
-    qconfig = getattr(AutoQuantizationConfig, preset)(**kwargs)
-    quantizer = ORTQuantizer.from_pretrained(prepared.parent, file_name=prepared.name)
+    else:
+        operators = default_operators(False)
+    activation_type, weight_type = (getattr(QuantType, t) for t in PRESET_TYPES[preset])
+    # what optimum's presets set: symmetric weights, asymmetric activations, full 8-bit range
+    extra_options: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": False}
+    quantized = scratch / "quantized.onnx"
 
-    ranges = None
     calibration: dict[str, Any] | None = None
-    if static:
-        session_inputs = {
-            i.name for i in ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).get_inputs()
-        }
-        dataset = calibration_dataset(
-            context, tokenizer, session_inputs, split=config.calibration_split,
-            samples=config.calibration_samples, max_length=config.max_length, seed=context.seed,
-        )
-        if config.calibration_method == "minmax":
-            calib = AutoCalibrationConfig.minmax(dataset)
-        elif config.calibration_method == "entropy":
-            calib = AutoCalibrationConfig.entropy(dataset)
-        else:
-            calib = AutoCalibrationConfig.percentiles(dataset, percentile=config.percentile)
-        context.logger.info(
-            "%s: calibrating (%s) on %d examples of %r", context.stage_name,
-            config.calibration_method, len(dataset), config.calibration_split,
-        )
-        try:
-            ranges = quantizer.fit(
-                dataset=dataset,
-                calibration_config=calib,
-                onnx_augmented_model_name=scratch / "augmented_model.onnx",
-                operators_to_quantize=qconfig.operators_to_quantize,
-                batch_size=config.calibration_batch_size,
-            )
-        except (ValueError, RuntimeError) as exc:
-            raise StageError(f"calibration failed: {type(exc).__name__}: {exc}") from exc
-        calibration = {
-            "method": config.calibration_method,
-            "samples": len(dataset),
-            "split": config.calibration_split,
-            "max_length": config.max_length,
-            "seed": context.seed,
-        }
-        if config.calibration_method == "percentiles":
-            calibration["percentile"] = config.percentile
-
     context.logger.info("%s: quantising (preset %s, %s)", context.stage_name, preset, "static" if static else "dynamic")
     try:
-        quantizer.quantize(
-            save_dir=scratch / "quantized", quantization_config=qconfig, calibration_tensors_range=ranges
-        )
-    except (ValueError, RuntimeError, KeyError) as exc:
+        if static:
+            session_inputs = {
+                i.name for i in ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).get_inputs()
+            }
+            batches = calibration_batches(
+                context, tokenizer, session_inputs, split=config.calibration_split,
+                samples=config.calibration_samples, max_length=config.max_length, seed=context.seed,
+                batch_size=config.calibration_batch_size,
+            )
+            samples = sum(len(next(iter(b.values()))) for b in batches)
+            context.logger.info(
+                "%s: calibrating (%s) on %d examples of %r", context.stage_name,
+                config.calibration_method, samples, config.calibration_split,
+            )
+            method = {
+                "minmax": CalibrationMethod.MinMax,
+                "entropy": CalibrationMethod.Entropy,
+                "percentiles": CalibrationMethod.Percentile,
+            }[config.calibration_method]
+            if config.calibration_method == "percentiles":
+                extra_options["CalibPercentile"] = config.percentile
+            with _in_folder(scratch):  # the calibrator writes its augmented graph to the cwd
+                quantize_static(
+                    prepared, quantized, _reader(batches), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=operators, per_channel=config.per_channel,
+                    reduce_range=False, activation_type=activation_type, weight_type=weight_type,
+                    calibrate_method=method, extra_options=extra_options,
+                )
+            calibration = {
+                "method": config.calibration_method,
+                "samples": samples,
+                "split": config.calibration_split,
+                "max_length": config.max_length,
+                "seed": context.seed,
+            }
+            if config.calibration_method == "percentiles":
+                calibration["percentile"] = config.percentile
+        else:
+            quantize_dynamic(
+                prepared, quantized, op_types_to_quantize=operators, per_channel=config.per_channel,
+                reduce_range=False, weight_type=weight_type, extra_options=extra_options,
+            )
+    except (ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise StageError(f"ONNX Runtime quantisation failed: {type(exc).__name__}: {exc}") from exc
-    quantized = next((scratch / "quantized").glob("*.onnx"))
 
     out = Path(context.output_dir)
     shutil.copyfile(quantized, out / ONNX_FILE)
@@ -277,8 +279,11 @@ def run_ort_quantization(
         "mode": "static" if static else "dynamic",
         "per_channel": config.per_channel,
         "optimization": level,
-        "operators_quantized": list(qconfig.operators_to_quantize),
-        "int8_nodes": {op: n for op, n in sorted(after.items()) if op in INT8_OPS},
+        "exporter": exporter,
+        "activation_type": PRESET_TYPES[preset][0],
+        "weight_type": PRESET_TYPES[preset][1],
+        "operators_quantized": operators,
+        "int8_nodes": {op: n for op, n in sorted(after.items()) if op in INT8_OPERATORS},
         "onnxruntime": ort.__version__,
     }
     if static:
@@ -287,3 +292,14 @@ def run_ort_quantization(
         extra["exclude_operators"] = list(config.exclude_operators)
     shutil.rmtree(scratch, ignore_errors=True)
     return context.new_artifact(artifact, strategy.name, config, format="onnx", extra=extra)
+
+
+@contextlib.contextmanager
+def _in_folder(folder: Path) -> Iterator[None]:
+    """Run the block with ``folder`` as the working directory."""
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)

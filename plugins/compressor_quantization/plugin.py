@@ -1,6 +1,6 @@
 """Quantisation strategies and the evaluation backends for the formats they write.
 
-Imports only pydantic and the compressor core; torch, optimum and onnxruntime load inside
+Imports only pydantic and the compressor core; torch and onnxruntime load inside
 each strategy's ``apply`` and each backend's ``load``.
 """
 
@@ -87,18 +87,24 @@ class DynamicInt8(Strategy):
 class _OrtConfig(StrategyConfig):
     preset: Preset = Field(
         "auto",
-        description="optimum AutoQuantizationConfig preset (instruction set of the target "
-        "CPU). 'auto' reads this machine's CPU flags: avx512_vnni, else avx512, else avx2; "
-        "arm64 on ARM.",
+        description="Instruction set of the target CPU, which sets the int8 types as optimum's "
+        "presets did (u8 activations; u8 weights on avx2, s8 elsewhere). 'auto' reads this "
+        "machine's CPU flags: avx512_vnni, else avx512, else avx2; arm64 on ARM.",
     )
     optimization: Literal["none", "O1", "O2", "O3"] | None = Field(
         None,
-        description="ORTOptimizer level applied to a PyTorch input after export, before "
-        "quantisation. Unset: the strategy's default for PyTorch input; an ONNX input is "
-        "quantised as it is (optimise it in its export.onnx stage), so setting a level "
-        "with ONNX input is an error.",
+        description="ONNX Runtime graph optimisation applied to a PyTorch input after export, "
+        "before quantisation (levels as in export.onnx). Unset: the strategy's default for "
+        "PyTorch input; an ONNX input is quantised as it is (optimise it in its export.onnx "
+        "stage), so setting a level with ONNX input is an error.",
     )
     opset: int | None = Field(None, ge=11, le=23, description="ONNX opset of the export.")
+    exporter: Literal["auto", "torchscript", "dynamo"] = Field(
+        "auto",
+        description="torch.onnx exporter of a PyTorch input (see export.onnx): 'auto' tries "
+        "TorchScript, whose graph ONNX Runtime fuses into Attention kernels, and falls back "
+        "to dynamo.",
+    )
 
 
 class OrtDynamicConfig(_OrtConfig):
@@ -112,19 +118,20 @@ class OrtDynamicConfig(_OrtConfig):
 
 
 class OrtDynamic(Strategy):
-    """ONNX Runtime dynamic int8 through optimum's ``ORTQuantizer``.
+    """ONNX Runtime dynamic int8 (``onnxruntime.quantization.quantize_dynamic``).
 
-    A PyTorch input is first exported with optimum and, by default, graph-optimised at
-    ``O2`` (Attention, SkipLayerNormalization and BiasGelu fusion) so that the quantised
-    graph runs fused ``QAttention`` kernels; then ``MatMul``/``Attention``/``Gather`` weights
-    are quantised to int8 with ``AutoQuantizationConfig.<preset>(is_static=False)``.
+    A PyTorch input is first exported with ``torch.onnx`` and, by default, graph-optimised
+    at ``O2`` (Attention, SkipLayerNormalization and BiasGelu fusion) so that the quantised
+    graph runs fused ``QAttention`` kernels; then the weights of every operator type ONNX
+    Runtime has integer kernels for (``MatMul``, ``Attention``, ``Gather``...) are quantised
+    to int8, symmetric, with the preset's types.
     Activations are quantised per call (no calibration). The artifact (format ``onnx``) holds
     ``model.onnx``, ``config.json`` and the tokenizer.
     """
 
     name: ClassVar[str] = "quantize.ort-dynamic"
     Config: ClassVar[type[OrtDynamicConfig]] = OrtDynamicConfig
-    description: ClassVar[str] = "ONNX Runtime dynamic int8 (optimum ORTQuantizer), preset from CPU flags"
+    description: ClassVar[str] = "ONNX Runtime dynamic int8 (onnxruntime.quantization), preset from CPU flags"
     input_formats: ClassVar[tuple[str, ...]] = ("pytorch", "onnx")
     produces: ClassVar[str] = "onnx"
     task_types: ClassVar[tuple[str, ...]] = ("text-classification", "masked-lm")
@@ -151,7 +158,8 @@ class OrtStaticConfig(_OrtConfig):
     calibration_method: Literal["minmax", "entropy", "percentiles"] = Field(
         "minmax",
         description="How activation ranges are set from the calibration examples "
-        "(optimum AutoCalibrationConfig): min-max, entropy (KL divergence) or percentiles.",
+        "(onnxruntime.quantization CalibrationMethod): min-max, entropy (KL divergence) or "
+        "percentiles.",
     )
     percentile: float = Field(
         99.999, gt=90.0, le=100.0, description="Percentile kept by 'percentiles' calibration."
@@ -169,8 +177,8 @@ class OrtStaticConfig(_OrtConfig):
     )
     operators_to_quantize: list[str] | None = Field(
         None,
-        description="ONNX operator types to quantise; unset: ONNX Runtime's default list for "
-        "static QDQ quantisation minus exclude_operators.",
+        description="ONNX operator types to quantise; unset: every type ONNX Runtime "
+        "quantises in QDQ form (its QDQRegistry) minus exclude_operators.",
     )
     exclude_operators: list[str] = Field(
         default_factory=lambda: list(DEFAULT_STATIC_EXCLUDED),
@@ -188,11 +196,11 @@ class OrtStaticConfig(_OrtConfig):
 
 
 class OrtStatic(Strategy):
-    """ONNX Runtime static int8 (QDQ) with calibration, through optimum.
+    """ONNX Runtime static int8 (QDQ) with calibration (``onnxruntime.quantization.quantize_static``).
 
     ``calibration_samples`` examples are drawn (seeded) from ``calibration_split``, tokenised
     to ``max_length`` tokens and run through an augmented graph to collect activation ranges
-    (``ORTQuantizer.fit`` with ``AutoCalibrationConfig.<calibration_method>``); weights and
+    (``CalibrationMethod.<calibration_method>``); weights and
     activations of the quantised operators are then int8. Operators in
     ``exclude_operators`` stay float (the lineage records the operator types quantised and
     the excluded ones present in the graph, with their node counts). A PyTorch input is

@@ -28,8 +28,9 @@ def bert_flops(*, layers, hidden, intermediate, length, num_labels=2):
 
 def test_pytorch_and_onnx_flops_match_the_analytic_count(make_artifact, tmp_path):
     import torch
-    from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoModelForSequenceClassification
+
+    from compressor.onnx_export import export_onnx
 
     art = make_artifact(hidden=32, layers=2, intermediate=37)
     model = AutoModelForSequenceClassification.from_pretrained(art.path).eval()
@@ -39,8 +40,7 @@ def test_pytorch_and_onnx_flops_match_the_analytic_count(make_artifact, tmp_path
         expected = bert_flops(layers=2, hidden=32, intermediate=37, length=length)
         assert pytorch_flops(model, batch) == expected
     out = tmp_path / "onnx"
-    ORTModelForSequenceClassification.from_pretrained(art.path, export=True).save_pretrained(out)
-    onnx_file = next(out.glob("*.onnx"))
+    onnx_file = export_onnx(art.path, out, task_type="text-classification").onnx_file
     assert onnx_flops(onnx_file, batch_size=1, sequence_length=24) == bert_flops(
         layers=2, hidden=32, intermediate=37, length=24)
 

@@ -8,18 +8,18 @@ from compressor.errors import CompressorError
 from compressor.evaluate import evaluate_artifact
 
 pytest.importorskip("onnxruntime")
-pytest.importorskip("optimum.onnxruntime")
 
 
 @pytest.fixture
 def onnx_pair(make_artifact, tmp_path):
-    """A tiny PyTorch artifact and its ONNX export (optimum)."""
-    from optimum.onnxruntime import ORTModelForSequenceClassification
+    """A tiny PyTorch artifact and its ONNX export (torch.onnx, the core's exporter)."""
     from transformers import AutoTokenizer
+
+    from compressor.onnx_export import export_onnx
 
     pt = make_artifact("baseline")
     out = tmp_path / "onnx"
-    ORTModelForSequenceClassification.from_pretrained(pt.path, export=True).save_pretrained(out)
+    export_onnx(pt.path, out, task_type="text-classification")
     AutoTokenizer.from_pretrained(pt.path).save_pretrained(out)
     art = Artifact(name="onnx", path=out, format="onnx",
                    lineage=Lineage(stage="onnx", strategy="export.onnx", parent="baseline",

@@ -14,7 +14,6 @@ from compressor.evaluate import EvaluationSettings, evaluate_artifacts
 from compressor.evaluate.backends import backend_for
 from compressor.plugins import Plugins
 
-pytest.importorskip("optimum.onnxruntime")
 
 from compressor_quantization import hardware  # noqa: E402
 from compressor_quantization import plugin as qplugin  # noqa: E402

@@ -2,7 +2,7 @@
 
 compressor imports this module when it loads plugins, for ``compressor --help``,
 ``compressor validate`` and ``compressor plugins`` too, so it must stay cheap: torch,
-transformers and optimum are imported inside :meth:`LowRankSVD.apply`, in :mod:`.svd`.
+torch and transformers are imported inside :meth:`LowRankSVD.apply`, in :mod:`.svd`.
 """
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ class LowRankSVD(Strategy):
     recover accuracy with distillation afterwards: without training, a small rank costs
     accuracy (this strategy does no training).
 
-    The factored model is exported to ONNX (optimum's exporter traces the model with the
-    two small layers in place), so the artifact really is smaller and is run by the
+    The factored model is exported to ONNX (``compressor.onnx_export.export_module``
+    traces the model with the two small layers in place), so the artifact really is smaller and is run by the
     evaluator's ONNX Runtime backend; a following stage must take ONNX input (e.g. ONNX
     int8 quantisation). Lineage ``extra``: ``factored_layers``, ``dense_layers``, ``ranks``
     (name -> r), ``linear_params_before``/``after``, ``mean_relative_error``

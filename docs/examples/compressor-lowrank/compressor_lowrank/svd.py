@@ -1,9 +1,8 @@
-"""Truncated-SVD factorisation of Linear layers (heavy half of the plugin: torch, optimum)."""
+"""Truncated-SVD factorisation of Linear layers (heavy half of the plugin: torch, onnx)."""
 
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -175,7 +174,7 @@ def run_lowrank(
         "%s: factored %d Linear layers (%d kept dense), %d -> %d parameters in them",
         context.stage_name, len(report.ranks), len(report.dense), report.params_before, report.params_after,
     )
-    _export_onnx(model, context.output_dir)
+    _export_onnx(model, tokenizer, Path(context.output_dir))
     tokenizer.save_pretrained(context.output_dir)
     errors = list(report.relative_errors.values())
     return context.new_artifact(
@@ -195,20 +194,10 @@ def run_lowrank(
     )
 
 
-def _export_onnx(model: "torch.nn.Module", out_dir: Path) -> None:
-    """Export the (factored) classifier with optimum into ``out_dir/model.onnx`` + config."""
-    from optimum.exporters.onnx import onnx_export_from_model
+def _export_onnx(model: "torch.nn.Module", tokenizer: Any, out_dir: Path) -> None:
+    """Export the (factored) classifier into ``out_dir/model.onnx`` + ``config.json`` with the
+    core's ``torch.onnx`` exporter (:func:`compressor.onnx_export.export_module`)."""
+    from compressor.onnx_export import ONNX_FILE, export_module
 
-    tmp = out_dir / ".onnx-export"
-    try:
-        onnx_export_from_model(model, tmp, task="text-classification", do_validation=False)
-    except Exception as exc:  # noqa: BLE001 - re-raised as a typed error with the cause
-        raise StageError(
-            f"lowrank.svd could not export the factored {type(model).__name__} to ONNX: "
-            f"{type(exc).__name__}: {exc}",
-            hint="the model type must be one optimum can export (optimum.exporters.onnx)",
-        ) from exc
-    for f in tmp.iterdir():
-        if f.suffix in (".onnx", ".json") or f.name.endswith(".onnx_data"):
-            shutil.move(str(f), out_dir / f.name)
-    shutil.rmtree(tmp, ignore_errors=True)
+    export_module(model.eval(), tokenizer, out_dir / ONNX_FILE)
+    model.config.save_pretrained(out_dir)
