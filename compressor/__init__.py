@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .artifact import Artifact, Lineage, write_json_atomic
-from .errors import CompressorError, PluginError, RecipeError, SourceError, StageError
+from .errors import CompressorError, HardwareUnsupported, PluginError, RecipeError, SourceError, StageError
 from .hookspecs import hookimpl
 from .recipe import Recipe, load_recipe
 from .strategy import StageContext, Strategy, StrategyConfig
@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Artifact",
     "CompressorError",
+    "HardwareUnsupported",
     "Lineage",
     "PluginError",
     "Recipe",

@@ -61,3 +61,13 @@ class SourceError(CompressorError):
 
 class StageError(CompressorError):
     """A stage's strategy could not run on its input (wrong format, missing capability)."""
+
+
+class HardwareUnsupported(StageError):
+    """This strategy cannot run on this machine's hardware (a missing CPU instruction set
+    such as AMX-BF16, or no GPU), although the recipe and the input are valid.
+
+    Raise it only for what the hardware lacks, after checking the input, so that a user sees
+    input errors first. The conformance kit (:mod:`compressor.testing`) records a test that
+    meets it as skipped, with the message as the reason, instead of failed.
+    """

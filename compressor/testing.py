@@ -16,6 +16,12 @@ the library error it found) with a message saying what is wrong.
   :class:`compressor.CompressorError` (a message for the user), not a bare exception.
 - :func:`check_strategy` runs them all; :class:`StrategyConformance` is a test-class base.
 
+A check never fails because of the host's hardware: a strategy that cannot run on this
+machine raises :class:`compressor.HardwareUnsupported` (directly, or as the ``__cause__`` of
+the error that ends the run), and the check calls ``pytest.skip("<strategy>: <why>")``
+instead (:func:`skip_on_unsupported_hardware`). Tests of hardware-dependent choices fake the
+hardware instead (e.g. the quantisation plugin's ``COMPRESSOR_CPUINFO``).
+
 Example (a plugin's own ``tests/test_conformance.py``)::
 
     from compressor.testing import StrategyConformance
@@ -32,12 +38,13 @@ torch and transformers only inside the functions that need them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from .errors import CompressorError, RecipeError
+from .errors import CompressorError, HardwareUnsupported, RecipeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .artifact import Artifact
@@ -56,7 +63,9 @@ __all__ = [
     "check_rejects_unknown_keys",
     "check_runs_in_recipe",
     "check_strategy",
+    "hardware_refusal",
     "plugins_with",
+    "skip_on_unsupported_hardware",
     "tiny_model",
     "tiny_task_data",
     "write_tiny_task_files",
@@ -147,7 +156,7 @@ def tiny_model(architecture: str, path: str | Path, *, num_labels: int = 2, seed
     inputs = ["input_ids", "attention_mask"]
     if ARCHITECTURES.get(architecture, True):
         inputs.insert(1, "token_type_ids")
-    tok = BertTokenizerFast(vocab_file=str(vocab), model_max_length=64, model_input_names=inputs)
+    tok = BertTokenizerFast(vocab=str(vocab), model_max_length=64, model_input_names=inputs)
     config = _config(architecture, len(tok), num_labels)
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_config(config)
@@ -240,6 +249,46 @@ def _resolve(strategy: "str | type[Strategy]", plugins: "Plugins | None") -> tup
             "plugins given; pass plugins=compressor.testing.plugins_with(your_plugin_module)"
         )
     return strategy, plugins
+
+
+# --- hardware ---------------------------------------------------------------------------------
+
+
+def hardware_refusal(exc: BaseException | None) -> HardwareUnsupported | None:
+    """The :class:`compressor.HardwareUnsupported` behind ``exc``, if any.
+
+    :param exc: an exception raised by a strategy or a run.
+    :returns: ``exc`` itself when it is one, else the first one along its ``__cause__`` chain
+        (``raise ... from exc`` wrappers); ``None`` otherwise. ``__context__`` is not
+        followed: an error raised while handling a refusal is a bug of its own.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, HardwareUnsupported):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__
+    return None
+
+
+@contextlib.contextmanager
+def skip_on_unsupported_hardware(strategy: str) -> Iterator[None]:
+    """Turn a hardware refusal raised inside the block into a pytest skip with its reason.
+
+    :param strategy: the strategy name, first in the skip reason.
+    :raises pytest.skip.Exception: ``"<strategy>: <message>"`` where the block raised
+        :class:`compressor.HardwareUnsupported` (see :func:`hardware_refusal`); any other
+        exception propagates unchanged.
+    """
+    try:
+        yield
+    except Exception as exc:
+        refusal = hardware_refusal(exc)
+        if refusal is None:
+            raise
+        import pytest
+
+        pytest.skip(f"{strategy}: {refusal.message}")
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -385,11 +434,26 @@ def check_runs_in_recipe(
     split, a parameter count, bytes on disk and a positive p50 latency.
 
     :returns: the :class:`compressor.pipeline.RunResult`.
+    :raises pytest.skip.Exception: where a stage or the evaluator refused this machine's
+        hardware (:class:`compressor.HardwareUnsupported`), with its reason.
     """
+    cls, plugins = _resolve(strategy, plugins)
+    with skip_on_unsupported_hardware(cls.name):
+        return _run_in_recipe(cls, config, architecture, Path(tmp_path), plugins, before, evaluation)
+
+
+def _run_in_recipe(
+    cls: "type[Strategy]",
+    config: dict[str, Any],
+    architecture: str,
+    tmp_path: Path,
+    plugins: "Plugins",
+    before: Iterable[tuple[str, dict[str, Any]]],
+    evaluation: dict[str, Any] | None,
+) -> "RunResult":
+    """The body of :func:`check_runs_in_recipe`."""
     from .pipeline import run
 
-    cls, plugins = _resolve(strategy, plugins)
-    tmp_path = Path(tmp_path)
     model_dir = tiny_model(architecture, tmp_path / f"tiny-{architecture}")
     files = write_tiny_task_files(tmp_path)
     stages = [
@@ -447,9 +511,11 @@ def check_clear_errors(
     The folder has a ``config.json`` that is not a model config and no weights. A strategy
     must turn the loader's failure into a :class:`compressor.StageError` (or another
     :class:`compressor.CompressorError`) that names the artifact or its folder, so the CLI
-    prints one message instead of a traceback.
+    prints one message instead of a traceback. Check the input before the hardware: a
+    :class:`compressor.HardwareUnsupported` raised here makes the check a skip.
 
     :returns: the error raised.
+    :raises pytest.skip.Exception: where ``apply`` refused this machine's hardware first.
     """
     import logging
 
@@ -481,6 +547,11 @@ def check_clear_errors(
     try:
         cls().apply(artifact, validated, context)
     except CompressorError as exc:
+        refusal = hardware_refusal(exc)
+        if refusal is not None:
+            import pytest
+
+            pytest.skip(f"{cls.name}: {refusal.message}")
         text = exc.format()
         assert "broken" in text or str(broken) in text, f"the error does not name the input: {text}"
         return exc
@@ -501,7 +572,10 @@ def check_strategy(
     plugins: "Plugins | None" = None,
     before: Iterable[tuple[str, dict[str, Any]]] = (),
 ) -> None:
-    """Every check of this module, one architecture after another."""
+    """Every check of this module, one architecture after another.
+
+    :raises pytest.skip.Exception: at the first check that meets a hardware refusal.
+    """
     tmp_path = Path(tmp_path)
     check_config_roundtrip(strategy, config, plugins=plugins)
     check_rejects_unknown_keys(strategy, config, tmp_path / "keys", plugins=plugins)

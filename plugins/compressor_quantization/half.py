@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from compressor.errors import StageError
 
 from .backends import FORMAT_HALF
-from .hardware import BF16_CPU_FLAGS, choose_half_dtype, cpu_flags
+from .hardware import BF16_CPU_FLAGS, choose_half_dtype, cpu_flags, cpu_flags_source
 
 if TYPE_CHECKING:  # pragma: no cover
     from compressor.artifact import Artifact
@@ -20,18 +20,18 @@ if TYPE_CHECKING:  # pragma: no cover
 def run_half(
     strategy: "Strategy", artifact: "Artifact", config: "HalfConfig", context: "StageContext"
 ) -> "Artifact":
-    """Cast and save; see :class:`~.plugin.Half`."""
+    """Cast and save; see :class:`~.plugin.Half`.
+
+    The input is loaded before the hardware is asked about, so an input that is not a model
+    is reported as such on any machine.
+
+    :raises StageError: if the artifact cannot be loaded, or for an unknown dtype.
+    :raises compressor.errors.HardwareUnsupported: where the hardware supports neither dtype,
+        or not the requested one.
+    """
     import torch
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    flags = cpu_flags()
-    cuda_bf16 = context.device == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    dtype_name = choose_half_dtype(config.dtype, device=context.device, flags=flags, cuda_bf16=cuda_bf16)
-    reason = (
-        f"CUDA device ({context.device})"
-        if context.device == "cuda"
-        else f"CPU flags {sorted(set(flags) & set(BF16_CPU_FLAGS))}"
-    )
     src = Path(artifact.path)
     auto = AutoModelForMaskedLM if context.data.type == "masked-lm" else AutoModelForSequenceClassification
     try:
@@ -39,6 +39,14 @@ def run_half(
         tokenizer = AutoTokenizer.from_pretrained(src)
     except (OSError, ValueError) as exc:
         raise StageError(f"cannot load artifact {artifact.name!r} at {src}: {exc}") from exc
+    flags = cpu_flags()
+    cuda_bf16 = context.device == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    dtype_name = choose_half_dtype(config.dtype, device=context.device, flags=flags, cuda_bf16=cuda_bf16)
+    reason = (
+        f"CUDA device ({context.device})"
+        if context.device == "cuda"
+        else f"CPU flags {sorted(set(flags) & set(BF16_CPU_FLAGS))} from {cpu_flags_source()}"
+    )
     model = model.to(getattr(torch, dtype_name))
     out = Path(context.output_dir)
     model.save_pretrained(out)
