@@ -9,7 +9,9 @@ A model source is any object with a ``name``, ``known_models()`` and ``resolve(.
 - ``local`` (:class:`LocalModelSource`): a folder on disk;
 - ``hub`` (:class:`HubModelSource`): a Hugging Face Hub repository id.
 
-:func:`resolve_model` picks a source (``"auto"`` or a name) and resolves.
+:func:`resolve_model` picks a source (``"auto"`` or a name), resolves, and refuses a folder
+that would run code, fetch hub kernels or unpickle when loaded unless the recipe trusts it
+(:func:`compressor.safety.check_model_folder`), whichever source returned it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from ..errors import SourceError
+from ..safety import check_model_folder
 from ..suggest import did_you_mean
 from .packaged import (
     MARKER,
@@ -65,8 +68,8 @@ class ModelSource(Protocol):
         :param name: the model name as the recipe gives it.
         :param cache_dir: compressor's cache root, for sources that download.
         :param revision: a version, branch or commit where the source has such a notion.
-        :param trust_remote_code: passed on by callers to ``from_pretrained``; sources never
-            execute model code themselves.
+        :param trust_remote_code: the recipe's opt-in; sources never execute model code
+            themselves (:func:`resolve_model` checks the folder they return).
         :raises SourceError: if the model cannot be resolved.
         """
         ...
@@ -442,12 +445,16 @@ def resolve_model(
         (``Plugins.model_sources``).
     :param cache_dir: cache root (:func:`compressor.sources.packaged.cache_root`).
     :param revision: passed to the source.
-    :param trust_remote_code: passed to the source (no source runs remote code itself).
+    :param trust_remote_code: passed to the source (no source runs remote code itself); when
+        false, a folder that would run code, fetch hub kernels or unpickle is refused.
     :returns: the model folder.
     :raises SourceError: unknown source (``key="model.source"``), unknown packaged name
         (``key="model.name"``, expected = packaged names, hint = nearest name), or the
         source's own failure. When ``"auto"`` fell back to the hub and the hub failed, the
-        hint also names the nearest packaged model.
+        hint also names the nearest packaged model. A folder whose config files ask for
+        remote code or hub kernels, or that holds only pickle weights, without
+        ``trust_remote_code`` (``key="model.trust_remote_code"``; see
+        :func:`compressor.safety.check_model_folder`).
     """
     if source == "auto":
         chosen = choose_source(name, sources)
@@ -467,7 +474,7 @@ def resolve_model(
             expected=", ".join(sorted(sources)),
         )
     try:
-        return sources[chosen].resolve(
+        path = sources[chosen].resolve(
             name, cache_dir=Path(cache_dir), revision=revision, trust_remote_code=trust_remote_code
         )
     except SourceError as exc:
@@ -483,3 +490,6 @@ def resolve_model(
                     hint=f"{guess} (packaged, works offline)" + (f"; {exc.hint}" if exc.hint else ""),
                 ) from exc
         raise
+    # every source, plugin ones included, ends here: before anything calls from_pretrained
+    check_model_folder(Path(path), trust_remote_code=trust_remote_code)
+    return path
