@@ -198,3 +198,100 @@ def test_named_teacher_must_be_an_earlier_artifact(tmp_path):
     assert err.hint == "did you mean 'teacher'?"
     path.write_text(text.replace("teachr", "teacher"))
     assert load_recipe(path, plugins=get_plugins()).stage_configs[1].teacher == "teacher"
+
+
+# --- hardening: every malformed recipe ends in one RecipeError with file, line and key ------
+
+HARDENING = [
+    # (id, (old, new) edit of GOOD, line, key, words in the message)
+    ("int-key", ("seed: 3", "1: 3"), 3, "1", "read by YAML as a number"),
+    ("bool-key", ("seed: 3", "on: 3"), 3, "on", "read by YAML as a boolean"),
+    ("null-key", ("seed: 3", "~: 3"), 3, "~", "read by YAML as null"),
+    ("list-key", ("seed: 3", "[a]: 3"), 3, "(top level)", "a key must be a name, not a list"),
+    ("mapping-key", ("seed: 3", "? {a: 1}\n: 3"), 3, "(top level)", "not a mapping"),
+    ("bracket-key", ("seed: 3", "se[ed: 3"), 3, "se[ed", "unknown key 'se[ed'"),
+    ("huge-int", ("seed: 3", "seed: " + "9" * 5000), 3, "seed", "integer of 5,000 characters"),
+    ("nan-int", ("seed: 3", "seed: .nan"), 3, "seed", "finite number"),
+    ("inf-int", ("  baseline: false", "  baseline: false\n  batch_sizes: [1, .inf]"), 12,
+     "evaluation.batch_sizes[1]", "finite number"),
+    ("seed-2**32", ("seed: 3", "seed: 4294967296"), 3, "seed", "below 2**32"),
+    ("python-tag", ("note: hello", "note: !!python/object/apply:os.system [echo hi]"), 16,
+     "stages[0].config.note", "'!!python/object/apply:os.system' is not allowed"),
+    ("custom-tag", ("note: hello", "note: !env HOME"), 16, "stages[0].config.note", "'!env'"),
+    ("bad-int-tag", ("seed: 3", "seed: !!int three"), 3, "seed", "cannot read 'three' as !!int"),
+    ("empty-int-tag", ("seed: 3", "seed: !!int"), 3, "seed", "cannot read '' as !!int"),
+    ("bad-date", ("note: hello", "note: 2024-13-45"), 16, "stages[0].config.note", "month must be in 1..12"),
+    ("bare-equals", ("note: hello", "note: ="), 16, "stages[0].config.note", "bare '='"),
+    ("nul-escape", ("note: hello", 'note: "a\\0b"'), 16, "stages[0].config.note", "NUL character"),
+    ("lone-surrogate", ("note: hello", 'note: "\\ud800"'), 16, "stages[0].config.note", "surrogate"),
+    ("merge-scalar", ("note: hello", "<<: 5"), 16, "stages[0].config.<<", "merge key '<<' needs a mapping"),
+    ("deep-list", ("note: hello", "note: " + "[" * 200 + "]" * 200), 16, None, "nest more than 64 levels"),
+    ("deep-block", ("note: hello", "".join("\n" + " " * (6 + i) + f"k{i}:" for i in range(70)) + " 1"),
+     78, None, "nest more than 64 levels"),  # k61: the 65th level
+    ("cyclic-alias", ("  - name: second", "  - &s\n    name: second\n    config: {note: *s}"), 19,
+     None, "refers to the value that contains it"),
+    ("undefined-alias", ("note: hello", "note: *nope"), 16, None, "undefined alias 'nope'"),
+    ("two-documents", ("version: 1", "version: 1\n---\nname: b"), 2, None, "single document"),
+]
+
+
+@pytest.mark.parametrize(("edit", "line", "key", "words"), [c[1:] for c in HARDENING], ids=[c[0] for c in HARDENING])
+def test_malformed_recipes_end_in_one_clear_error(tmp_path, fake_plugins, edit, line, key, words):
+    import time
+
+    text = GOOD.format(model="m").replace(*edit)
+    assert text != GOOD.format(model="m")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text, encoding="utf-8")
+    start = time.perf_counter()
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, plugins=fake_plugins)
+    assert time.perf_counter() - start < 1.0
+    err = info.value
+    assert err.where == f"{path}:{line}", err.format()
+    assert err.key == key, err.format()
+    assert words in err.message, err.format()
+    assert err.expected or err.hint, err.format()
+
+
+def test_unreadable_contents_name_the_line(tmp_path, fake_plugins):
+    good = GOOD.format(model="m").encode()
+    path = tmp_path / "recipe.yaml"
+    path.write_bytes(good.replace(b"seed: 3", b"seed: 3\x00"))
+    err = error_for_bytes(path, fake_plugins)
+    assert err.where.endswith(":3") and "'\\x00'" in err.message and "not allowed in YAML" in err.message
+    path.write_bytes(good.replace(b"tiny\n", b"tiny\xe9\n"))  # Latin-1, not UTF-8
+    err = error_for_bytes(path, fake_plugins)
+    assert err.where.endswith(":2") and "not UTF-8" in err.message and "0xe9 at line 2, column 11" in err.message
+    assert "UTF-8" in err.hint
+    path.write_bytes(b"")
+    err = error_for_bytes(path, fake_plugins)
+    assert "found nothing (the file is empty)" in err.message and "version" in err.expected
+    path.write_bytes(b"just text\n")
+    assert "found a text value" in error_for_bytes(path, fake_plugins).message
+    path.write_bytes(good + b"# padding\n" * 7000)
+    err = error_for_bytes(path, fake_plugins)
+    assert "larger than 65,536 bytes" in err.message and err.where == str(path)
+    err = error_for_bytes(tmp_path, fake_plugins)
+    assert "directory" in err.message and err.where == str(tmp_path)
+
+
+def error_for_bytes(path: Path, fake_plugins) -> RecipeError:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, plugins=fake_plugins)
+    return info.value
+
+
+def test_anchors_and_merge_keys_still_work_and_keep_lines(tmp_path, fake_plugins):
+    text = GOOD.format(model="m").replace(
+        "    config:\n      note: hello", "    config: &cfg\n      note: hello"
+    ).replace("    strategy: copy.model\n", "    strategy: copy.model\n    config: {<<: *cfg, nota: x}\n", 2)
+    # the first replace anchors stage 0's config; the second gives stage 1 a merged config
+    text = text.replace("    config: {<<: *cfg, nota: x}\n    config: &cfg", "    config: &cfg", 1)
+    path = write(tmp_path, text)
+    err = error_for(tmp_path, fake_plugins, text)
+    assert err.key == "stages[1].config.nota" and err.hint == "did you mean 'note'?"
+    assert err.where == f"{path}:{text.splitlines().index('    config: {<<: *cfg, nota: x}') + 1}"
+    path.write_text(text.replace(", nota: x", ""))
+    loaded = load_recipe(path, plugins=fake_plugins)
+    assert [c.note for c in loaded.stage_configs] == ["hello", "hello"]
