@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         latency_passes=args.passes,
     )
     load_before = os.getloadavg()[0]
-    records = evaluate_artifacts(list(artifacts.values()), data, settings, progress=False)
+    records = evaluate_artifacts(list(artifacts.values()), data, settings, progress=False, backends=plugins.backends)
     load_after = os.getloadavg()[0]
     by_name = {r["model"]: r for r in records}
     ref = by_name["teacher"]

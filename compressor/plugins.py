@@ -1,10 +1,12 @@
 """The plugin manager: built-in and third-party plugins load through one path.
 
 Every plugin, the built-ins included, is a module named by an entry point in the group
-``compressor`` (the core's own model and data sources are the one exception: they are the
-core's default plugin, loaded first, like pytest's ``default_plugins``). Loading:
+``compressor`` (the core's own model and data sources and its evaluation backends are the
+one exception: they are the core's default plugins, loaded first, like pytest's
+``default_plugins``). Loading:
 
-1. the core's default plugin :mod:`compressor.sources.builtin`;
+1. the core's default plugins :mod:`compressor.sources.builtin` (model sources, data sets)
+   and :mod:`compressor.evaluate.builtin` (the ``pytorch`` and ``onnx`` backends);
 2. every entry point in group ``compressor``, unless its name is listed in the environment
    variable ``COMPRESSOR_DISABLE_PLUGINS`` (comma-separated);
 3. registration hooks are called; duplicates are errors; ``check_pending`` makes a
@@ -36,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ENTRY_POINT_GROUP = "compressor"
 DISABLE_ENV = "COMPRESSOR_DISABLE_PLUGINS"
-DEFAULT_PLUGINS = ("compressor.sources.builtin",)
+DEFAULT_PLUGINS = ("compressor.sources.builtin", "compressor.evaluate.builtin")
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +199,7 @@ class Plugins:
             owner = impl.plugin_name
 
             def register_backend(cls: Any, _owner: str = owner) -> None:
-                from .evaluate.backends import BACKENDS, Backend
+                from .evaluate.backends import Backend
 
                 if not (isinstance(cls, type) and issubclass(cls, Backend)):
                     raise PluginError(f"plugin {_owner!r} registered {cls!r}, not a Backend subclass")
@@ -208,7 +210,7 @@ class Plugins:
                         hint="set the class attribute formats = ('my-format',)",
                     )
                 for fmt in formats:
-                    if fmt in BACKENDS:
+                    if fmt in self.backends and self._owner_of("backends", fmt) in DEFAULT_PLUGINS:
                         raise PluginError(
                             f"plugin {_owner!r}: backend {cls.__name__} claims format {fmt!r}, "
                             "which the core's own backend loads",

@@ -68,6 +68,15 @@ class Backend(abc.ABC):
     tensor_type: ClassVar[str]
     #: Devices the backend can run on (``"cpu"``, ``"cuda"``); see :meth:`devices_for`.
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    #: The runtime that executes the model: ``"torch"`` (the process's one OpenMP pool and,
+    #: on CUDA, PyTorch's streams) or another name (``"onnxruntime"``). It decides how the
+    #: evaluator times and measures the model: models of one shared-pool runtime are timed
+    #: interleaved (a PyTorch variant such as dynamic int8 or bf16 interleaved with its fp32
+    #: parent), CUDA timing uses CUDA events and CUDA memory is tracked only for ``"torch"``.
+    runtime: ClassVar[str] = "torch"
+    #: Whether models of this runtime share one thread pool (PyTorch: yes; each ONNX Runtime
+    #: session has its own, so two sessions are timed apart like two runtimes).
+    shared_thread_pool: ClassVar[bool] = True
 
     def __init__(self, model: Any, tokenizer: Any, config: Any, *, device: str = "cpu") -> None:
         self.model = model
@@ -173,12 +182,26 @@ class Backend(abc.ABC):
         """Version of the runtime library (for the results)."""
         return None
 
+    @classmethod
+    def loading_snippet(cls, artifact: "Artifact") -> list[str]:
+        """Python lines that load this artifact outside compressor (the model card's "How to
+        load"); the folder is written ``path/to/this/folder``.
+
+        Each backend knows its format, so each says how to load it; the default loads a
+        ``save_pretrained`` folder with transformers.
+        """
+        return [
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer", "",
+            'model = AutoModelForSequenceClassification.from_pretrained("path/to/this/folder")',
+            'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+        ]
+
     def close(self) -> None:
         """Release the model (drop references so memory can be freed)."""
         self.model = None
 
 
-def _load_tokenizer(path: Path) -> Any:
+def load_tokenizer(path: Path) -> Any:
     from transformers import AutoTokenizer
 
     try:
@@ -209,7 +232,7 @@ class PyTorchBackend(Backend):
     ) -> "PyTorchBackend":
         model = cls.load_model(artifact, task_type=task_type)
         model.eval()
-        return cls(model.to(device), _load_tokenizer(Path(artifact.path)), model.config, device=device)
+        return cls(model.to(device), load_tokenizer(Path(artifact.path)), model.config, device=device)
 
     @classmethod
     def load_model(cls, artifact: "Artifact", *, task_type: str, **kwargs: Any) -> Any:
@@ -236,6 +259,20 @@ class PyTorchBackend(Backend):
                 f"cannot load PyTorch model {artifact.name!r} from {path}: {exc}",
                 hint="the directory must be written by model.save_pretrained(dir)",
             ) from exc
+
+    @classmethod
+    def loading_snippet(cls, artifact: "Artifact") -> list[str]:
+        from ..structure import has_structure
+
+        if not has_structure(artifact.path):
+            return super().loading_snippet(artifact)
+        # pruned shapes that plain from_pretrained cannot rebuild from config.json
+        return [
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+            "from compressor.structure import load_pretrained", "",
+            'model = load_pretrained(AutoModelForSequenceClassification, "path/to/this/folder")',
+            'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+        ]
 
     def to_device(self, batch: Any) -> Any:
         if self.device == "cpu":
@@ -286,6 +323,7 @@ class OnnxRuntimeBackend(Backend):
     #: each session owns its thread pool: timed alone, not interleaved (see
     #: :func:`compressor.evaluate.latency.runtime_groups`)
     shared_thread_pool = False
+    runtime = "onnxruntime"
 
     name = "onnxruntime"
     formats = ("onnx",)
@@ -336,7 +374,19 @@ class OnnxRuntimeBackend(Backend):
                 f"cannot load ONNX model {artifact.name!r}: {exc.message}",
                 hint=exc.hint or "export it with the export.onnx strategy",
             ) from exc
-        return cls(sess, _load_tokenizer(path), AutoConfig.from_pretrained(path), onnx_file, device=device)
+        return cls(sess, load_tokenizer(path), AutoConfig.from_pretrained(path), onnx_file, device=device)
+
+    @classmethod
+    def loading_snippet(cls, artifact: "Artifact") -> list[str]:
+        return [
+            "import onnxruntime",
+            "from transformers import AutoTokenizer", "",
+            'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+            'session = onnxruntime.InferenceSession("path/to/this/folder/model.onnx")',
+            "names = [i.name for i in session.get_inputs()]",
+            'inputs = tokenizer(["some text"], return_tensors="np")',
+            'logits = session.run(["logits"], {k: v for k, v in inputs.items() if k in names})[0]',
+        ]
 
     def predict_logits(self, batch: Any) -> "np.ndarray":
         from ..onnx_export import run_logits
@@ -388,29 +438,23 @@ def backend_for(
 ) -> type[Backend]:
     """The backend class that loads ``artifact``.
 
-    The core's :data:`BACKENDS` first, then the backends plugins registered through the
-    ``compressor_register_backends`` hook.
-
     :param artifact: the artifact; its ``format`` selects the backend.
-    :param registry: format -> backend class registered by plugins; default: the
-        process-wide plugins' (:func:`compressor.plugins.get_plugins`), loaded only when the
-        format is not one of the core's.
+    :param registry: format -> backend class, as the plugins registered them through the
+        ``compressor_register_backends`` hook (``Plugins.backends``: the core's own backends
+        come from its default plugin :mod:`compressor.evaluate.builtin`); the core's
+        :data:`BACKENDS` are always known. The evaluator never reaches up to the plugin
+        manager: its caller passes the registry.
     :raises CompressorError: for an artifact format no backend handles.
     """
-    if artifact.format in BACKENDS:
-        return BACKENDS[artifact.format]
-    if registry is None:
-        from ..plugins import get_plugins
-
-        registry = get_plugins().backends
+    registry = {**BACKENDS, **(registry or {})}
     if artifact.format in registry:
         return registry[artifact.format]
-    known = sorted({*BACKENDS, *registry})
     raise CompressorError(
         f"no evaluation backend for format {artifact.format!r} of artifact {artifact.name!r}",
-        expected=" | ".join(known),
+        expected=" | ".join(sorted(registry)),
         hint="install the plugin that produced this artifact (it registers the backend "
-        "through compressor_register_backends)",
+        "through compressor_register_backends), and pass the plugins' backends "
+        "(Plugins.backends) to the evaluator",
     )
 
 

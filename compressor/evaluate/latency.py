@@ -283,15 +283,17 @@ class CudaEventTimer:
         self.cuda.synchronize()
 
 
-def timer_for(backend_name: str, device: str, cuda: Any = None) -> "WallTimer | CudaEventTimer":
-    """The timer for a backend on a device.
+def timer_for(runtime: str, device: str, cuda: Any = None) -> "WallTimer | CudaEventTimer":
+    """The timer for a backend's runtime on a device.
 
-    CPU: :class:`WallTimer`. CUDA with PyTorch: :class:`CudaEventTimer` (kernels are queued
+    CPU: :class:`WallTimer`. CUDA with PyTorch (any ``runtime == "torch"`` backend, its int8
+    and half-precision variants included): :class:`CudaEventTimer` (kernels are queued
     asynchronously on the current stream). CUDA with another runtime (ONNX Runtime copies its
     outputs back to the host, so a call returns when the GPU is done, on streams PyTorch does
     not see): :class:`WallTimer` followed by ``torch.cuda.synchronize``.
 
-    :param backend_name: the backend's ``name`` (``"pytorch"``, ``"onnxruntime"``, ...).
+    :param runtime: the backend's :attr:`~compressor.evaluate.backends.Backend.runtime`
+        (``"torch"``, ``"onnxruntime"``, ...).
     :param device: ``"cpu"`` or ``"cuda"``.
     :param cuda: the ``torch.cuda`` module or a stand-in (tests).
     """
@@ -301,7 +303,7 @@ def timer_for(backend_name: str, device: str, cuda: Any = None) -> "WallTimer | 
         import torch
 
         cuda = torch.cuda
-    if backend_name == "pytorch":
+    if runtime == "torch":
         return CudaEventTimer(cuda)
     return WallTimer(synchronize=cuda.synchronize)
 
@@ -526,7 +528,7 @@ def measure_latency_interleaved(
         ``"timer"``, ``"warmup"`` and ``"passes"`` added.
     :raises CompressorError: if a sequence length exceeds what a model accepts.
     """
-    timers = list(timers) if timers is not None else [timer_for(b.name, device) for b in backends]
+    timers = list(timers) if timers is not None else [timer_for(_runtime(b), device) for b in backends]
     cells = latency_cells(settings)
     passes = settings.latency_passes
     groups = runtime_groups(backends)
@@ -568,10 +570,16 @@ def measure_latency_interleaved(
     return out
 
 
+def _runtime(backend: Any) -> str:
+    return str(getattr(backend, "runtime", "torch"))
+
+
 def runtime_groups(backends: Sequence["Backend"]) -> list[list[int]]:
-    """Indices of ``backends`` grouped by runtime (``backend.name``), in first-seen order;
+    """Indices of ``backends`` grouped by runtime (``backend.runtime``), in first-seen order;
     a backend whose ``shared_thread_pool`` is false (one pool per loaded model, as ONNX
-    Runtime sessions have) is a group of its own.
+    Runtime sessions have) is a group of its own. PyTorch variants (dynamic int8, bf16: other
+    backend names, runtime ``"torch"``) run on the same OpenMP pool as their fp32 parent and
+    are interleaved with it.
 
     Models of one runtime are timed interleaved; different runtimes are timed one group
     after another. Interleaving across runtimes measures their thread pools fighting, not
@@ -585,7 +593,7 @@ def runtime_groups(backends: Sequence["Backend"]) -> list[list[int]]:
     for i, backend in enumerate(backends):
         # PyTorch models share the process's one OpenMP pool and interleave well; each ONNX
         # Runtime session has a pool of its own, so two sessions fight like two runtimes.
-        key = str(getattr(backend, "name", "?")) if getattr(backend, "shared_thread_pool", True) else ("own", i)
+        key = _runtime(backend) if getattr(backend, "shared_thread_pool", True) else ("own", i)
         groups.setdefault(key, []).append(i)
     return list(groups.values())
 

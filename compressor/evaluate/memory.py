@@ -172,8 +172,12 @@ class CudaMemoryProbe:
         }
 
 
-def probe_for(device: str, backend_name: str | None = None, cuda: Any = None) -> Any:
-    """A :class:`CpuMemoryProbe` on CPU, a :class:`CudaMemoryProbe` on CUDA."""
+def probe_for(device: str, runtime: str | None = None, cuda: Any = None) -> Any:
+    """A :class:`CpuMemoryProbe` on CPU, a :class:`CudaMemoryProbe` on CUDA.
+
+    :param runtime: the backend's :attr:`~compressor.evaluate.backends.Backend.runtime`; CUDA
+        memory is tracked for ``"torch"`` only (``torch.cuda`` sees no other runtime's).
+    """
     if device == "cuda":
-        return CudaMemoryProbe(cuda, tracked=backend_name in (None, "pytorch"))
+        return CudaMemoryProbe(cuda, tracked=runtime in (None, "torch"))
     return CpuMemoryProbe()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compressor.errors import CompressorError
-from compressor.evaluate.backends import PyTorchBackend, _load_tokenizer
+from compressor.evaluate.backends import PyTorchBackend, load_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from compressor.artifact import Artifact
@@ -46,7 +46,23 @@ class DynamicInt8Backend(PyTorchBackend):
         if device != "cpu":
             raise CompressorError(f"{FORMAT_DYNAMIC_INT8} models run on CPU only, not {device!r}")
         model = load_quantized(Path(artifact.path), task_type=task_type)
-        return cls(model, _load_tokenizer(Path(artifact.path)), model.config, device="cpu")
+        return cls(model, load_tokenizer(Path(artifact.path)), model.config, device="cpu")
+
+    @classmethod
+    def loading_snippet(cls, artifact: "Artifact") -> list[str]:
+        """Rebuild the quantised model as this backend does (``from_pretrained`` cannot)."""
+        return [
+            "import json, torch",
+            "from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer", "",
+            'folder = "path/to/this/folder"',
+            f'settings = json.load(open(f"{{folder}}/{QUANTIZATION_FILE}"))',
+            "model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder)).eval()",
+            "qconfig = (torch.ao.quantization.per_channel_dynamic_qconfig if settings['per_channel']",
+            "           else torch.ao.quantization.default_dynamic_qconfig)",
+            "model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)",
+            f'model.load_state_dict(torch.load(f"{{folder}}/{STATE_DICT_FILE}", weights_only=True))',
+            "tokenizer = AutoTokenizer.from_pretrained(folder)",
+        ]
 
     def num_parameters(self) -> int:
         """Float parameters plus the elements of the packed int8 weights and their biases."""
@@ -95,4 +111,4 @@ class HalfBackend(PyTorchBackend):
         model = cls.load_model(artifact, task_type=task_type, dtype=dtype).eval()
         if next(model.parameters()).dtype != dtype:
             raise CompressorError(f"{artifact.name!r} loaded as {next(model.parameters()).dtype}, not {dtype}")
-        return cls(model.to(device), _load_tokenizer(Path(artifact.path)), model.config, device=device)
+        return cls(model.to(device), load_tokenizer(Path(artifact.path)), model.config, device=device)

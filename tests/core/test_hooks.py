@@ -187,9 +187,9 @@ def test_register_backends_lets_the_evaluator_measure_a_plugin_format(tmp_path, 
 
     mod = _renamed_format_plugin()
     plugins = Plugins().load(entry_points_enabled=False, extra=[("marked", mod)])
-    # the evaluator looks backends up in the process-wide plugins (as an installed plugin is)
+    # the run hands the plugins' backends to the evaluator and the model cards
     monkeypatch.setattr(compressor.plugins, "_cached", plugins)
-    assert plugins.backends == {"pytorch-marked": mod.Marked}
+    assert plugins.backends["pytorch-marked"] is mod.Marked
     assert plugins.infos["marked"].hooks == ["compressor_register_backends", "compressor_register_strategies"]
     recipe = _recipe(tmp_path, tiny_bert_dir, "- {name: marked, strategy: mark.copy}\n")
     result = run(recipe, run_dir=tmp_path / "run", plugins=plugins, progress=False)

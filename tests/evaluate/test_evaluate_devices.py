@@ -102,11 +102,16 @@ def _onnx(art: Artifact) -> Artifact:
 
 
 def test_backend_for_finds_plugin_formats_and_names_the_known_ones():
-    assert backend_for(_art()) is PyTorchBackend
+    from compressor.plugins import get_plugins
+
+    assert backend_for(_art()) is PyTorchBackend  # the core's own, without a registry
     assert backend_for(_art("onnx")) is OnnxRuntimeBackend
-    assert backend_for(_art("pytorch-cpu-only"), {"pytorch-cpu-only": CpuOnly}) is CpuOnly
+    registry = {**get_plugins().backends, "pytorch-cpu-only": CpuOnly}
+    # the core's backends come from its default plugin, like any plugin's
+    assert registry["pytorch"] is PyTorchBackend and registry["onnx"] is OnnxRuntimeBackend
+    assert backend_for(_art("pytorch-cpu-only"), registry) is CpuOnly
     with pytest.raises(CompressorError, match="no evaluation backend") as info:
-        backend_for(_art("tflite"), {"pytorch-cpu-only": CpuOnly})
+        backend_for(_art("tflite"), registry)
     assert "pytorch-cpu-only" in str(info.value) and "onnx" in str(info.value)
 
 
@@ -124,8 +129,10 @@ def _backend_plugin(*classes):
 
 def test_backend_registration_errors():
     plugins = Plugins().load(entry_points_enabled=False, extra=[("a", _backend_plugin(CpuOnly))])
-    assert plugins.backends == {"pytorch-cpu-only": CpuOnly}
+    # the core's backends register through its default plugin, the plugin's beside them
+    assert plugins.backends == {"pytorch": PyTorchBackend, "onnx": OnnxRuntimeBackend, "pytorch-cpu-only": CpuOnly}
     assert plugins.infos["a"].backends == ["pytorch-cpu-only"]
+    assert plugins.infos["compressor.evaluate.builtin"].backends == ["pytorch", "onnx"]
     with pytest.raises(PluginError, match="registered twice"):
         Plugins().load(entry_points_enabled=False, extra=[("a", _backend_plugin(CpuOnly)), ("b", _backend_plugin(CpuOnly))])
 

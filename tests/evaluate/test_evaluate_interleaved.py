@@ -50,13 +50,15 @@ def test_evaluate_artifacts_times_models_together(make_artifact, task_data, fast
     assert records[0]["size"]["params"] < records[1]["size"]["params"]
 
 
-def test_runtimes_are_grouped_for_timing():
-    from types import SimpleNamespace
-
+def test_pytorch_variants_are_interleaved_with_their_fp32_parent():
+    """dynamic int8 and half-precision models run on the same OpenMP pool as fp32 PyTorch:
+    one group, timed interleaved; each ONNX Runtime session is timed on its own."""
+    from compressor.evaluate.backends import OnnxRuntimeBackend, PyTorchBackend
     from compressor.evaluate.latency import runtime_groups
+    from compressor_quantization.backends import DynamicInt8Backend, HalfBackend
 
-    backends = [SimpleNamespace(name=n) for n in ("pytorch", "onnxruntime", "pytorch", "pytorch-half")]
-    assert runtime_groups(backends) == [[0, 2], [1], [3]]
+    backends = [PyTorchBackend, OnnxRuntimeBackend, DynamicInt8Backend, HalfBackend, OnnxRuntimeBackend]
+    assert runtime_groups(backends) == [[0, 2, 3], [1], [4]]
 
 
 def test_models_with_their_own_thread_pool_are_timed_alone():
@@ -65,8 +67,8 @@ def test_models_with_their_own_thread_pool_are_timed_alone():
     from compressor.evaluate.backends import OnnxRuntimeBackend
     from compressor.evaluate.latency import runtime_groups
 
-    ort = SimpleNamespace(name="onnxruntime", shared_thread_pool=OnnxRuntimeBackend.shared_thread_pool)
-    torch_a, torch_b = SimpleNamespace(name="pytorch"), SimpleNamespace(name="pytorch")
+    ort = SimpleNamespace(runtime="onnxruntime", shared_thread_pool=OnnxRuntimeBackend.shared_thread_pool)
+    torch_a, torch_b = SimpleNamespace(runtime="torch"), SimpleNamespace(runtime="torch")
     assert runtime_groups([torch_a, ort, torch_b, ort]) == [[0, 2], [1], [3]]
 
 

@@ -109,9 +109,9 @@ def test_cuda_event_timer_with_cuda_faked():
 
 def test_timer_decisions_without_a_gpu():
     cuda = fake_cuda()
-    assert isinstance(timer_for("pytorch", "cpu"), WallTimer)
+    assert isinstance(timer_for("torch", "cpu"), WallTimer)
     assert isinstance(timer_for("onnxruntime", "cpu"), WallTimer)
-    assert isinstance(timer_for("pytorch", "cuda", cuda=cuda), CudaEventTimer)
+    assert isinstance(timer_for("torch", "cuda", cuda=cuda), CudaEventTimer)
     ort = timer_for("onnxruntime", "cuda", cuda=cuda)  # ORT copies outputs back: wall + sync
     assert isinstance(ort, WallTimer)
     ort.time(lambda: None)
@@ -144,7 +144,8 @@ def test_cuda_memory_probe_with_cuda_faked():
     assert res["peak_gpu_mb"] == pytest.approx(65.0)
     assert CudaMemoryProbe(cuda, tracked=False).inference(call)["peak_gpu_mb"] is None
     assert isinstance(probe_for("cuda", "onnxruntime", cuda=cuda), CudaMemoryProbe)
-    assert isinstance(probe_for("cpu", "pytorch"), CpuMemoryProbe)
+    assert isinstance(probe_for("cpu", "torch"), CpuMemoryProbe)
+    assert probe_for("cuda", "torch", cuda=cuda).tracked and not probe_for("cuda", "onnxruntime", cuda=cuda).tracked
 
 
 def test_cpu_memory_probe_sees_an_allocation():

@@ -55,7 +55,7 @@ def _backend_logits(artifact, registry, texts):
 
 
 def test_registry_lists_plugin_formats(registry):
-    assert set(registry) == {"pytorch-dynamic-int8", "pytorch-half"}
+    assert set(registry) == {"pytorch", "onnx", "pytorch-dynamic-int8", "pytorch-half"}  # core + plugin
 
 
 def test_dynamic_int8_reloads_and_is_measured(baseline, make_context, task_data, registry, monkeypatch):
@@ -71,8 +71,7 @@ def test_dynamic_int8_reloads_and_is_measured(baseline, make_context, task_data,
     assert not np.array_equal(got, ref)
     assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
     # the evaluator measures it next to its fp32 parent (interleaved timing)
-    monkeypatch.setattr("compressor.plugins.get_plugins", lambda **_: type("P", (), {"backends": registry})())
-    fp32, int8 = evaluate_artifacts([baseline, art], task_data, SETTINGS, progress=False)
+    fp32, int8 = evaluate_artifacts([baseline, art], task_data, SETTINGS, progress=False, backends=registry)
     assert int8["backend"] == "pytorch-dynamic-int8" and int8["latency"][0]["runs"] >= 2
     assert abs(int8["accuracy"]["accuracy"] - fp32["accuracy"]["accuracy"]) <= 0.05
     assert int8["size"]["params"] == fp32["size"]["params"]  # same elements, int8 storage
