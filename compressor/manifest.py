@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from .artifact import write_json_atomic
+from .io import write_json_atomic
 
 MANIFEST_FILE = "manifest.json"
 
@@ -63,21 +63,27 @@ def git_sha(cwd: Path | None = None) -> str | None:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, ``platform.processor()`` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, ``platform.processor()`` elsewhere;
+    the ``COMPRESSOR_CPUINFO`` file's when set: :func:`compressor.hardware.cpu_model`)."""
+    from .hardware import cpu_model as _cpu_model
+
+    return _cpu_model()
 
 
 def hardware() -> dict[str, Any]:
-    """CPU model, logical CPUs available to this process, torch threads, GPU if any."""
+    """The machine: CPU model, architecture, instruction sets, where they were read, OS,
+    logical CPUs available to this process, torch threads, GPU if any, and the kernels the
+    runtimes report (:func:`compressor.hardware.kernel_info`).
+
+    :returns: ``{"cpu_model", "machine", "instruction_sets": [cpuinfo names such as "avx2",
+        "avx512_vnni", "amx_int8"], "cpu_flags_source", "os", "cpus_available",
+        "torch_threads", "cuda", "kernels": {...}}``.
+    :raises CompressorError: if ``COMPRESSOR_CPUINFO`` names an unreadable file.
+    """
+    from .hardware import cpu_facts, kernel_info
+
     info: dict[str, Any] = {
-        "cpu_model": cpu_model(),
-        "machine": platform.machine(),
+        **cpu_facts(),
         "os": platform.platform(),
         "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
     }
@@ -88,6 +94,7 @@ def hardware() -> dict[str, Any]:
         info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except ImportError:  # pragma: no cover
         pass
+    info["kernels"] = kernel_info()
     return info
 
 

@@ -10,11 +10,18 @@ The recipe skeleton (:class:`compressor.recipe.Recipe`) and every registered str
 - the JSON Schema of one strategy's config;
 - the markdown of ``docs/recipe-reference.md``.
 
+It also publishes the schema of what a run writes: the evaluation records of
+``results.json`` (:mod:`compressor.evaluate.records`), as JSON Schema
+(:func:`compressor.evaluate.records.results_schema`) and as ``docs/results-reference.md``
+(:func:`results_reference`).
+
 Command line::
 
     compressor schema                     # the recipe schema, JSON, every installed strategy
     compressor schema finetune            # one strategy's config schema
+    compressor schema --results           # the JSON Schema of results.json
     python -m compressor.schema --markdown > docs/recipe-reference.md
+    python -m compressor.schema --results --markdown > docs/results-reference.md
 
 The markdown reference documents the core and the strategies shipped with this package
 (``--all`` adds installed third-party ones), so it does not depend on what else is
@@ -31,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from .errors import PluginError
+from .errors import CompressorError, PluginError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plugins import Plugins
@@ -293,6 +300,63 @@ def markdown_reference(*, plugins: "Plugins | None" = None, builtin_only: bool =
     return "\n".join(out).rstrip() + "\n"
 
 
+# --- results reference ---------------------------------------------------------------------
+
+
+def _record_table(model: type[BaseModel]) -> str:
+    """Markdown table of a record model's fields: key, type, description."""
+    schema = model.model_json_schema()
+    defs = schema.get("$defs", {})
+    rows = ["| key | type | description |", "| --- | --- | --- |"]
+    for name, prop in schema.get("properties", {}).items():
+        kind = _type_of(prop, defs)
+        if prop.get("type") == "array" and prop.get("prefixItems"):
+            kind = "[" + ", ".join(_type_of(p, defs) for p in prop["prefixItems"]) + "]"
+        elif "anyOf" in prop:
+            kind = " | ".join(
+                "[" + ", ".join(_type_of(i, defs) for i in p["prefixItems"]) + "]"
+                if p.get("type") == "array" and p.get("prefixItems") else _type_of(p, defs)
+                for p in prop["anyOf"]
+            )
+        rows.append(f"| `{name}` | {_cell(kind)} | {_cell(prop.get('description', ''))} |")
+    return "\n".join(rows)
+
+
+def results_reference() -> str:
+    """The reference of ``results.json`` (``docs/results-reference.md``) as markdown: every
+    field of every evaluation record model, with its type and meaning.
+
+    :returns: markdown text ending with a newline.
+    """
+    from .evaluate.records import RECORD_MODELS, SCHEMA_VERSION
+
+    out = [
+        "# Results reference",
+        "",
+        "<!-- Generated from the pydantic models by `python -m compressor.schema --results "
+        "--markdown > docs/results-reference.md`; do not edit by hand "
+        "(tests/report/test_records.py checks it). -->",
+        "",
+        "`results.json` in a run directory is a JSON list of evaluation records, one per model "
+        "and device, in report order (`compare.json` likewise, names prefixed with their run). "
+        f"This compressor writes `schema_version` {SCHEMA_VERSION}; records without it are "
+        "version 0 (every run before the records were typed: the same keys less the CPU's "
+        "instruction sets and kernels) and are still read, upgraded. A key missing from an old "
+        "record reads as `null`: not measured. `compressor schema --results` prints the same "
+        "information as JSON Schema. In Python, `compressor.report.load_results(run_dir)` "
+        "returns typed records (`compressor.evaluate.records.EvaluationRecord`), whatever "
+        "version wrote them; [evaluation.md](evaluation.md) says how each figure is measured.",
+        "",
+        "Units: accuracy-like values are fractions in [0, 1]; times in ms; throughput in "
+        "sequences per second; memory and disk in MB (1e6 bytes); FLOPs per sequence at batch 1. "
+        "An interval is `[low, high]`.",
+        "",
+    ]
+    for model in RECORD_MODELS:
+        out += [f"## `{model.__name__}`", "", _doc_first_paragraph(model), "", _record_table(model), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m compressor.schema [STRATEGY] [--markdown] [--all]``; returns the exit status."""
     p = argparse.ArgumentParser(prog="python -m compressor.schema", description=__doc__.split("\n\n")[0])
@@ -300,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         print(render(args), end="")
-    except PluginError as exc:
+    except CompressorError as exc:
         print(f"error: {exc.format()}", file=sys.stderr)
         return 2
     return 0
@@ -310,6 +374,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments shared by ``compressor schema`` and ``python -m compressor.schema``."""
     p.add_argument("strategy", nargs="?", help="print only this strategy's config schema")
     p.add_argument("--markdown", action="store_true", help="print the markdown recipe reference instead of JSON")
+    p.add_argument(
+        "--results",
+        action="store_true",
+        help="the schema of results.json (the evaluation records) instead of the recipe's; "
+        "with --markdown: the results reference",
+    )
     p.add_argument(
         "--all",
         action="store_true",
@@ -322,7 +392,19 @@ def render(args: argparse.Namespace) -> str:
     """Text the ``schema`` command prints for parsed ``args``.
 
     :raises PluginError: for an unknown strategy.
+    :raises CompressorError: for ``--results`` with a strategy.
     """
+    if getattr(args, "results", False):
+        if args.strategy:
+            raise CompressorError(
+                "--results prints the schema of results.json and takes no strategy",
+                hint=f"drop {args.strategy!r}, or drop --results for its config schema",
+            )
+        if args.markdown:
+            return results_reference()
+        from .evaluate.records import results_schema
+
+        return json.dumps(results_schema(), indent=2) + "\n"
     if args.markdown:
         if args.strategy:
             plugins = _plugins(None)

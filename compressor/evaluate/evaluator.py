@@ -17,30 +17,40 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..artifact import Artifact
     from ..task import TaskData
+    from .records import EvaluationRecord, Machine
 
 #: Folder of the run directory holding per-example predictions (one ``.npy`` per model).
 PREDICTIONS_DIR = "predictions"
 
 
-def _machine(device: str) -> dict[str, Any]:
+def _machine(device: str) -> "Machine":
+    """The machine record: CPU model, architecture, instruction sets and where they were
+    read (:func:`compressor.hardware.cpu_facts`), CPUs available, the GPU on CUDA, the
+    runtimes' kernels (:func:`compressor.hardware.kernel_info`); the load average is filled
+    in after timing."""
     import os
-    import platform
 
-    from ..manifest import cpu_model
+    from ..hardware import cpu_facts, kernel_info
+    from .records import Kernels, Machine
 
-    info: dict[str, Any] = {
-        "cpu_model": cpu_model(),
-        "machine": platform.machine(),
-        "cpus_available": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "gpu": None,
-    }
+    facts = cpu_facts()
+    gpu = None
     if device == "cuda":
         import torch
 
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+        gpu = torch.cuda.get_device_name(0)
+    return Machine(
+        cpu_model=facts["cpu_model"],
+        machine=facts["machine"],
+        cpus_available=len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        gpu=gpu,
+        load_avg_1m=None,
+        instruction_sets=facts["instruction_sets"],
+        cpu_flags_source=facts["cpu_flags_source"],
+        kernels=Kernels.model_validate(kernel_info()),
+    )
 
 
 def _load_average() -> float | None:
@@ -77,6 +87,31 @@ def evaluate_artifacts(
     output_dir: Path | None = None,
     backends: "Mapping[str, Any] | None" = None,
 ) -> list[dict[str, Any]]:
+    """:func:`evaluate_records` with each record as the JSON object ``results.json`` holds
+    (:meth:`~compressor.evaluate.records.EvaluationRecord.to_json`): plain dicts, for callers
+    that store or extend them (the run's ``results.jsonl``, hooks).
+
+    :returns: one dict per (model, device), as :func:`evaluate_records` describes, with
+        ``schema_version`` first.
+    :raises CompressorError: as :func:`evaluate_records`.
+    """
+    return [
+        record.to_json()
+        for record in evaluate_records(
+            artifacts, data, settings, progress=progress, output_dir=output_dir, backends=backends
+        )
+    ]
+
+
+def evaluate_records(
+    artifacts: "list[Artifact]",
+    data: "TaskData",
+    settings: EvaluationSettings,
+    *,
+    progress: bool = True,
+    output_dir: Path | None = None,
+    backends: "Mapping[str, Any] | None" = None,
+) -> "list[EvaluationRecord]":
     """Evaluate several models with the same data and settings; time them interleaved.
 
     Devices: each artifact is measured on the devices
@@ -91,8 +126,11 @@ def evaluate_artifacts(
     (:mod:`compressor.evaluate.memory`); FLOPs per sequence at each latency length
     (:mod:`compressor.evaluate.compute`); latency at every batch size x sequence length,
     all models timed in interleaved rounds (:mod:`compressor.evaluate.latency`), with the
-    achieved GFLOP/s beside the machine's measured matmul peak for the model's precision.
-    Everything runs under ``torch.set_num_threads(threads)`` (restored afterwards).
+    achieved GFLOP/s beside the machine's measured matmul peak for the model's precision;
+    the machine: CPU model, instruction sets (AVX2, AVX-512, VNNI, AMX...; see
+    :mod:`compressor.hardware`), the kernels PyTorch and ONNX Runtime report, and the load
+    average while timing. Everything runs under ``torch.set_num_threads(threads)``
+    (restored afterwards).
 
     :param artifacts: the models, in report order.
     :param data: the run's data; ``text``/``text_pair``/``label`` columns.
@@ -104,40 +142,13 @@ def evaluate_artifacts(
         ``output_dir/predictions/<model>.<device>.npy`` (int64 class ids, shape ``(n,)``;
         gold labels in ``labels.npy``) and the matmul calibration is cached in
         ``output_dir/calibration.json``; ``None`` writes nothing.
-    :returns: one JSON-serialisable record per (model, device)::
-
-        {"model", "stage", "strategy", "parent", "reference", "format", "backend",
-         "backend_version", "device", "precision", "threads", "sequence_length",
-         "sequence_lengths", "task",
-         "accuracy": {"split", "n", "accuracy", "f1" | "macro_f1", "task_metric",
-                      "ci": {"accuracy": [lo, hi], "<task metric>": [lo, hi],
-                             "confidence", "resamples", "method"},
-                      "vs_reference": {"reference", "accuracy": {"value", "low", "high"},
-                                       "<task metric>": {...}} | None,
-                      "predictions_file": str | None} | None,
-         "size": {"params", "disk_bytes", "disk_mb"},
-         "memory": {"device", "load_rss_mb", "inference_peak_mb", "peak_rss_mb", "method"}
-                   | {"device": "cuda", "load_mb", "inference_peak_mb", "peak_gpu_mb", ...}
-                   | None,
-         "compute": {"flops_per_sequence": {"<length>": flops}, "peak_gflops",
-                     "peak": {calibration}, "error"} | None,
-         "latency": [{"batch_size", "sequence_length", "p50_ms", "p50_ci_ms", "p90_ms",
-                      "p99_ms", "mean_ms", "mean_ci_ms", "std_ms", "min_ms",
-                      "throughput_seq_per_s", "throughput_ci", "runs", "timed_s",
-                      "stop_reason", "timer", "warmup", "gflops", "peak_fraction"}, ...],
-         "latency_settings": {"min_runs", "max_runs", "min_time_s", "max_time_s",
-                              "target_rel_ci", "confidence"},
-         "latency_inputs": {"split", "n_texts", "sha256"} | None,
-         "latency_interleaved_with": [names], "warmup",
-         "machine": {"cpu_model", "machine", "cpus_available", "gpu", "load_avg_1m"},
-         "evaluated_at", "load_time_s"}
-
-        Accuracy-like values are fractions in [0, 1]; times in ms; throughput in sequences
-        per second; memory and disk in MB (1e6 bytes); FLOPs per sequence counted at batch
-        1; ``gflops`` = FLOPs per sequence x batch size / p50; ``peak_fraction`` =
-        ``gflops`` / the calibrated peak. ``load_avg_1m`` is the larger 1-minute load
-        average seen before and after timing: above ``cpus_available`` other processes
-        competed for the CPUs and latencies are inflated.
+    :returns: one :class:`~compressor.evaluate.records.EvaluationRecord` per (model,
+        device), models in the order given, CPU records first. Every field but those a run
+        or a comparison adds (``fingerprint``, ``settings_key``, ``run``) is set, ``None``
+        where it does not apply; ``docs/results-reference.md`` describes each.
+        ``machine.load_avg_1m`` is the larger 1-minute load average seen before and after
+        timing: above ``cpus_available`` other processes competed for the CPUs and
+        latencies are inflated.
     :raises CompressorError: for an unknown format, a missing split or column, a model
         whose number of outputs differs from the task's labels, a sequence length longer
         than a model accepts, or a device that cannot be used.
@@ -159,7 +170,7 @@ def evaluate_artifacts(
         backend_cls = backend_for(artifact, backends)
         plan.append((artifact, backend_cls, evaluation_devices(settings.device, backend_cls, artifact)))
     devices = [d for d in ("cpu", "cuda") if any(d in p[2] for p in plan)]
-    records: list[dict[str, Any]] = []
+    records: "list[EvaluationRecord]" = []
     with torch_threads(threads):
         for device in devices:
             group = [(a, cls) for a, cls, ds in plan if device in ds]
@@ -180,7 +191,7 @@ def _evaluate_on_device(
     threads: int,
     progress: bool,
     output_dir: Path | None,
-) -> list[dict[str, Any]]:
+) -> "list[EvaluationRecord]":
     from .accuracy import accuracy_and_predictions
     from .latency import (
         encode_latency_batch,
@@ -189,17 +200,26 @@ def _evaluate_on_device(
         texts_fingerprint,
     )
     from .memory import probe_for
+    from .records import (
+        Accuracy,
+        EvaluationRecord,
+        LatencyInputs,
+        LatencySettings,
+        Memory,
+        Size,
+    )
     from .size import measure_size
 
     split_name = settings.accuracy_split
-    records: list[dict[str, Any]] = []
+    records: list[EvaluationRecord] = []
     backends: list[Any] = []
     probes: list[Any] = []
     predictions: dict[str, "np.ndarray"] = {}
     labels = None
+    machine = _machine(device)
     try:
         for artifact, backend_cls in group:
-            probe = probe_for(device, backend_cls.name) if settings.memory else None
+            probe = probe_for(device, backend_cls.runtime) if settings.memory else None
             if probe is not None:
                 probe.before_load()
             t0 = time.perf_counter()
@@ -214,7 +234,7 @@ def _evaluate_on_device(
             accuracy = None
             if data.type == "text-classification":
                 num_labels = data.num_labels or int(getattr(backend.config, "num_labels", 0))
-                accuracy, labels, preds = accuracy_and_predictions(
+                metrics, labels, preds = accuracy_and_predictions(
                     backend,
                     split,
                     num_labels=num_labels,
@@ -223,41 +243,45 @@ def _evaluate_on_device(
                     max_samples=settings.max_eval_samples,
                     progress=progress,
                 )
+                accuracy = Accuracy.model_validate(metrics)
                 predictions[artifact.name] = preds
             lineage = artifact.lineage
             records.append(
-                {
-                    "model": artifact.name,
-                    "stage": lineage.stage,
-                    "strategy": lineage.strategy,
-                    "parent": lineage.parent,
-                    "reference": lineage.reference,
-                    "format": artifact.format,
-                    "backend": backend.name,
-                    "backend_version": backend.version(),
-                    "device": device,
-                    "precision": _precision(backend),
-                    "threads": threads,
-                    "sequence_length": settings.lengths[0],
-                    "sequence_lengths": settings.lengths,
-                    "task": data.name,
-                    "accuracy": accuracy,
-                    "size": measure_size(backend, artifact),
-                    "memory": None,
-                    "compute": None,
-                    "latency": [],
-                    "latency_settings": {
-                        k: getattr(settings, k)
-                        for k in ("min_runs", "max_runs", "min_time_s", "max_time_s",
-                                  "target_rel_ci", "confidence")
-                    },
-                    "latency_inputs": None,
-                    "latency_interleaved_with": [],
-                    "warmup": settings.warmup,
-                    "machine": {**_machine(device), "load_avg_1m": None},
-                    "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "load_time_s": load_time_s,
-                }
+                EvaluationRecord(
+                    model=artifact.name,
+                    stage=lineage.stage,
+                    strategy=lineage.strategy,
+                    parent=lineage.parent,
+                    reference=lineage.reference,
+                    format=artifact.format,
+                    backend=backend.name,
+                    backend_version=backend.version(),
+                    device=device,
+                    precision=_precision(backend),
+                    threads=threads,
+                    sequence_length=settings.lengths[0],
+                    sequence_lengths=settings.lengths,
+                    task=data.name,
+                    accuracy=accuracy,
+                    size=Size.model_validate(measure_size(backend, artifact)),
+                    memory=None,
+                    compute=None,
+                    latency=[],
+                    latency_settings=LatencySettings(
+                        min_runs=settings.min_runs,
+                        max_runs=settings.max_runs,
+                        min_time_s=settings.min_time_s,
+                        max_time_s=settings.max_time_s,
+                        target_rel_ci=settings.target_rel_ci,
+                        confidence=settings.confidence,
+                    ),
+                    latency_inputs=None,
+                    latency_interleaved_with=[],
+                    warmup=settings.warmup,
+                    machine=machine.model_copy(deep=True),
+                    evaluated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    load_time_s=load_time_s,
+                )
             )
         if labels is not None:
             _accuracy_intervals(records, labels, predictions, settings, data, device, output_dir)
@@ -268,13 +292,13 @@ def _evaluate_on_device(
         for backend, probe, record in zip(backends, probes, records):
             if probe is not None:
                 batch = encode_latency_batch(backend, texts, pairs, *largest)
-                record["memory"] = {
+                record.memory = Memory.model_validate({
                     **probe.inference(lambda: backend.run(batch)),
                     "batch_size": largest[0],
                     "sequence_length": largest[1],
-                }
+                })
             if settings.flops:
-                record["compute"] = _compute(backend, texts, pairs, settings)
+                record.compute = _compute(backend, texts, pairs, settings)
         if settings.flops and settings.calibration_s > 0:
             _calibrate(records, settings, device=device, threads=threads,
                        output_dir=output_dir, progress=progress)
@@ -295,7 +319,9 @@ def _evaluate_on_device(
                     )
                     for length in settings.lengths
                 }
-                record["latency_inputs"] = {**inputs, "real_token_fraction": fraction}
+                record.latency_inputs = LatencyInputs.model_validate(
+                    {**inputs, "real_token_fraction": fraction}
+                )
     finally:
         for backend in backends:
             backend.close()
@@ -312,7 +338,7 @@ def _precision(backend: Any) -> str | None:
 
 
 def _accuracy_intervals(
-    records: list[dict[str, Any]],
+    records: "list[EvaluationRecord]",
     labels: "np.ndarray",
     predictions: dict[str, "np.ndarray"],
     settings: EvaluationSettings,
@@ -323,6 +349,7 @@ def _accuracy_intervals(
     """Bootstrap intervals, paired differences from the reference, predictions on disk."""
     import numpy as np
 
+    from .records import AccuracyIntervals, VsReference
     from .stats import classification_bootstrap
 
     folder = Path(output_dir) / PREDICTIONS_DIR if output_dir is not None else None
@@ -330,12 +357,12 @@ def _accuracy_intervals(
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / "labels.npy", labels)
     for record in records:
-        accuracy = record["accuracy"]
-        name = record["model"]
+        accuracy = record.accuracy
+        name = record.model
         if accuracy is None or name not in predictions:
             continue
-        num_labels = data.num_labels or (2 if accuracy["task_metric"] == "f1" else int(labels.max()) + 1)
-        ref = record.get("reference")
+        num_labels = data.num_labels or (2 if accuracy.task_metric == "f1" else int(labels.max()) + 1)
+        ref = record.reference
         ref_preds = predictions.get(ref) if ref and ref != name else None
         boot = classification_bootstrap(
             labels,
@@ -347,54 +374,57 @@ def _accuracy_intervals(
             seed=settings.bootstrap_seed,
         )
         diff = boot.pop("diff", None)
-        accuracy["ci"] = boot
-        accuracy["vs_reference"] = {"reference": ref, **diff} if diff is not None else None
-        accuracy["predictions_file"] = None
+        accuracy.ci = AccuracyIntervals.model_validate(boot)
+        accuracy.vs_reference = (
+            VsReference.model_validate({"reference": ref, **diff}) if diff is not None else None
+        )
+        accuracy.predictions_file = None
         if folder is not None:
             path = folder / f"{name}.{device}.npy"
             np.save(path, predictions[name])
-            accuracy["predictions_file"] = f"{PREDICTIONS_DIR}/{path.name}"
+            accuracy.predictions_file = f"{PREDICTIONS_DIR}/{path.name}"
 
 
 def _compute(backend: Any, texts: list[str], pairs: list[str] | None,
-             settings: EvaluationSettings) -> dict[str, Any]:
+             settings: EvaluationSettings) -> Any:
     from .compute import flops_per_sequence
     from .latency import encode_latency_batch
+    from .records import Compute
 
-    out: dict[str, Any] = {"flops_per_sequence": {}, "peak_gflops": None, "peak": None,
-                           "error": None}
+    flops: dict[str, int] = {}
+    error = None
     try:
         for length in settings.lengths:
             batch = encode_latency_batch(backend, texts, pairs, 1, length)
-            out["flops_per_sequence"][str(length)] = flops_per_sequence(
-                backend, batch, sequence_length=length
-            )
+            flops[str(length)] = flops_per_sequence(backend, batch, sequence_length=length)
     except (ValueError, RuntimeError, NotImplementedError) as exc:
-        out["flops_per_sequence"] = {}
-        out["error"] = f"FLOPs not counted: {type(exc).__name__}: {exc}"
-    return out
+        flops = {}
+        error = f"FLOPs not counted: {type(exc).__name__}: {exc}"
+    return Compute(flops_per_sequence=flops, peak_gflops=None, peak=None, error=error)
 
 
-def _calibrate(records: list[dict[str, Any]], settings: EvaluationSettings, *, device: str,
+def _calibrate(records: "list[EvaluationRecord]", settings: EvaluationSettings, *, device: str,
                threads: int, output_dir: Path | None, progress: bool) -> None:
     from .compute import cached_peaks
+    from .records import Calibration
 
-    precisions = [r["precision"] for r in records if r.get("precision") and r.get("compute")]
+    precisions = [r.precision for r in records if r.precision and r.compute is not None]
     peaks = cached_peaks(
         precisions, threads=threads, device=device, cache_dir=output_dir,
         min_run_time_s=settings.calibration_s, progress=progress,
     )
     for record in records:
-        peak = peaks.get(record.get("precision"))
-        if record.get("compute") is not None and peak is not None:
-            record["compute"]["peak"] = peak
-            record["compute"]["peak_gflops"] = peak.get("gflops")
+        peak = peaks.get(record.precision) if record.precision else None
+        if record.compute is not None and peak is not None:
+            record.compute.peak = Calibration.model_validate(peak)
+            record.compute.peak_gflops = record.compute.peak.gflops
 
 
-def _latency(records: list[dict[str, Any]], backends: list[Any], texts: list[str],
+def _latency(records: "list[EvaluationRecord]", backends: list[Any], texts: list[str],
              pairs: list[str] | None, settings: EvaluationSettings, *, device: str,
              progress: bool) -> None:
     from .latency import measure_latency_interleaved, runtime_groups
+    from .records import LatencyCell
 
     load_before = _load_average()
     latencies = measure_latency_interleaved(
@@ -402,22 +432,24 @@ def _latency(records: list[dict[str, Any]], backends: list[Any], texts: list[str
     )
     loads = [x for x in (load_before, _load_average()) if x is not None]
     load_avg = max(loads) if loads else None
-    names = [r["model"] for r in records]
+    names = [r.model for r in records]
     group_of = {names[i]: group for group in runtime_groups(backends) for i in group}
     for record, latency in zip(records, latencies):
-        compute = record.get("compute") or {}
-        flops = compute.get("flops_per_sequence") or {}
-        peak = compute.get("peak_gflops")
+        compute = record.compute
+        peak = compute.peak_gflops if compute is not None else None
+        cells = []
         for entry in latency:
-            per_seq = flops.get(str(entry["sequence_length"]))
+            per_seq = compute.flops_at(entry["sequence_length"]) if compute is not None else None
             gflops = None
             if per_seq and entry["p50_ms"] > 0:
                 gflops = per_seq * entry["batch_size"] / (entry["p50_ms"] / 1e3) / 1e9
             entry["gflops"] = gflops
             entry["peak_fraction"] = gflops / peak if gflops is not None and peak else None
-        record["latency"] = latency
+            cells.append(LatencyCell.model_validate(entry))
+        record.latency = cells
         # models are interleaved with the others of their group only (runtime_groups)
-        record["latency_interleaved_with"] = [
-            names[j] for j in group_of[record["model"]] if names[j] != record["model"]
+        record.latency_interleaved_with = [
+            names[j] for j in group_of[record.model] if names[j] != record.model
         ]
-        record["machine"]["load_avg_1m"] = load_avg
+        if record.machine is not None:
+            record.machine.load_avg_1m = load_avg

@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..evaluate.records import EvaluationRecord, as_records
 from ..evaluate.stats import pareto_front
-from .tables import accuracy_value, batch_sizes, disk_bytes, latency_at
+from .tables import Records, accuracy_value, batch_sizes, by_device, disk_bytes, latency_at
 
 
-def plot_batch_size(results: Sequence[dict[str, Any]]) -> int | None:
+def plot_batch_size(results: Sequence[EvaluationRecord]) -> int | None:
     """The batch size the plot uses: 1 when measured, else the smallest."""
     sizes = batch_sizes(results)
     if not sizes:
@@ -22,10 +23,11 @@ def plot_batch_size(results: Sequence[dict[str, Any]]) -> int | None:
     return 1 if 1 in sizes else sizes[0]
 
 
-def pareto_points(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One point per result with accuracy and latency: ``{"model", "accuracy" (fraction),
+def pareto_points(results: Records) -> list[dict[str, Any]]:
+    """One point per record with accuracy and latency: ``{"model", "accuracy" (fraction),
     "p50_ms", "disk_mb", "optimal"}``; ``optimal`` marks the Pareto front (higher accuracy,
-    lower p50 at :func:`plot_batch_size`, the result's primary sequence length)."""
+    lower p50 at :func:`plot_batch_size`, the record's primary sequence length)."""
+    results = as_records(results)
     bs = plot_batch_size(results)
     points = []
     for r in results:
@@ -34,7 +36,7 @@ def pareto_points(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if acc is None or p50 is None:
             continue
         disk = disk_bytes(r)
-        points.append({"model": r.get("model"), "accuracy": acc, "p50_ms": p50,
+        points.append({"model": r.model, "accuracy": acc, "p50_ms": p50,
                        "disk_mb": None if disk is None else disk / 1e6})
     flags = pareto_front([(p["accuracy"], p["p50_ms"]) for p in points])
     for p, flag in zip(points, flags):
@@ -42,7 +44,7 @@ def pareto_points(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return points
 
 
-def pareto_png(results: Sequence[dict[str, Any]], *, title: str) -> bytes | None:
+def pareto_png(results: Records, *, title: str) -> bytes | None:
     """A PNG of the Pareto plot of ``results`` (one device), or ``None`` without points.
 
     x: p50 latency (ms, log scale when it spans more than 10x) at :func:`plot_batch_size`;
@@ -54,11 +56,12 @@ def pareto_png(results: Sequence[dict[str, Any]], *, title: str) -> bytes | None
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    results = as_records(results)
     points = pareto_points(results)
     if not points:
         return None
     bs = plot_batch_size(results)
-    length = next((r.get("sequence_length") for r in results if r.get("sequence_length")), None)
+    length = next((r.sequence_length for r in results if r.sequence_length), None)
     disks = [p["disk_mb"] or 0.0 for p in points]
     biggest = max(disks) or 1.0
     fig, ax = plt.subplots(figsize=(7.0, 4.6), dpi=110)
@@ -95,23 +98,29 @@ def pareto_png(results: Sequence[dict[str, Any]], *, title: str) -> bytes | None
         plt.close(fig)
 
 
-def write_pareto_plots(
-    out_dir: Path, results: Sequence[dict[str, Any]], *, title: str
-) -> dict[str, Path]:
-    """Write ``pareto-<device>.png`` per device into ``out_dir``.
+def pareto_plots(results: Sequence[EvaluationRecord], *, title: str) -> dict[str, bytes]:
+    """The Pareto plot of each device (``title (device)``), as PNG bytes.
+
+    :returns: device -> PNG, for devices with at least one point.
+    """
+    out: dict[str, bytes] = {}
+    for device, subset in by_device(results):
+        png = pareto_png(subset, title=f"{title} ({device})")
+        if png is not None:
+            out[device] = png
+    return out
+
+
+def write_pareto_plots(out_dir: Path, results: Records, *, title: str) -> dict[str, Path]:
+    """Write ``pareto-<device>.png`` per device into ``out_dir`` (each atomically).
 
     :returns: device -> path, for devices with at least one point.
     """
-    from .details import devices
+    from ..io import write_bytes_atomic
 
     out: dict[str, Path] = {}
-    for device in devices(results):
-        subset = [r for r in results if (r.get("device") or "cpu") == device]
-        png = pareto_png(subset, title=f"{title} ({device})")
-        if png is None:
-            continue
+    for device, png in pareto_plots(as_records(results), title=title).items():
         path = Path(out_dir) / f"pareto-{device}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(png)
+        write_bytes_atomic(path, png)
         out[device] = path
     return out

@@ -1,18 +1,22 @@
 """Flat exports: ``results.csv`` (one row per model, device and latency cell).
 
-The JSON export is ``results.json`` (the evaluator's records as they are); the CSV flattens
-them for spreadsheets and pandas: model-level columns repeat on each latency row, and a
-model evaluated without latency has one row with empty latency columns. Numbers are written
-with full precision, so :func:`read_csv` gives back the same values.
+The JSON export is ``results.json`` (the evaluator's records,
+:class:`~compressor.evaluate.records.EvaluationRecord`); the CSV flattens them for
+spreadsheets and pandas: model-level columns repeat on each latency row, and a model
+evaluated without latency has one row with empty latency columns. ``instruction_sets`` lists
+the CPU's (cpuinfo names, space-separated). Numbers are written with full precision, so
+:func:`read_csv` gives back the same values.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from ..evaluate.records import Interval, LatencyCell, as_records
+from .tables import Records
 
 CSV_FILE = "results.csv"
 
@@ -25,74 +29,86 @@ CSV_COLUMNS = [
     "peak_memory_mb", "flops_per_sequence", "matmul_peak_gflops", "batch_size",
     "sequence_length", "p50_ms", "p50_ci_low_ms", "p50_ci_high_ms", "p90_ms", "p99_ms",
     "mean_ms", "mean_ci_low_ms", "mean_ci_high_ms", "throughput_seq_per_s", "gflops",
-    "peak_fraction", "runs", "stop_reason", "cpu_model", "load_avg_1m", "evaluated_at",
+    "peak_fraction", "runs", "stop_reason", "cpu_model", "instruction_sets", "load_avg_1m",
+    "evaluated_at",
 ]
 _TEXT = {"run", "model", "device", "stage", "strategy", "reference", "format", "backend",
-         "precision", "task", "split", "task_metric", "stop_reason", "cpu_model", "evaluated_at"}
+         "precision", "task", "split", "task_metric", "stop_reason", "cpu_model",
+         "instruction_sets", "evaluated_at"}
 _INT = {"threads", "n", "params", "disk_bytes", "flops_per_sequence", "batch_size",
         "sequence_length", "runs"}
 
 
-def _pair(value: Any, i: int) -> Any:
-    return value[i] if isinstance(value, (list, tuple)) and len(value) == 2 else None
+def _pair(value: Interval | None, i: int) -> float | None:
+    return value[i] if value is not None else None
 
 
-def flatten(results: Sequence[dict[str, Any]], *, run: str | None = None) -> list[dict[str, Any]]:
-    """The CSV rows of ``results`` as dicts keyed by :data:`CSV_COLUMNS` (``None`` = empty)."""
+def flatten(results: Records, *, run: str | None = None) -> list[dict[str, Any]]:
+    """The CSV rows of ``results`` as dicts keyed by :data:`CSV_COLUMNS` (``None`` = empty).
+
+    :param results: evaluation records (or raw ``results.json`` objects, any version).
+    :param run: the ``run`` column for records that do not name their run.
+    """
     rows = []
-    for r in results:
-        acc = r.get("accuracy") or {}
-        ci = acc.get("ci") or {}
-        metric = acc.get("task_metric")
-        diff = (acc.get("vs_reference") or {}).get("accuracy") or {}
-        mem = r.get("memory") or {}
-        comp = r.get("compute") or {}
-        flops = comp.get("flops_per_sequence") or {}
-        size = r.get("size") or {}
-        machine = r.get("machine") or {}
+    for r in as_records(results):
+        acc = r.accuracy
+        ci = acc.ci if acc is not None else None
+        metric = acc.task_metric if acc is not None else None
+        vs = acc.vs_reference if acc is not None else None
+        diff = vs.accuracy if vs is not None else None
+        mem, comp, size, machine = r.memory, r.compute, r.size, r.machine
         base = {
-            "run": r.get("run", run), "model": r.get("model"), "device": r.get("device"),
-            "stage": r.get("stage"), "strategy": r.get("strategy"),
-            "reference": r.get("reference"), "format": r.get("format"),
-            "backend": r.get("backend"), "precision": r.get("precision"),
-            "threads": r.get("threads"), "task": r.get("task"), "split": acc.get("split"),
-            "n": acc.get("n"), "accuracy": acc.get("accuracy"),
-            "accuracy_ci_low": _pair(ci.get("accuracy"), 0),
-            "accuracy_ci_high": _pair(ci.get("accuracy"), 1),
-            "task_metric": metric, "task_metric_value": acc.get(metric) if metric else None,
-            "acc_diff": diff.get("value"), "acc_diff_low": diff.get("low"),
-            "acc_diff_high": diff.get("high"), "params": size.get("params"),
-            "disk_bytes": size.get("disk_bytes"), "load_time_s": r.get("load_time_s"),
-            "load_memory_mb": mem.get("load_rss_mb", mem.get("load_mb")),
-            "inference_peak_mb": mem.get("inference_peak_mb"),
-            "peak_memory_mb": mem.get("peak_rss_mb", mem.get("peak_gpu_mb")),
-            "matmul_peak_gflops": comp.get("peak_gflops"),
-            "cpu_model": machine.get("cpu_model"), "load_avg_1m": machine.get("load_avg_1m"),
-            "evaluated_at": r.get("evaluated_at"),
+            "run": r.run if r.run is not None else run, "model": r.model, "device": r.device,
+            "stage": r.stage, "strategy": r.strategy,
+            "reference": r.reference, "format": r.format,
+            "backend": r.backend, "precision": r.precision,
+            "threads": r.threads, "task": r.task,
+            "split": acc.split if acc is not None else None,
+            "n": acc.n if acc is not None else None,
+            "accuracy": acc.accuracy if acc is not None else None,
+            "accuracy_ci_low": _pair(ci.accuracy if ci is not None else None, 0),
+            "accuracy_ci_high": _pair(ci.accuracy if ci is not None else None, 1),
+            "task_metric": metric,
+            "task_metric_value": acc.task_metric_value if acc is not None else None,
+            "acc_diff": diff.value if diff is not None else None,
+            "acc_diff_low": diff.low if diff is not None else None,
+            "acc_diff_high": diff.high if diff is not None else None,
+            "params": size.params if size is not None else None,
+            "disk_bytes": size.disk_bytes if size is not None else None,
+            "load_time_s": r.load_time_s,
+            "load_memory_mb": mem.loaded_mb if mem is not None else None,
+            "inference_peak_mb": mem.inference_peak_mb if mem is not None else None,
+            "peak_memory_mb": mem.peak_mb if mem is not None else None,
+            "matmul_peak_gflops": comp.peak_gflops if comp is not None else None,
+            "cpu_model": machine.cpu_model if machine is not None else None,
+            "instruction_sets": " ".join(machine.instruction_sets)
+            if machine is not None and machine.instruction_sets is not None else None,
+            "load_avg_1m": machine.load_avg_1m if machine is not None else None,
+            "evaluated_at": r.evaluated_at,
         }
-        cells = r.get("latency") or [None]
+        cells: list[LatencyCell | None] = list(r.latency) or [None]
         for e in cells:
-            row = dict.fromkeys(CSV_COLUMNS)
+            row: dict[str, Any] = dict.fromkeys(CSV_COLUMNS)
             row.update(base)
-            length = e.get("sequence_length") if e else r.get("sequence_length")
-            row["flops_per_sequence"] = flops.get(str(length)) if length is not None else None
-            if e:
+            length = e.sequence_length if e is not None else r.sequence_length
+            row["flops_per_sequence"] = comp.flops_at(length) if comp is not None else None
+            if e is not None:
                 row.update({
-                    "batch_size": e.get("batch_size"), "sequence_length": length,
-                    "p50_ms": e.get("p50_ms"), "p50_ci_low_ms": _pair(e.get("p50_ci_ms"), 0),
-                    "p50_ci_high_ms": _pair(e.get("p50_ci_ms"), 1), "p90_ms": e.get("p90_ms"),
-                    "p99_ms": e.get("p99_ms"), "mean_ms": e.get("mean_ms"),
-                    "mean_ci_low_ms": _pair(e.get("mean_ci_ms"), 0),
-                    "mean_ci_high_ms": _pair(e.get("mean_ci_ms"), 1),
-                    "throughput_seq_per_s": e.get("throughput_seq_per_s"),
-                    "gflops": e.get("gflops"), "peak_fraction": e.get("peak_fraction"),
-                    "runs": e.get("runs"), "stop_reason": e.get("stop_reason"),
+                    "batch_size": e.batch_size, "sequence_length": length,
+                    "p50_ms": e.p50_ms, "p50_ci_low_ms": _pair(e.p50_ci_ms, 0),
+                    "p50_ci_high_ms": _pair(e.p50_ci_ms, 1), "p90_ms": e.p90_ms,
+                    "p99_ms": e.p99_ms, "mean_ms": e.mean_ms,
+                    "mean_ci_low_ms": _pair(e.mean_ci_ms, 0),
+                    "mean_ci_high_ms": _pair(e.mean_ci_ms, 1),
+                    "throughput_seq_per_s": e.throughput_seq_per_s,
+                    "gflops": e.gflops, "peak_fraction": e.peak_fraction,
+                    "runs": e.runs, "stop_reason": e.stop_reason,
                 })
             rows.append(row)
     return rows
 
 
-def render_csv(results: Sequence[dict[str, Any]], *, run: str | None = None) -> str:
+def render_csv(results: Records, *, run: str | None = None) -> str:
     """The CSV text (header + :func:`flatten` rows); floats written with ``repr``."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")

@@ -1,102 +1,77 @@
-"""``report.html``: one self-contained file (inline CSS, plots as base64 PNG data URIs, no
-scripts, no external resources), so it can be mailed or attached to a ticket as is."""
+"""The HTML renderer: ``report.html`` and ``compare.html``, one self-contained file each
+(inline CSS, plots as base64 PNG data URIs, no scripts, no external resources), so it can be
+mailed or attached to a ticket as is.
+
+The page is the jinja2 template ``templates/report.html.j2`` filled from a
+:class:`~compressor.report.content.ReportContent`, with autoescaping: every title, cell and
+note is escaped, markup comes only from the template. jinja2 is imported when a page is
+rendered.
+"""
 
 from __future__ import annotations
 
 import base64
-import html
-import re
-from collections.abc import Sequence
-from typing import Any
+import functools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .content import ReportContent, pareto_figure, report_content
+from .tables import Records
+
+if TYPE_CHECKING:  # pragma: no cover
+    import jinja2
 
 HTML_FILE = "report.html"
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
-       max-width: 1200px; padding: 0 1rem; color: #222; }
-h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
-table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
-th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
-tr:nth-child(even) td { background: #fafafa; }
-.table-wrap { overflow-x: auto; }
-figure { margin: 1rem 0; } figcaption { font-size: 0.85rem; color: #555; }
-code { background: #f3f3f3; padding: 0 0.2rem; }
-"""
+#: The page template, in ``compressor/report/templates/`` (package data).
+TEMPLATE = "report.html.j2"
 
 
-def _inline_md(text: str) -> str:
-    """Escape ``text`` and turn the report's inline markdown (``**bold**``, `` `code` ``)
-    into HTML."""
-    out = html.escape(text, quote=False)
-    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+@functools.lru_cache(maxsize=1)
+def environment() -> "jinja2.Environment":
+    """The jinja2 environment of the report templates: autoescape on, undefined names are
+    errors, a ``b64`` filter for embedded PNGs."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("compressor.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    env.filters["b64"] = lambda data: base64.b64encode(data).decode("ascii")
+    return env
 
 
-def _list(lines: Sequence[str]) -> str:
-    items = "".join(f"<li>{_inline_md(line.removeprefix('- '))}</li>" for line in lines)
-    return f"<ul>{items}</ul>"
+def render_html_document(content: ReportContent) -> str:
+    """The HTML5 document of ``content``.
 
-
-def _table(headers: list[str], rows: list[list[str]], table_id: str) -> str:
-    import tabulate
-
-    body = tabulate.tabulate(rows, headers=headers, tablefmt="html", disable_numparse=True)
-    return f'<div class="table-wrap" id="{table_id}">{body}</div>'
+    :param content: what the report shows.
+    :returns: the page; each section's figure is embedded when it has PNG bytes.
+    """
+    return environment().get_template(TEMPLATE).render(content=content)
 
 
 def render_html(
-    results: Sequence[dict[str, Any]],
+    results: Records,
     *,
     title: str,
-    manifest: dict[str, Any] | None = None,
-    images: dict[str, bytes] | None = None,
+    manifest: Mapping[str, Any] | None = None,
+    images: Mapping[str, bytes] | None = None,
 ) -> str:
-    """The HTML report: the markdown report's content, tables as HTML tables (cells escaped),
+    """The HTML report of a run: the Markdown report's content, tables as HTML tables,
     each device's Pareto plot embedded as ``<img src="data:image/png;base64,...">``.
 
-    :param results: evaluation records.
+    :param results: evaluation records (or raw ``results.json`` objects, any version).
     :param title: the report's title.
     :param manifest: the run manifest (machine, versions, identifiers).
     :param images: device -> PNG bytes of its Pareto plot.
     :returns: a complete HTML5 document.
+    :raises CompressorError: for a raw record that does not validate.
     """
-    from .details import detail_tables, resource_notes
-    from .markdown import by_device, header_lines, notes_lines
-    from .tables import MISSING, references, table_columns
+    from ..evaluate.records import as_records
 
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        _list(header_lines(results, manifest)),
-    ]
-    if not results:
-        parts.append("<p>No model was evaluated.</p></body></html>")
-        return "\n".join(parts)
-    groups = by_device(results)
-    for device, subset in groups:
-        heading = "Results" if len(groups) == 1 else f"Results on {device}"
-        parts.append(f"<h2>{html.escape(heading)}</h2>")
-        cols = table_columns(subset)
-        refs = references(subset)
-        rows = [[MISSING if (v := c.value(r, ref)) is None else c.fmt(v) for c in cols]
-                for r, ref in zip(subset, refs)]
-        parts.append(_table([c.header for c in cols], rows, f"results-{device}"))
-        if images and device in images:
-            data = base64.b64encode(images[device]).decode("ascii")
-            parts.append(
-                f'<figure id="pareto-{device}"><img alt="Pareto plot ({html.escape(device)})" '
-                f'src="data:image/png;base64,{data}" width="700">'
-                "<figcaption>Accuracy vs p50 latency; marker area by disk size; "
-                "Pareto-optimal models as red stars joined by the front.</figcaption></figure>"
-            )
-    for i, (table_title, headers, rows) in enumerate(detail_tables(results)):
-        parts.append(f"<h2>{html.escape(table_title)}</h2>")
-        parts.append(_table(headers, rows, f"detail-{i}"))
-    parts.append("<h2>Notes</h2>")
-    parts.append(_list([*notes_lines(results), *resource_notes(results)]))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    figures = {d: pareto_figure(d, png=png) for d, png in (images or {}).items()}
+    return render_html_document(
+        report_content(as_records(results), title=title, manifest=manifest, figures=figures)
+    )

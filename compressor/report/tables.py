@@ -1,90 +1,104 @@
 """The comparison table: one row per evaluated model, absolute and relative columns.
 
-Input is a list of result dicts as :func:`compressor.evaluate.evaluate_artifact` returns
-them. Relative columns compare a model with its ``reference`` (the teacher of a distilled
-student, the parent otherwise) when that reference is among the results.
+Input is a list of :class:`~compressor.evaluate.records.EvaluationRecord` (raw dicts as in
+``results.json`` are loaded first, any schema version). Relative columns compare a model with
+its ``reference`` (the teacher of a distilled student, the parent otherwise) when that
+reference is among the records.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CompressorError
 from ..evaluate.metrics import METRICS
+from ..evaluate.records import EvaluationRecord, as_records, load_record
 
 MISSING = "-"
 """Cell text for values that do not apply or were not measured."""
 
+#: What the report functions accept: typed records or raw ``results.json`` objects.
+Records = Sequence["EvaluationRecord | Mapping[str, Any]"]
 
-# --- reading values out of result dicts ------------------------------------------------
+
+def devices(results: Sequence[EvaluationRecord]) -> list[str]:
+    """Devices of the records in first-seen order (``"cpu"`` for records without one)."""
+    out: list[str] = []
+    for r in results:
+        if r.device_name not in out:
+            out.append(r.device_name)
+    return out
 
 
-def batch_sizes(results: Sequence[dict[str, Any]]) -> list[int]:
-    """Every batch size at which any result has latency, ascending."""
-    return sorted({e["batch_size"] for r in results for e in (r.get("latency") or [])})
+def by_device(results: Sequence[EvaluationRecord]) -> list[tuple[str, list[EvaluationRecord]]]:
+    """The records split by device (first-seen order): tables and rankings never mix devices."""
+    return [(d, [r for r in results if r.device_name == d]) for d in devices(results)]
+
+
+# --- reading values out of records ------------------------------------------------------
+
+
+def batch_sizes(results: Sequence[EvaluationRecord]) -> list[int]:
+    """Every batch size at which any record has latency, ascending."""
+    return sorted({cell.batch_size for r in results for cell in r.latency})
 
 
 def latency_at(
-    result: dict[str, Any], batch_size: int, key: str, sequence_length: int | None = None
+    result: EvaluationRecord, batch_size: int, key: str, sequence_length: int | None = None
 ) -> float | None:
     """``result``'s latency value ``key`` (e.g. ``"p50_ms"``) at ``batch_size``, or ``None``.
 
-    :param sequence_length: the cell's length in tokens; default: the result's primary
-        length (``result["sequence_length"]``, the first of the matrix), or any length for
-        results that record none.
+    :param sequence_length: the cell's length in tokens; default: the record's primary
+        length (``sequence_length``, the first of the matrix), or any length for records
+        that record none.
+    :raises AttributeError: for a ``key`` that is not a field of
+        :class:`~compressor.evaluate.records.LatencyCell`.
     """
-    length = sequence_length if sequence_length is not None else result.get("sequence_length")
-    for entry in result.get("latency") or []:
-        if entry.get("batch_size") != batch_size:
-            continue
-        if length is not None and entry.get("sequence_length", length) != length:
-            continue
-        value = entry.get(key)
-        return float(value) if value is not None else None
-    return None
-
-
-def accuracy_value(result: dict[str, Any], key: str = "accuracy") -> float | None:
-    """A value from ``result["accuracy"]`` (fraction in [0, 1]), or ``None``."""
-    acc = result.get("accuracy") or {}
-    value = acc.get(key)
+    cell = result.latency_cell(batch_size, sequence_length)
+    value = cell.value(key) if cell is not None else None
     return float(value) if value is not None else None
 
 
-def task_metric_value(result: dict[str, Any]) -> float | None:
-    """The result's task metric (F1 or macro-F1, fraction), or ``None``."""
-    acc = result.get("accuracy") or {}
-    name = acc.get("task_metric")
-    return accuracy_value(result, name) if name else None
+def accuracy_value(result: EvaluationRecord | None, key: str = "accuracy") -> float | None:
+    """A value of ``result.accuracy`` (``accuracy``, ``f1`` or ``macro_f1``; a fraction in
+    [0, 1]), or ``None``."""
+    if result is None or result.accuracy is None:
+        return None
+    return result.accuracy.value(key)
 
 
-def accuracy_ci95_pts(result: dict[str, Any]) -> float | None:
+def task_metric_value(result: EvaluationRecord) -> float | None:
+    """The record's task metric (F1 or macro-F1, fraction), or ``None``."""
+    return result.accuracy.task_metric_value if result.accuracy is not None else None
+
+
+def accuracy_ci95_pts(result: EvaluationRecord) -> float | None:
     """Half-width in percentage points of the 95% interval of accuracy.
 
     The evaluator's bootstrap interval (``accuracy.ci.accuracy``: half its width) when
     recorded, else the normal approximation ``1.96 * sqrt(p * (1 - p) / n) * 100``;
     ``None`` without accuracy or examples.
     """
-    ci = ((result.get("accuracy") or {}).get("ci") or {}).get("accuracy")
-    if ci and len(ci) == 2 and None not in ci:
-        return 50.0 * (float(ci[1]) - float(ci[0]))
-    p = accuracy_value(result)
-    n = (result.get("accuracy") or {}).get("n")
-    if p is None or not n:
+    acc = result.accuracy
+    if acc is None:
         return None
-    return 196.0 * math.sqrt(p * (1.0 - p) / n)
+    ci = acc.ci.accuracy if acc.ci is not None else None
+    if ci is not None:
+        return 50.0 * (ci[1] - ci[0])
+    p = acc.accuracy
+    if p is None or not acc.n:
+        return None
+    return 196.0 * math.sqrt(p * (1.0 - p) / acc.n)
 
 
-def disk_bytes(result: dict[str, Any]) -> float | None:
-    size = result.get("size") or {}
-    if size.get("disk_bytes") is not None:
-        return float(size["disk_bytes"])
-    if size.get("disk_mb") is not None:
-        return float(size["disk_mb"]) * 1e6
-    return None
+def disk_bytes(result: EvaluationRecord | None) -> float | None:
+    """Bytes on disk (``size.disk_bytes``, else ``size.disk_mb`` x 1e6), or ``None``."""
+    if result is None or result.size is None:
+        return None
+    return result.size.total_bytes
 
 
 def _ratio(num: float | None, den: float | None) -> float | None:
@@ -105,13 +119,13 @@ class Column:
     """One table column.
 
     :param header: header text, unit in parentheses.
-    :param value: computes the cell from (result, reference result or ``None``).
+    :param value: computes the cell from (record, reference record or ``None``).
     :param fmt: formats a non-``None`` value to text.
     :param align: ``"left"`` or ``"right"``.
     """
 
     header: str
-    value: Callable[[dict[str, Any], dict[str, Any] | None], Any]
+    value: Callable[[EvaluationRecord, EvaluationRecord | None], Any]
     fmt: Callable[[Any], str] = str
     align: str = "right"
 
@@ -125,8 +139,8 @@ def _pct(v: float | None) -> float | None:
     return None if v is None else 100.0 * v
 
 
-def _task_metric_header(results: Sequence[dict[str, Any]]) -> str:
-    names = {(r.get("accuracy") or {}).get("task_metric") for r in results} - {None}
+def _task_metric_header(results: Sequence[EvaluationRecord]) -> str:
+    names = {r.accuracy.task_metric for r in results if r.accuracy is not None} - {None}
     if len(names) == 1:
         (name,) = names
         metric = METRICS.get(name)
@@ -134,19 +148,24 @@ def _task_metric_header(results: Sequence[dict[str, Any]]) -> str:
     return "task metric (%)"
 
 
-def table_columns(results: Sequence[dict[str, Any]]) -> list[Column]:
-    """The columns of :func:`render_table` for these results.
+def _model(r: EvaluationRecord | None) -> str | None:
+    return r.model if r is not None else None
 
-    Accuracy columns appear when any result has accuracy, latency columns when any has
-    latency, relative columns when any result's reference is among the results. The
+
+def table_columns(results: Sequence[EvaluationRecord]) -> list[Column]:
+    """The columns of :func:`render_table` for these records.
+
+    Accuracy columns appear when any record has accuracy, latency columns when any has
+    latency, relative columns when any record's reference is among the records. The
     "small" batch size is 1 when measured (else the smallest); throughput is shown at the
     largest.
     """
     cols = [
-        Column("model", lambda r, _: r.get("model"), align="left"),
-        Column("strategy", lambda r, _: r.get("strategy"), align="left"),
+        Column("model", lambda r, _: r.model, align="left"),
+        Column("strategy", lambda r, _: r.strategy, align="left"),
     ]
-    if any(r.get("accuracy") for r in results):
+    has_accuracy = any(r.accuracy for r in results)
+    if has_accuracy:
         cols += [
             Column("accuracy (%)", lambda r, _: _pct(accuracy_value(r)), _f(2)),
             Column("acc ±95% (pts)", lambda r, _: accuracy_ci95_pts(r), _f(2)),
@@ -178,12 +197,10 @@ def table_columns(results: Sequence[dict[str, Any]]) -> list[Column]:
                 _f(1),
             ),
         ]
-    names = {r.get("model") for r in results}
-    if any(r.get("reference") in names for r in results):
-        cols.append(
-            Column("vs", lambda r, ref: ref.get("model") if ref else None, align="left")
-        )
-        if any(r.get("accuracy") for r in results):
+    names = {r.model for r in results}
+    if any(r.reference in names for r in results):
+        cols.append(Column("vs", lambda r, ref: _model(ref), align="left"))
+        if has_accuracy:
             cols.append(
                 Column(
                     "acc Δ (pts)",
@@ -220,22 +237,21 @@ def table_columns(results: Sequence[dict[str, Any]]) -> list[Column]:
     return cols
 
 
-def sparsity_value(result: dict[str, Any]) -> float | None:
+def sparsity_value(result: EvaluationRecord) -> float | None:
     """Fraction of zeros in the encoder layers' Linear weights (``size.sparsity``), or ``None``."""
-    value = (result.get("size") or {}).get("sparsity")
-    return float(value) if value is not None else None
+    return result.size.sparsity if result.size is not None else None
 
 
-def collapse_flag(result: dict[str, Any]) -> str | None:
+def collapse_flag(result: "EvaluationRecord | Mapping[str, Any]") -> str | None:
     """``"one class for all N examples"`` when a model predicted the same class for every
     example of the accuracy split (``accuracy.predicted_classes == 1``): a collapsed model,
     whatever its accuracy says (on a balanced binary split that is about 50%).
 
     :returns: the flag text, or ``None`` (more than one class predicted, or not recorded).
     """
-    acc = result.get("accuracy") or {}
-    if acc.get("predicted_classes") == 1 and (acc.get("n") or 0) > 1:
-        return f"one class for all {acc['n']} examples"
+    acc = load_record(result).accuracy
+    if acc is not None and acc.predicted_classes == 1 and (acc.n or 0) > 1:
+        return f"one class for all {acc.n} examples"
     return None
 
 
@@ -247,7 +263,15 @@ SPEEDUP_THRESHOLD = 0.05
 """... and as faster when its p50 latency fell by at least this fraction of its reference's."""
 
 
-def no_speedup_flag(result: dict[str, Any], reference: dict[str, Any] | None) -> str | None:
+def _zeros(r: EvaluationRecord) -> int | None:
+    structure = r.size.structure if r.size is not None else None
+    return structure.zero_weights if structure is not None else None
+
+
+def no_speedup_flag(
+    result: "EvaluationRecord | Mapping[str, Any]",
+    reference: "EvaluationRecord | Mapping[str, Any] | None",
+) -> str | None:
     """``"no measured speedup (bs1, bs32)"`` when a model shrank but did not get faster.
 
     The model shrank when its parameter count, or its count of non-zero parameters
@@ -261,11 +285,12 @@ def no_speedup_flag(result: dict[str, Any], reference: dict[str, Any] | None) ->
     """
     if reference is None:
         return None
-    params = (result.get("size") or {}).get("params")
-    ref_params = (reference.get("size") or {}).get("params")
+    result, reference = load_record(result), load_record(reference)
+    params = result.size.params if result.size is not None else None
+    ref_params = reference.size.params if reference.size is not None else None
     smaller = bool(params and ref_params and params < (1.0 - SHRINK_THRESHOLD) * ref_params)
-    zeros = ((result.get("size") or {}).get("structure") or {}).get("zero_weights")
-    ref_zeros = ((reference.get("size") or {}).get("structure") or {}).get("zero_weights") or 0
+    zeros = _zeros(result)
+    ref_zeros = _zeros(reference) or 0
     if zeros is not None and params and ref_params:
         nonzero, ref_nonzero = params - zeros, ref_params - ref_zeros
         smaller = smaller or nonzero < (1.0 - SHRINK_THRESHOLD) * ref_nonzero
@@ -279,77 +304,87 @@ def no_speedup_flag(result: dict[str, Any], reference: dict[str, Any] | None) ->
     return f"no measured speedup ({', '.join(slow)})" if slow else None
 
 
-def _params_m(r: dict[str, Any]) -> float | None:
-    params = (r.get("size") or {}).get("params")
+def _params_m(r: EvaluationRecord) -> float | None:
+    params = r.size.params if r.size is not None else None
     return None if params is None else params / 1e6
 
 
-def _disk_mb(r: dict[str, Any]) -> float | None:
+def _disk_mb(r: EvaluationRecord) -> float | None:
     b = disk_bytes(r)
     return None if b is None else b / 1e6
 
 
-def references(results: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
-    """For each result, the result named by its ``reference`` on the same device (first
+def references(results: Sequence[EvaluationRecord]) -> list[EvaluationRecord | None]:
+    """For each record, the record named by its ``reference`` on the same device (first
     match), or ``None``."""
-    by_name: dict[tuple[Any, Any], dict[str, Any]] = {}
+    by_name: dict[tuple[str, str], EvaluationRecord] = {}
     for r in results:
-        by_name.setdefault((r.get("model"), r.get("device")), r)
-    out = []
+        by_name.setdefault((r.model, r.device_name), r)
+    out: list[EvaluationRecord | None] = []
     for r in results:
-        ref = by_name.get((r.get("reference"), r.get("device"))) if r.get("reference") else None
+        ref = by_name.get((r.reference, r.device_name)) if r.reference else None
         out.append(ref if ref is not r else None)
     return out
 
 
-def paired_diff(result: dict[str, Any], key: str = "accuracy") -> dict[str, Any] | None:
-    """The evaluator's paired-bootstrap difference from the reference for metric ``key``:
-    ``{"value", "low", "high"}`` as fractions (model minus reference), or ``None``."""
-    vs = (result.get("accuracy") or {}).get("vs_reference") or {}
-    d = vs.get(key)
-    return d if isinstance(d, dict) and d.get("low") is not None else None
+def paired_diff(result: EvaluationRecord, key: str = "accuracy") -> Any:
+    """The evaluator's paired-bootstrap difference from the reference for metric ``key``
+    (a :class:`~compressor.evaluate.records.Difference`: ``value``, ``low``, ``high`` as
+    fractions, model minus reference), or ``None`` (none recorded, or no interval)."""
+    vs = result.accuracy.vs_reference if result.accuracy is not None else None
+    d = vs.difference(key) if vs is not None else None
+    return d if d is not None and d.low is not None and d.high is not None else None
 
 
-def diff_verdict(result: dict[str, Any], key: str = "accuracy") -> str | None:
+def diff_verdict(result: EvaluationRecord, key: str = "accuracy") -> str | None:
     """``"within noise"`` when the paired interval contains 0, else ``"loss"``/``"gain"``."""
     d = paired_diff(result, key)
-    if d is None:
-        return None
-    if d["low"] <= 0.0 <= d["high"]:
-        return "within noise"
-    return "loss" if d["high"] < 0 else "gain"
+    return d.verdict() if d is not None else None
 
 
-def _diff_ci_text(result: dict[str, Any]) -> str | None:
+def _diff_ci_text(result: EvaluationRecord) -> str | None:
     d = paired_diff(result)
     if d is None:
         return None
-    return f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]"
+    return f"[{100 * d.low:+.2f}, {100 * d.high:+.2f}]"
 
 
-def table_rows(results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+def table_rows(results: Records) -> tuple[list[str], list[list[Any]]]:
     """Headers and raw (unformatted) cell values of the comparison table."""
-    cols = table_columns(results)
-    refs = references(results)
-    rows = [[c.value(r, ref) for c in cols] for r, ref in zip(results, refs)]
+    records = as_records(results)
+    cols = table_columns(records)
+    refs = references(records)
+    rows = [[c.value(r, ref) for c in cols] for r, ref in zip(records, refs)]
     return [c.header for c in cols], rows
 
 
-def render_table(results: Sequence[dict[str, Any]], *, fmt: str = "github") -> str:
+def table_cells(results: Sequence[EvaluationRecord]) -> tuple[list[str], list[list[str]], list[str]]:
+    """Headers, formatted cells (``-`` where nothing applies) and column alignments of the
+    comparison table: what every renderer shows."""
+    cols = table_columns(results)
+    refs = references(results)
+    rows = [
+        [MISSING if (v := c.value(r, ref)) is None else c.fmt(v) for c in cols]
+        for r, ref in zip(results, refs)
+    ]
+    return [c.header for c in cols], rows, [c.align for c in cols]
+
+
+def render_table(results: Records, *, fmt: str = "github") -> str:
     """One table comparing every evaluated model, rows in the order given.
 
     Columns: model, strategy, accuracy (%), its 95% interval half-width (pts), the task
     metric (%), params (M), disk (MB), p50 (ms) at each batch size, p90 and p99 (ms) at
     batch 1, throughput (seq/s) at the largest batch size; and, when a model's
-    ``reference`` is among the results: the reference's name ("vs"), "acc Δ (pts)"
+    ``reference`` is among the records: the reference's name ("vs"), "acc Δ (pts)"
     (model minus reference accuracy, percentage points), "speedup bs1 (x)" (reference p50
     / model p50) and "size ratio" (model disk bytes / reference disk bytes). Cells that do
     not apply show ``-``.
 
-    :param results: result dicts from :func:`compressor.evaluate.evaluate_artifact`.
+    :param results: evaluation records (or raw ``results.json`` objects, any version).
     :param fmt: any ``tabulate`` table format (``"github"``, ``"simple"``, ``"html"``...).
     :returns: the table as text.
-    :raises CompressorError: for an unknown ``fmt``.
+    :raises CompressorError: for an unknown ``fmt``, or a raw record that does not validate.
     """
     import tabulate
 
@@ -358,16 +393,11 @@ def render_table(results: Sequence[dict[str, Any]], *, fmt: str = "github") -> s
             f"unknown table format {fmt!r}",
             expected=", ".join(sorted(tabulate.tabulate_formats)),
         )
-    cols = table_columns(results)
-    refs = references(results)
-    rows = [
-        [MISSING if (v := c.value(r, ref)) is None else c.fmt(v) for c in cols]
-        for r, ref in zip(results, refs)
-    ]
+    headers, rows, align = table_cells(as_records(results))
     return tabulate.tabulate(
         rows,
-        headers=[c.header for c in cols],
+        headers=headers,
         tablefmt=fmt,
         disable_numparse=True,
-        colalign=[c.align for c in cols],
+        colalign=align,
     )

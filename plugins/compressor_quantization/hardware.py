@@ -2,19 +2,22 @@
 half-precision dtype they call for. Plain Python (no torch), so it is cheap and testable with
 faked features.
 
-The one seam for faking the CPU is :data:`CPUINFO_ENV`: set ``COMPRESSOR_CPUINFO`` to a file
-in ``/proc/cpuinfo`` format and :func:`cpu_flags` and :func:`machine` describe that CPU
-instead of this one (tests write one per CPU kind; a user can prepare a model for another
-machine the same way)."""
+The CPU is read by the core's :mod:`compressor.hardware`, whose one seam for faking it is
+``COMPRESSOR_CPUINFO`` (:data:`CPUINFO_ENV`): set it to a file in ``/proc/cpuinfo`` format and
+:func:`cpu_flags` and :func:`machine` describe that CPU instead of this one (tests write one
+per CPU kind; a user can prepare a model for another machine the same way)."""
 
 from __future__ import annotations
 
-import os
-import platform
 from collections.abc import Iterable
-from pathlib import Path
 
-from compressor.errors import CompressorError, HardwareUnsupported, StageError
+from compressor.errors import HardwareUnsupported, StageError
+from compressor.hardware import CPUINFO_ENV, architecture, cpu_flags, cpu_flags_source, faked_cpuinfo
+
+__all__ = [
+    "BF16_CPU_FLAGS", "CPUINFO_ENV", "ORT_PRESETS", "choose_half_dtype", "choose_ort_preset",
+    "cpu_flags", "cpu_flags_source", "faked_cpuinfo", "machine",
+]
 
 #: ONNX Runtime int8 presets (named as optimum's ``AutoQuantizationConfig`` named them), best first.
 ORT_PRESETS = ("avx512_vnni", "avx512", "avx2", "arm64")
@@ -22,99 +25,13 @@ ORT_PRESETS = ("avx512_vnni", "avx512", "avx2", "arm64")
 #: CPU flags that give PyTorch fast bf16 matrix multiplies (oneDNN): AMX tiles or AVX-512 BF16.
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
-#: Environment variable naming a file in ``/proc/cpuinfo`` format read instead of the real one.
-CPUINFO_ENV = "COMPRESSOR_CPUINFO"
-
-_PROC_CPUINFO = "/proc/cpuinfo"
-
-
-def faked_cpuinfo() -> Path | None:
-    """The file named by ``COMPRESSOR_CPUINFO`` (:data:`CPUINFO_ENV`), or ``None`` when unset."""
-    value = os.environ.get(CPUINFO_ENV, "").strip()
-    return Path(value) if value else None
-
-
-def _first_processor(cpuinfo: str | Path) -> dict[str, str]:
-    """``key -> value`` of the first processor block of a cpuinfo file (keys lower-cased).
-
-    :raises OSError: if the file cannot be read.
-    """
-    fields: dict[str, str] = {}
-    for line in Path(cpuinfo).read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
-            if fields.get("flags") or fields.get("features"):
-                break  # the end of the first processor that listed its flags
-            continue
-        key, sep, value = line.partition(":")
-        if sep:
-            fields.setdefault(key.strip().lower(), value.strip())
-    return fields
-
-
-def _read_faked(path: Path) -> dict[str, str]:
-    """The first processor of the ``COMPRESSOR_CPUINFO`` file.
-
-    :raises CompressorError: if it cannot be read or lists neither ``flags`` nor ``Features``
-        (a typo in the variable would otherwise pass for a CPU with no features).
-    """
-    try:
-        fields = _first_processor(path)
-    except OSError as exc:
-        raise CompressorError(
-            f"{CPUINFO_ENV}={path}: cannot read it: {exc}", hint=f"unset {CPUINFO_ENV} to read {_PROC_CPUINFO}"
-        ) from exc
-    if "flags" not in fields and "features" not in fields:
-        raise CompressorError(
-            f"{CPUINFO_ENV}={path} has no 'flags' (x86) or 'Features' (ARM) line",
-            expected="a file in /proc/cpuinfo format",
-        )
-    return fields
-
-
-def cpu_flags(cpuinfo: str | Path | None = None) -> frozenset[str]:
-    """Instruction-set flags of the first CPU listed in ``/proc/cpuinfo`` (Linux).
-
-    :param cpuinfo: the file to read; unset: the file named by ``COMPRESSOR_CPUINFO``
-        (:data:`CPUINFO_ENV`) when it is set, else ``/proc/cpuinfo``.
-    :returns: lower-case flag names (``avx2``, ``avx512_vnni``, ``amx_bf16``...); on ARM the
-        ``Features`` line (``asimd``, ``asimddp``...); empty where the file does not exist.
-    :raises CompressorError: if ``COMPRESSOR_CPUINFO`` names a file that cannot be read or
-        lists no flags.
-    """
-    if cpuinfo is None:
-        faked = faked_cpuinfo()
-        if faked is not None:
-            return _flags(_read_faked(faked))
-        cpuinfo = _PROC_CPUINFO
-    try:
-        return _flags(_first_processor(cpuinfo))
-    except OSError:
-        return frozenset()
-
-
-def _flags(fields: dict[str, str]) -> frozenset[str]:
-    return frozenset((fields.get("flags") or fields.get("features", "")).lower().split())
-
-
-def cpu_flags_source() -> str:
-    """Where :func:`cpu_flags` reads by default, for lineage records: ``/proc/cpuinfo`` or
-    ``COMPRESSOR_CPUINFO=<file>``."""
-    faked = faked_cpuinfo()
-    return f"{CPUINFO_ENV}={faked}" if faked is not None else _PROC_CPUINFO
-
-
 def machine() -> str:
-    """``platform.machine()`` lower-cased (``x86_64``, ``aarch64``, ``arm64``).
-
-    With ``COMPRESSOR_CPUINFO`` set, the faked CPU's architecture instead: ``x86_64`` for a
-    file with a ``flags`` line, ``aarch64`` for one with a ``Features`` line.
+    """The CPU architecture lower-cased (``x86_64``, ``aarch64``, ``arm64``); with
+    ``COMPRESSOR_CPUINFO`` set, the faked CPU's (:func:`compressor.hardware.architecture`).
 
     :raises CompressorError: if ``COMPRESSOR_CPUINFO`` names an unreadable file.
     """
-    faked = faked_cpuinfo()
-    if faked is not None:
-        return "x86_64" if "flags" in _read_faked(faked) else "aarch64"
-    return platform.machine().lower()
+    return architecture()
 
 
 def choose_ort_preset(flags: Iterable[str], arch: str) -> str:

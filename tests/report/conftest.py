@@ -1,48 +1,116 @@
-"""Hand-made result dicts shaped like compressor.evaluate.evaluate_artifact's output."""
+"""Records for the report tests, made by the real evaluator on tiny models.
+
+Three tiny BERT classifiers (random weights, a real WordPiece tokenizer, nothing downloaded)
+are evaluated once per test session by :func:`compressor.evaluate.evaluator.evaluate_records`
+with fast settings, so every report test reads records with exactly the evaluator's fields:
+a field renamed on one side fails here instead of printing ``-``. Tests that need a
+particular value (a busy machine, a collapsed model) change a deep copy, through the typed
+models (an unknown field name is an error).
+
+- ``baseline``: 2 layers, hidden 32;
+- ``student``: 1 layer, hidden 16, reference ``baseline`` (smaller: relative columns);
+- ``orphan``: 2 layers, reference ``missing`` (not evaluated: no relative columns).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from compressor.artifact import Artifact, Lineage
+from compressor.evaluate import EvaluationSettings
+from compressor.evaluate.records import EvaluationRecord
 
-def result(name: str, *, strategy=None, reference=None, acc=0.9, f1=0.88, n=1000,
-           params=20_000_000, disk_bytes=80_000_000, p50=(10.0, 200.0), task_metric="f1",
-           sha="abc", load=0.5) -> dict[str, Any]:
-    latency = []
-    for bs, p in zip((1, 32), p50):
-        latency.append({"batch_size": bs, "sequence_length": 128, "p50_ms": p, "p90_ms": p * 1.1,
-                        "p99_ms": p * 1.2, "mean_ms": p * 1.05,
-                        "throughput_seq_per_s": bs / (p / 1e3), "runs": 40})
-    return {
-        "model": name, "stage": name, "strategy": strategy, "parent": reference,
-        "reference": reference, "format": "pytorch", "backend": "pytorch", "device": "cpu",
-        "threads": 2, "sequence_length": 128, "task": "mr-snippets",
-        "accuracy": {"split": "test", "n": n, "accuracy": acc, task_metric: f1,
-                     "task_metric": task_metric},
-        "size": {"params": params, "disk_bytes": disk_bytes, "disk_mb": disk_bytes / 1e6},
-        "latency": latency,
-        "latency_inputs": {"split": "test", "n_texts": 32, "sha256": sha},
-        "warmup": 10,
-        "machine": {"cpu_model": "Test CPU", "machine": "x86_64", "cpus_available": 2,
-                    "load_avg_1m": load},
-        "evaluated_at": "2025-01-01T00:00:00+00:00", "load_time_s": 0.5,
-    }
+#: The evaluator's settings for the session's records: latency at 2 batch sizes x 2 lengths,
+#: a few calls per cell, a short matmul calibration, memory and FLOPs on.
+SETTINGS = dict(
+    batch_sizes=[1, 4],
+    sequence_lengths=[16, 32],
+    threads=1,
+    warmup=1,
+    min_runs=3,
+    max_runs=6,
+    min_time_s=0.0,
+    accuracy_batch_size=16,
+    calibration_s=0.02,
+    bootstrap_resamples=200,
+)
+
+#: name -> (layers, hidden, seed, strategy, reference)
+MODELS = {
+    "baseline": (2, 32, 0, None, None),
+    "student": (1, 16, 1, "distill.distilbert", "baseline"),
+    "orphan": (2, 32, 2, "prune.heads", "missing"),
+}
+
+
+def save_tiny_bert(path: Path, *, layers: int, hidden: int, seed: int) -> Path:
+    """A random BertForSequenceClassification with the conformance kit's WordPiece tokenizer;
+    a wide initialisation so the logits differ between inputs (not one class for all)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from compressor.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer("bert")
+    config = BertConfig(
+        vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=2 * hidden, max_position_embeddings=64, num_labels=2,
+        pad_token_id=tok.pad_token_id, initializer_range=0.5,
+    )
+    torch.manual_seed(seed)
+    BertForSequenceClassification(config).eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@dataclass
+class Evaluated:
+    """The session's evaluation: its folder, the artifacts and the records."""
+
+    root: Path
+    artifacts: dict[str, Artifact]
+    records: list[EvaluationRecord]
+
+
+@pytest.fixture(scope="session")
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Evaluated:
+    """:data:`MODELS` evaluated once per session (a few seconds)."""
+    from compressor.evaluate.evaluator import evaluate_records
+    from compressor.testing import tiny_task_data
+
+    root = tmp_path_factory.mktemp("evaluated")
+    artifacts = {}
+    for name, (layers, hidden, seed, strategy, reference) in MODELS.items():
+        path = save_tiny_bert(root / "artifacts" / name, layers=layers, hidden=hidden, seed=seed)
+        art = Artifact(name=name, path=path, lineage=Lineage(
+            stage=name, strategy=strategy, parent=reference, reference=reference,
+            config={"epochs": 1} if strategy else {}))
+        art.save()
+        artifacts[name] = art
+    records = evaluate_records(
+        list(artifacts.values()), tiny_task_data(n_eval=48), EvaluationSettings(**SETTINGS),
+        progress=False, output_dir=root / "run",
+    )
+    return Evaluated(root, artifacts, records)
 
 
 @pytest.fixture
-def results() -> list[dict[str, Any]]:
-    return [
-        result("baseline"),
-        result("student", strategy="distill.distilbert", reference="baseline", acc=0.87,
-               f1=0.85, params=11_000_000, disk_bytes=44_000_000, p50=(5.0, 100.0)),
-        result("int8", strategy="quantize.dynamic-int8", reference="student", acc=0.8725,
-               f1=0.86, params=11_000_000, disk_bytes=20_000_000, p50=(2.5, 40.0)),
-        result("orphan", strategy="prune.heads", reference="missing", acc=0.5),
-    ]
+def results(evaluated: Evaluated) -> list[EvaluationRecord]:
+    """Deep copies of the session's records (baseline, student, orphan): free to change."""
+    return [r.model_copy(deep=True) for r in evaluated.records]
 
 
 @pytest.fixture
-def make_result():
-    return result
+def artifacts(evaluated: Evaluated, tmp_path: Path) -> dict[str, Artifact]:
+    """The session's artifacts copied into this test's folder (model cards write there)."""
+    out = {}
+    for name, art in evaluated.artifacts.items():
+        folder = tmp_path / "artifacts" / name
+        shutil.copytree(art.path, folder)
+        out[name] = Artifact.load(folder)
+    return out
+
