@@ -1,8 +1,9 @@
 """The ``compressor`` command line.
 
-Commands: ``run``, ``validate``, ``plugins``, ``report``, ``schema``, ``compare``. Errors caused by user input
-(:class:`~compressor.errors.CompressorError`) print one message and exit with status 2; a
-stage that crashes exits with status 1 after saying where its traceback was saved.
+Commands: ``run``, ``evaluate``, ``validate``, ``plugins``, ``report``, ``schema``, ``compare``.
+Errors caused by user input (:class:`~compressor.errors.CompressorError`) print one message
+and exit with status 2; a stage that crashes (:class:`~compressor.errors.StageFailed`) exits
+with status 1 after saying where its traceback was saved.
 
 Heavy libraries (torch, transformers) are imported only by the commands that need them, so
 ``compressor --help`` and ``compressor validate`` start fast.
@@ -14,9 +15,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import CompressorError
+from .errors import CompressorError, StageFailed
 
 EXIT_USER_ERROR = 2
+EXIT_STAGE_FAILED = 1
+TASK_TYPES = ("text-classification", "masked-lm")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +37,34 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="delete an existing run directory first")
     r.add_argument("--run-dir", type=Path, help="run directory (default: <output.dir>/<name>)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    e = sub.add_parser(
+        "evaluate",
+        help="evaluate one model on a data set and write the report (a recipe without stages)",
+        description="Evaluate MODEL on a data set with the shared evaluator and write the "
+        "report, as a recipe without stages would. The recipe is saved in the run directory: "
+        "'compressor run RUN_DIR/recipe.yaml --resume' and 'compressor report RUN_DIR' work on it.",
+    )
+    e.add_argument("model", metavar="MODEL", help="packaged model name, model folder (an artifact of a run too) or hub id")
+    e.add_argument("--data", required=True, metavar="NAME|FILE",
+                   help="registered data set name, or a CSV/TSV/JSON/JSONL/Parquet file taken whole as --split")
+    e.add_argument("--task", choices=TASK_TYPES, help="task type (default: the data set's, else text-classification)")
+    e.add_argument("--split", default="test", choices=("test", "validation", "train"),
+                   help="split measured; a --data file is this split, whole (default: test)")
+    e.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/evaluate-<model>-<data>)")
+    e.add_argument("--name", help="run name (default: from MODEL and --data, or the --out folder's name)")
+    e.add_argument("--text-column", help="column holding the text (default: text)")
+    e.add_argument("--text-pair-column", help="column holding the second text of a pair")
+    e.add_argument("--label-column", help="column holding the label (default: label)")
+    e.add_argument("--max-samples", type=int, metavar="N", help="evaluate a seeded sample of N rows")
+    e.add_argument("--batch-sizes", type=int, nargs="+", metavar="B", help="batch sizes timed (default: the evaluator's)")
+    e.add_argument("--sequence-length", type=int, metavar="T", help="tokens per latency input")
+    e.add_argument("--no-latency", action="store_true", help="measure accuracy and size only")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the model is measured (default: auto)")
+    e.add_argument("--seed", type=int, default=0, help="seed of splits and samples (default: 0)")
+    e.add_argument("--resume", action="store_true", help="continue (or reuse) an existing run directory")
+    e.add_argument("--overwrite", action="store_true", help="delete an existing run directory first")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     v = sub.add_parser("validate", help="validate recipes without running them")
     v.add_argument("recipes", type=Path, nargs="+", help="recipe YAML files")
@@ -67,8 +98,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``compressor`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    args.argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     try:
         return _COMMANDS[args.command](args)
+    except StageFailed as exc:  # a stage crashed: the message says where its traceback is
+        print(f"error: {exc.format()}", file=sys.stderr)
+        return EXIT_STAGE_FAILED
     except CompressorError as exc:
         print(f"error: {exc.format()}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -79,32 +114,53 @@ def main(argv: list[str] | None = None) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import run
-    from .manifest import read_manifest
-    from .recipe import load_recipe
 
-    try:
-        result = run(
-            args.recipe,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            run_dir=args.run_dir,
-            progress=not args.no_progress,
-        )
-    except CompressorError:
-        raise
-    except Exception as exc:  # a stage crashed: say where, keep the traceback on disk
-        loaded = load_recipe(args.recipe)
-        run_dir = args.run_dir or Path(loaded.recipe.output.dir) / loaded.recipe.name
-        manifest = read_manifest(run_dir) or {}
-        failed = manifest.get("failed_stage")
-        tb = next((s.get("traceback") for s in manifest.get("stages", []) if s.get("name") == failed), None)
-        print(
-            f"error: stage {failed!r} failed: {type(exc).__name__}: {exc}\n"
-            f"  traceback: {tb}\n  earlier stages are kept in {run_dir}; fix the cause and "
-            f"rerun with --resume",
-            file=sys.stderr,
-        )
-        return 1
+    result = run(
+        args.recipe,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        run_dir=args.run_dir,
+        progress=not args.no_progress,
+    )
+    return _print_result(result)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .shortcuts import evaluate_model
+
+    evaluation: dict = {}
+    if args.batch_sizes:
+        evaluation["batch_sizes"] = args.batch_sizes
+    if args.sequence_length is not None:
+        evaluation["sequence_length"] = args.sequence_length
+    if args.no_latency:
+        evaluation["latency"] = False
+    if args.device:
+        evaluation["device"] = args.device
+    result = evaluate_model(
+        args.model,
+        args.data,
+        task=args.task,
+        split=args.split,
+        name=args.name,
+        run_dir=args.out,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        label_column=args.label_column,
+        max_samples=args.max_samples,
+        seed=args.seed,
+        evaluation=evaluation,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        command=shlex.join(["compressor", *args.argv]),
+    )
+    return _print_result(result)
+
+
+def _print_result(result) -> int:
     from .report import render_table
 
     print(render_table(result.results))
@@ -124,7 +180,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             status = EXIT_USER_ERROR
             continue
         stages = ", ".join(f"{s.name} ({s.strategy})" for s in loaded.recipe.stages)
-        print(f"ok: {path}: {stages}")
+        print(f"ok: {path}: {stages or 'no stages (evaluates the model only)'}")
     return status
 
 
@@ -182,6 +238,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "run": _cmd_run,
+    "evaluate": _cmd_evaluate,
     "validate": _cmd_validate,
     "plugins": _cmd_plugins,
     "report": _cmd_report,

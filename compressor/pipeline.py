@@ -2,7 +2,7 @@
 
 Run directory layout (``<output.dir>/<recipe name>/``)::
 
-    recipe.yaml            the recipe as given
+    recipe.yaml            the recipe as given (as built, for ``compressor evaluate``)
     recipe.resolved.json   every default filled in, stage configs included
     manifest.json          versions, seed, git SHA, data fingerprint, hardware, stage status
     run.log                the console log
@@ -10,13 +10,21 @@ Run directory layout (``<output.dir>/<recipe name>/``)::
     artifacts/01-<stage>/  each finished stage's artifact (written to a ``.partial`` folder
                            first, renamed when the stage succeeds)
     work/01-<stage>/       checkpoints of a stage (Trainer), kept so a stage can resume
+    work/01-<stage>.traceback.txt   the traceback of a stage that failed
     results.jsonl          one evaluation record per line, appended as they are measured
     results.json, report.md
 
 A stage starts from the previous stage's artifact, or from the artifact its ``input`` key
-names (``baseline`` or an earlier stage). Each stage has a fingerprint: a hash of its input
-artifact's fingerprint, its strategy and its validated config. ``resume=True`` reuses every finished stage whose fingerprint is unchanged
-and continues from the first stage that is unfinished or changed.
+names (``baseline`` or an earlier stage; see :func:`compressor.plan.stage_inputs`). Each
+stage has a fingerprint: a hash of its input artifact's fingerprint, its strategy and its
+validated config. ``resume=True`` reuses every finished stage whose fingerprint is unchanged
+(:class:`StageCache`) and every evaluation record measured with the same model fingerprint
+and settings (:class:`EvaluationCache`), and continues from the first stage that is
+unfinished or changed. A recipe without stages evaluates its model (the baseline) only.
+
+:class:`Run` holds one run's state and does it in steps (prepare the run directory, resolve
+model and data, baseline, each stage, evaluation, report); :func:`run` loads a recipe file
+and executes a :class:`Run`.
 """
 
 from __future__ import annotations
@@ -33,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifact import Artifact, Lineage
-from .errors import CompressorError, StageError
+from .artifact import Artifact, Lineage, write_json_atomic
+from .errors import CompressorError, StageError, StageFailed
 from .manifest import (
     git_sha,
     hardware,
@@ -43,6 +51,7 @@ from .manifest import (
     read_manifest,
     write_manifest,
 )
+from .plan import check_format_chain, missing_training_data, model_format, stage_inputs, training_stages
 from .recipe import LoadedRecipe, load_recipe
 
 log = logging.getLogger("compressor")
@@ -104,26 +113,566 @@ class _Console(logging.StreamHandler):
         pass
 
 
-def _read_results(run_dir: Path) -> list[dict[str, Any]]:
-    p = run_dir / RESULTS_LINES
-    if not p.exists():
-        return []
-    out = []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line:
+class StageCache:
+    """The stages an earlier attempt of the run finished: what ``--resume`` may reuse.
+
+    Built from the earlier ``manifest.json``; a stage (or the baseline) is reusable when
+    it finished, its fingerprint is unchanged and its artifact folder is complete.
+
+    :param manifest: the earlier manifest, or ``None`` for a fresh run.
+    """
+
+    def __init__(self, manifest: dict[str, Any] | None = None) -> None:
+        stages = (manifest or {}).get("stages", [])
+        self.entries: dict[str, dict[str, Any]] = {
+            s["name"]: s for s in stages if isinstance(s, dict) and isinstance(s.get("name"), str)
+        }
+
+    def reusable(self, name: str, fingerprint: str, folder: Path) -> dict[str, Any] | None:
+        """The earlier manifest entry of ``name`` when its artifact can be reused.
+
+        :param name: the stage's name (``"baseline"`` for the input model).
+        :param fingerprint: the stage's fingerprint in this run.
+        :param folder: the stage's artifact folder.
+        :returns: the entry, or ``None`` when the stage must run (again).
+        """
+        old = self.entries.get(name)
+        if (
+            old
+            and old.get("status") == "done"
+            and old.get("fingerprint") == fingerprint
+            and (folder / "lineage.json").exists()
+        ):
+            return old
+        return None
+
+
+class EvaluationCache:
+    """The evaluation records measured so far in a run directory (``results.jsonl``).
+
+    Records are kept by ``(model, fingerprint, settings_key)``; one model may have one
+    record per device (CPU, CUDA), the latest one per device winning. A torn last line
+    (a killed run) is skipped.
+
+    :param path: the ``results.jsonl`` file (it may not exist yet).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.records: dict[tuple[Any, Any, Any], list[dict[str, Any]]] = {}
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # a torn last line from a killed run
+                    continue
+                if isinstance(record, dict):
+                    self._keep(record)
+
+    @staticmethod
+    def key(record: dict[str, Any]) -> tuple[Any, Any, Any]:
+        """``(model, fingerprint, settings_key)`` of a record."""
+        return record.get("model"), record.get("fingerprint"), record.get("settings_key")
+
+    def _keep(self, record: dict[str, Any]) -> None:
+        key = self.key(record)
+        others = [r for r in self.records.get(key, []) if r.get("device") != record.get("device")]
+        self.records[key] = others + [record]
+
+    def lookup(self, keys: list[tuple[str, str, str]]) -> list[dict[str, Any]] | None:
+        """The records of every key, in order, or ``None`` when one was never measured.
+
+        :param keys: ``(model, fingerprint, settings_key)`` per model wanted.
+        """
+        if not all(k in self.records for k in keys):
+            return None
+        return [r for k in keys for r in self.records[k]]
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Append one record to ``results.jsonl`` (flushed to disk) and keep it.
+
+        :param record: an evaluation record with ``fingerprint`` and ``settings_key`` set.
+        """
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._keep(record)
+
+
+class Run:
+    """One run of a validated recipe, in steps.
+
+    :meth:`execute` does every step in order: :meth:`prepare_run_dir`, :meth:`start`,
+    :meth:`resolve`, :meth:`make_baseline`, :meth:`run_stage` for each stage,
+    :meth:`evaluate`, :meth:`finish` and :meth:`report`, with the plugins' run hooks around
+    them and the manifest recording each step.
+
+    :param loaded: the recipe, phase 2 included (:func:`compressor.recipe.load_recipe`).
+    :param run_dir: the run directory; default ``<output.dir>/<name>``.
+    :param plugins: loaded :class:`compressor.plugins.Plugins` (default: process-wide).
+    :param progress: show progress bars.
+    :param recipe_text: the recipe's text, written as the run's ``recipe.yaml``; default:
+        the bytes of ``loaded.path`` (read now, so ``--overwrite`` may delete a recipe kept
+        in the run directory).
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedRecipe,
+        *,
+        run_dir: str | Path | None = None,
+        plugins: Any = None,
+        progress: bool = True,
+        recipe_text: str | None = None,
+    ) -> None:
+        from .plugins import get_plugins
+
+        self.loaded = loaded
+        self.recipe = loaded.recipe
+        self.plugins = plugins or get_plugins()
+        self.progress = progress
+        self.run_dir = Path(run_dir) if run_dir else Path(self.recipe.output.dir) / self.recipe.name
+        self.recipe_bytes = recipe_text.encode("utf-8") if recipe_text is not None else loaded.path.read_bytes()
+        self.recipe_hash = loaded.hash()
+        self.inputs = stage_inputs(self.recipe.stages)
+        self.manifest: dict[str, Any] = {}
+        self.previous_status: str | None = None
+        self.stage_cache = StageCache()
+        self.evaluation_cache = EvaluationCache(self.run_dir / RESULTS_LINES)
+        self.device = "cpu"
+        self.cache_dir: Path | None = None
+        self.model_dir: Path | None = None
+        self.baseline_format = "pytorch"
+        self.data: Any = None
+        self.artifacts: dict[str, Artifact] = {}
+        self.fingerprints: dict[str, str] = {}
+        self.results: list[dict[str, Any]] = []
+        self.report_path: Path | None = None
+
+    # --- the whole run ----------------------------------------------------------------------
+
+    def execute(self, *, resume: bool = False, overwrite: bool = False) -> RunResult:
+        """Run every step; the manifest says ``done`` or ``failed`` at the end.
+
+        :param resume: continue an existing run directory.
+        :param overwrite: delete an existing run directory first.
+        :returns: a :class:`RunResult`.
+        :raises compressor.errors.CompressorError: bad recipe, data or model, or an existing
+            run directory without ``resume``/``overwrite``; a strategy's own
+            :class:`~compressor.errors.CompressorError` (such as
+            :class:`~compressor.errors.HardwareUnsupported`) ends the run as itself.
+        :raises compressor.errors.StageFailed: a stage crashed with any other exception
+            (its ``__cause__``); the plugins' ``compressor_run_end`` hook receives the
+            original exception.
+        """
+        self.prepare_run_dir(resume=resume, overwrite=overwrite)
+        handler = _setup_logging(self.run_dir)
+        error: BaseException | None = None
+        try:
+            self.start()
+            self.resolve()
+            self.make_baseline()
+            self.plugins.hook.compressor_run_start(run_dir=self.run_dir, recipe=self.recipe)
+            for index in range(1, len(self.recipe.stages) + 1):
+                self.run_stage(index)
+            self.evaluate()
+            self.finish()
+            self.report()
+            return self.result()
+        except BaseException as exc:
+            error = exc.error if isinstance(exc, StageFailed) else exc
+            if self.manifest:
+                self.manifest.update(status="failed", finished_at=now(), error=f"{type(error).__name__}: {error}")
+                self.save()
+            raise
+        finally:
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a torn last line from a killed run
-                continue
-    return out
+                self.plugins.hook.compressor_run_end(run_dir=self.run_dir, results=self.results, error=error)
+            finally:
+                log.removeHandler(handler)
+                handler.close()
 
+    def result(self) -> RunResult:
+        """What the run made so far, as a :class:`RunResult`."""
+        return RunResult(
+            run_dir=self.run_dir, artifacts=dict(self.artifacts), results=list(self.results), report=self.report_path
+        )
 
-def _append_result(run_dir: Path, record: dict[str, Any]) -> None:
-    with open(run_dir / RESULTS_LINES, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, default=str) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    def save(self) -> None:
+        """Write the manifest (atomically)."""
+        write_manifest(self.run_dir, self.manifest)
+
+    # --- steps ------------------------------------------------------------------------------
+
+    def prepare_run_dir(self, *, resume: bool = False, overwrite: bool = False) -> None:
+        """Create the run directory, or take over an existing one.
+
+        :param resume: keep an existing directory and reuse what it finished.
+        :param overwrite: delete an existing directory first.
+        :raises compressor.errors.CompressorError: the directory exists (and is not empty)
+            without ``resume`` or ``overwrite``, or the path is a file.
+        """
+        run_dir = self.run_dir
+        if run_dir.exists() and not run_dir.is_dir():
+            raise CompressorError(
+                f"the run directory {run_dir} is a file",
+                hint="choose another run directory (--run-dir, or output.dir and name in the recipe)",
+            )
+        previous = read_manifest(run_dir) if run_dir.exists() else None
+        if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+            if not overwrite:
+                raise CompressorError(
+                    f"run directory {run_dir} already exists",
+                    hint="add --resume to continue it, or --overwrite to start again from scratch",
+                )
+            shutil.rmtree(run_dir)
+            previous = None
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "artifacts").mkdir(exist_ok=True)
+        (run_dir / "work").mkdir(exist_ok=True)
+        self.previous_status = previous.get("status") if previous else None
+        self.stage_cache = StageCache(previous)
+        self.evaluation_cache = EvaluationCache(run_dir / RESULTS_LINES)
+
+    def start(self) -> None:
+        """Write ``recipe.yaml``, ``recipe.resolved.json`` and a first manifest (``running``)."""
+        target = self.run_dir / "recipe.yaml"
+        partial = target.with_name(".recipe.yaml.partial")
+        partial.write_bytes(self.recipe_bytes)
+        os.replace(partial, target)
+        write_json_atomic(self.run_dir / "recipe.resolved.json", self.loaded.resolved())
+        self.manifest = {
+            "run": self.recipe.name,
+            "recipe": str(self.loaded.path.resolve()),
+            "recipe_hash": self.recipe_hash,
+            "status": "running",
+            "started_at": now(),
+            "resumed_from": self.previous_status,
+            "command": " ".join(sys.argv),
+            "seed": self.recipe.seed,
+            "git_sha": git_sha(Path.cwd()),
+            "versions": library_versions(),
+            "plugins": {n: i.version for n, i in self.plugins.infos.items() if not i.error},
+            "hardware": hardware(),
+            "stages": [],
+        }
+        self.save()
+
+    def resolve(self) -> None:
+        """Resolve the model and load the data; check the plan against what they are.
+
+        The format chain is checked again with the format of the resolved model (an
+        artifact folder of an earlier run keeps its own), the training stages need training
+        rows, and the evaluated split must exist and hold rows: all before any stage runs.
+
+        :raises compressor.errors.CompressorError: at the recipe's file:line (model, data,
+            task type, format chain, training data, ``evaluation.accuracy_split``).
+        """
+        import torch
+
+        from .sources.datasets import load_task_data
+        from .sources.models import resolve_model
+        from .sources.packaged import cache_root
+
+        recipe, loaded = self.recipe, self.loaded
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        cache = self.cache_dir = cache_root()
+        log.info("resolving model %r (source: %s)", recipe.model.name, recipe.model.source)
+        try:
+            model_name = recipe.model.name
+            # a relative local folder is relative to the recipe's folder, then to the cwd
+            if recipe.model.source in ("auto", "local") and (loaded.base_dir / model_name).is_dir():
+                model_name = str(loaded.base_dir / model_name)
+            model_dir = resolve_model(
+                model_name,
+                recipe.model.source,
+                sources=self.plugins.model_sources,
+                cache_dir=cache,
+                revision=recipe.model.revision,
+                trust_remote_code=recipe.model.trust_remote_code,
+            )
+        except CompressorError as exc:
+            _locate(exc, loaded)
+            raise
+        log.info("loading data")
+        try:
+            data = load_task_data(
+                recipe.task.data,
+                datasets_registry=self.plugins.datasets,
+                cache_dir=cache,
+                seed=recipe.seed,
+                base_dir=loaded.base_dir,
+                task_type=recipe.task.type,
+            )
+        except CompressorError as exc:
+            _locate(exc, loaded)
+            raise
+        if data.type != recipe.task.type:
+            raise CompressorError(
+                f"data set {data.name!r} is {data.type!r} data but the task is {recipe.task.type!r}",
+                where=loaded.where(("task", "type")),
+                key="task.type",
+                expected=repr(data.type),
+            )
+        self.model_dir, self.data = Path(model_dir), data
+        self.baseline_format = model_format(model_dir)
+        check_format_chain(loaded, self.plugins.strategies, baseline_format=self.baseline_format)
+        self._check_data()
+        self.manifest["model_dir"] = str(model_dir)
+        self.manifest["data"] = {
+            "name": data.name,
+            "fingerprint": data.fingerprint,
+            "splits": {k: len(v) for k, v in data.splits.items()},
+            "labels": data.label_names,
+        }
+        self.manifest["device"] = self.device
+        self.save()
+
+    def _check_data(self) -> None:
+        """Training rows for the stages that train; rows in the evaluated split."""
+        data, loaded = self.data, self.loaded
+        train = data.splits.get("train")
+        trainers = training_stages(loaded, self.plugins.strategies)
+        if trainers and (train is None or len(train) == 0):
+            raise missing_training_data(loaded, trainers[0][1], f"the data {data.name!r} has no training rows")
+        if not self.evaluated_names():
+            return
+        split = self.recipe.evaluation.accuracy_split
+        sizes = {k: len(v) for k, v in data.splits.items()}
+        with_rows = [k for k, n in sizes.items() if n]
+        if sizes.get(split, 0) == 0:
+            from .suggest import did_you_mean
+
+            state = "has no rows" if split in sizes else "is not a split of the data"
+            hint = did_you_mean(split, with_rows) if split not in sizes else None
+            if hint is None and with_rows:
+                hint = f"set evaluation.accuracy_split to {with_rows[-1]!r}"
+            raise CompressorError(
+                f"the evaluated split {split!r} {state} (the data gives "
+                f"{', '.join(f'{k} {n}' for k, n in sizes.items())} rows)",
+                where=loaded.where(("evaluation", "accuracy_split")),
+                key="evaluation.accuracy_split",
+                expected=f"a split with rows: one of {with_rows}",
+                hint=hint,
+            )
+
+    def make_baseline(self) -> Artifact:
+        """Link (or copy) the input model into ``artifacts/00-baseline`` (kept on resume).
+
+        :returns: the baseline :class:`Artifact`, in the format of the resolved model.
+        """
+        recipe = self.recipe
+        fingerprint = _sha(recipe.model.model_dump(), recipe.task.model_dump(), recipe.seed, self.data.fingerprint)
+        baseline_dir = self.run_dir / "artifacts" / "00-baseline"
+        if self.stage_cache.reusable("baseline", fingerprint, baseline_dir) is None:
+            shutil.rmtree(baseline_dir, ignore_errors=True)
+            partial = baseline_dir.with_name(".00-baseline.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(self.model_dir, partial, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(".git*"))
+            Artifact(
+                name="baseline",
+                path=partial,
+                format=self.baseline_format,
+                lineage=Lineage(stage="baseline", recipe_hash=self.recipe_hash, extra={"source": str(self.model_dir)}),
+            ).save()
+            os.replace(partial, baseline_dir)
+        artifact = Artifact.load(baseline_dir)
+        self.artifacts["baseline"] = artifact
+        self.fingerprints["baseline"] = fingerprint
+        self.manifest["stages"].append(
+            {"name": "baseline", "strategy": None, "status": "done", "fingerprint": fingerprint, "artifact": str(baseline_dir)}
+        )
+        self.save()
+        return artifact
+
+    def run_stage(self, index: int) -> Artifact:
+        """Run stage ``index``, or reuse its artifact from an earlier attempt.
+
+        :param index: 1-based position among the recipe's stages; the stages before it
+            (and the baseline) must be done.
+        :returns: the stage's :class:`Artifact`.
+        :raises compressor.errors.StageError: the input's format does not suit the
+            strategy, or the strategy returned something other than its artifact.
+        :raises compressor.errors.CompressorError: raised by the strategy, as itself.
+        :raises compressor.errors.StageFailed: the strategy raised any other exception;
+            the traceback is saved in ``work/<NN>-<stage>.traceback.txt``.
+        """
+        import transformers
+
+        from .strategy import StageContext
+
+        recipe, plugins = self.recipe, self.plugins
+        stage, config = recipe.stages[index - 1], self.loaded.stage_configs[index - 1]
+        strategy_cls = plugins.strategy(stage.strategy)
+        source = self.inputs[index - 1]
+        artifact = self.artifacts[source]
+        fingerprint = _sha(self.fingerprints[source], stage.strategy, config.model_dump(mode="json"))
+        self.fingerprints[stage.name] = fingerprint
+        folder = f"{index:02d}-{stage.name}"
+        out_dir = self.run_dir / "artifacts" / folder
+        work_dir = self.run_dir / "work" / folder
+        entry: dict[str, Any] = {
+            "name": stage.name,
+            "strategy": stage.strategy,
+            "status": "pending",
+            "fingerprint": fingerprint,
+            "artifact": str(out_dir),
+        }
+        self.manifest["stages"].append(entry)
+        old = self.stage_cache.reusable(stage.name, fingerprint, out_dir)
+        if old is not None:
+            done = Artifact.load(out_dir)
+            self.artifacts[stage.name] = done
+            entry.update({k: old[k] for k in ("started_at", "finished_at", "duration_s") if k in old})
+            entry["status"] = "done"
+            entry["reused"] = True
+            log.info("stage %d %r: finished in an earlier run, reused", index, stage.name)
+            self.save()
+            return done
+        if artifact.format not in strategy_cls.input_formats:  # a strategy that made another format than it declares
+            raise StageError(
+                f"strategy {stage.strategy!r} takes {list(strategy_cls.input_formats)} models, "
+                f"but its input {artifact.name!r} is a {artifact.format!r} model",
+                where=self.loaded.where(("stages", index - 1, "strategy")),
+                key=f"stages[{index - 1}].strategy",
+                hint="reorder the stages so that export and quantisation come last, or "
+                "start this stage from another artifact with 'input: <name>'",
+            )
+        # A changed stage invalidates its old output and checkpoints.
+        shutil.rmtree(out_dir, ignore_errors=True)
+        stamp = work_dir / "fingerprint"
+        if work_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
+            shutil.rmtree(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(fingerprint)
+        partial = out_dir.with_name(f".{folder}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+
+        context = StageContext(
+            stage_name=stage.name,
+            output_dir=partial,
+            work_dir=work_dir,
+            data=self.data,
+            seed=recipe.seed,
+            artifacts=dict(self.artifacts),
+            recipe_hash=self.recipe_hash,
+            logger=log,
+            progress=self.progress,
+            device=self.device,
+            base_dir=self.loaded.base_dir,
+            cache_dir=self.cache_dir,
+            plugins=plugins,
+        )
+        entry.update(status="running", started_at=now())
+        self.save()
+        log.info("stage %d/%d %r: %s", index, len(recipe.stages), stage.name, stage.strategy)
+        plugins.hook.compressor_stage_start(stage=stage.name, strategy=stage.strategy, context=context)
+        t0 = time.perf_counter()
+        transformers.set_seed(recipe.seed)
+        try:
+            produced = strategy_cls().apply(artifact, config, context)
+            if not isinstance(produced, Artifact):
+                raise StageError(
+                    f"strategy {stage.strategy!r} returned {type(produced).__name__}, not an Artifact"
+                )
+            if Path(produced.path).resolve() != partial.resolve():
+                raise StageError(
+                    f"strategy {stage.strategy!r} wrote its artifact to {produced.path}, "
+                    f"not to the stage's output_dir"
+                )
+            produced.save()
+        except BaseException as exc:
+            entry.update(
+                status="failed",
+                finished_at=now(),
+                duration_s=round(time.perf_counter() - t0, 2),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            tb = self.run_dir / "work" / f"{folder}.traceback.txt"
+            tb.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+            entry["traceback"] = str(tb)
+            self.manifest["failed_stage"] = stage.name
+            self.save()
+            plugins.hook.compressor_stage_end(stage=stage.name, strategy=stage.strategy, artifact=None, error=exc)
+            shutil.rmtree(partial, ignore_errors=True)
+            if isinstance(exc, CompressorError) or not isinstance(exc, Exception):
+                raise  # input errors end the run as themselves; so do KeyboardInterrupt & co.
+            raise StageFailed(
+                stage.name, index, strategy=stage.strategy, run_dir=self.run_dir, traceback_path=tb, error=exc
+            ) from exc
+        os.replace(partial, out_dir)
+        done = Artifact.load(out_dir)
+        self.artifacts[stage.name] = done
+        entry.update(status="done", finished_at=now(), duration_s=round(time.perf_counter() - t0, 2))
+        self.save()
+        plugins.hook.compressor_stage_end(stage=stage.name, strategy=stage.strategy, artifact=done, error=None)
+        log.info("stage %r done in %.1f s", stage.name, entry["duration_s"])
+        return done
+
+    def evaluated_names(self) -> list[str]:
+        """The artifacts the recipe evaluates, in report order (``baseline`` first)."""
+        names = ["baseline"] if self.recipe.evaluation.baseline else []
+        return names + [s.name for s in self.recipe.stages if s.evaluate]
+
+    def evaluate(self) -> list[dict[str, Any]]:
+        """Measure every evaluated artifact with the same settings, or reuse the records.
+
+        All models are measured together so their latency is timed in interleaved rounds;
+        ratios between them (speedups) then survive a busy machine. Records measured in an
+        earlier attempt with the same model fingerprints and settings are reused.
+
+        :returns: the evaluation records (also in :attr:`results`).
+        """
+        from .evaluate import evaluate_artifacts
+
+        settings = self.recipe.evaluation
+        settings_key = _sha(settings.model_dump(mode="json"))
+        wanted = self.evaluated_names()
+        keys = [(name, self.fingerprints[name], settings_key) for name in wanted]
+        cached = self.evaluation_cache.lookup(keys)
+        if not wanted:
+            log.info("evaluation: no model is evaluated (evaluation.baseline and every stage's evaluate are off)")
+            results: list[dict[str, Any]] = []
+        elif cached is not None:
+            log.info("evaluation: every model was measured in an earlier run, reused")
+            results = cached
+        else:
+            log.info("evaluating %s", ", ".join(wanted))
+            results = evaluate_artifacts(
+                [self.artifacts[name] for name in wanted], self.data, _evaluation_settings(settings),
+                progress=self.progress, output_dir=self.run_dir, backends=self.plugins.backends,
+            )
+            for record in results:
+                record.update(fingerprint=self.fingerprints[record["model"]], settings_key=settings_key)
+                self.evaluation_cache.add(record)
+        self.results = results
+        return results
+
+    def finish(self) -> None:
+        """Mark the run ``done`` in the manifest."""
+        self.manifest.update(status="done", finished_at=now())
+        self.manifest.pop("failed_stage", None)
+        self.save()
+
+    def report(self) -> Path:
+        """Write the report files and a model card into every evaluated artifact.
+
+        :returns: the path of ``report.md``.
+        """
+        from .report import write_model_cards, write_report
+
+        self.report_path = write_report(self.run_dir, self.results, title=self.recipe.name, manifest=self.manifest)
+        write_model_cards(
+            self.results, self.artifacts, recipe_text=self.recipe_bytes.decode("utf-8", errors="replace"),
+            run_name=self.recipe.name, backends=self.plugins.backends,
+        )
+        log.info("report: %s", self.report_path)
+        return self.report_path
 
 
 def run(
@@ -145,296 +694,17 @@ def run(
     :param progress: show progress bars.
     :returns: a :class:`RunResult`.
     :raises compressor.errors.CompressorError: bad recipe, data or model (the CLI prints it
-        and exits with status 2). Any other exception raised by a stage is re-raised after
-        the manifest records which stage failed and why.
+        and exits with status 2), checked before any stage runs where it can be; a
+        strategy's own ``CompressorError`` ends the run as itself.
+    :raises compressor.errors.StageFailed: a stage raised any other exception (kept as
+        ``__cause__``), after the manifest recorded which stage failed and where its
+        traceback is (the CLI exits with status 1).
     """
     from .plugins import get_plugins
 
     plugins = plugins or get_plugins()
     loaded = load_recipe(recipe_path, plugins=plugins)
-    recipe = loaded.recipe
-    run_dir = Path(run_dir) if run_dir else Path(recipe.output.dir) / recipe.name
-    previous = read_manifest(run_dir) if run_dir.exists() else None
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        if not overwrite:
-            raise CompressorError(
-                f"run directory {run_dir} already exists",
-                hint="add --resume to continue it, or --overwrite to start again from scratch",
-            )
-        shutil.rmtree(run_dir)
-        previous = None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "artifacts").mkdir(exist_ok=True)
-    (run_dir / "work").mkdir(exist_ok=True)
-    handler = _setup_logging(run_dir)
-    try:
-        return _run(loaded, run_dir, previous, plugins, progress)
-    finally:
-        log.removeHandler(handler)
-        handler.close()
-
-
-def _run(loaded: LoadedRecipe, run_dir: Path, previous: dict | None, plugins: Any, progress: bool) -> RunResult:
-    from .evaluate import evaluate_artifacts
-    from .report import write_model_cards, write_report
-    from .sources.datasets import load_task_data
-    from .sources.models import resolve_model
-    from .sources.packaged import cache_root
-
-    recipe = loaded.recipe
-    recipe_hash = loaded.hash()
-    shutil.copyfile(loaded.path, run_dir / "recipe.yaml")
-    from .artifact import write_json_atomic
-
-    write_json_atomic(run_dir / "recipe.resolved.json", loaded.resolved())
-
-    manifest: dict[str, Any] = {
-        "run": recipe.name,
-        "recipe": str(loaded.path.resolve()),
-        "recipe_hash": recipe_hash,
-        "status": "running",
-        "started_at": now(),
-        "resumed_from": previous.get("status") if previous else None,
-        "command": " ".join(sys.argv),
-        "seed": recipe.seed,
-        "git_sha": git_sha(Path.cwd()),
-        "versions": library_versions(),
-        "plugins": {n: i.version for n, i in plugins.infos.items() if not i.error},
-        "hardware": hardware(),
-        "stages": [],
-    }
-    old_stages = {s["name"]: s for s in (previous or {}).get("stages", [])}
-    result = RunResult(run_dir=run_dir)
-    error: BaseException | None = None
-
-    def save() -> None:
-        write_manifest(run_dir, manifest)
-
-    save()
-    try:
-        import torch
-        import transformers
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        cache = cache_root()
-        log.info("resolving model %r (source: %s)", recipe.model.name, recipe.model.source)
-        try:
-            model_name = recipe.model.name
-            # a relative local folder is relative to the recipe's folder, then to the cwd
-            if recipe.model.source in ("auto", "local") and (loaded.base_dir / model_name).is_dir():
-                model_name = str(loaded.base_dir / model_name)
-            model_dir = resolve_model(
-                model_name,
-                recipe.model.source,
-                sources=plugins.model_sources,
-                cache_dir=cache,
-                revision=recipe.model.revision,
-                trust_remote_code=recipe.model.trust_remote_code,
-            )
-        except CompressorError as exc:
-            _locate(exc, loaded)
-            raise
-        log.info("loading data")
-        try:
-            data = load_task_data(
-                recipe.task.data,
-                datasets_registry=plugins.datasets,
-                cache_dir=cache,
-                seed=recipe.seed,
-                base_dir=loaded.base_dir,
-                task_type=recipe.task.type,
-            )
-        except CompressorError as exc:
-            _locate(exc, loaded)
-            raise
-        if data.type != recipe.task.type:
-            raise CompressorError(
-                f"data set {data.name!r} is {data.type!r} data but the task is {recipe.task.type!r}",
-                where=loaded.where(("task", "type")),
-                key="task.type",
-                expected=repr(data.type),
-            )
-        manifest["model_dir"] = str(model_dir)
-        manifest["data"] = {
-            "name": data.name,
-            "fingerprint": data.fingerprint,
-            "splits": {k: len(v) for k, v in data.splits.items()},
-            "labels": data.label_names,
-        }
-        manifest["device"] = device
-        save()
-
-        fingerprint = _sha(recipe.model.model_dump(), recipe.task.model_dump(), recipe.seed, data.fingerprint)
-        baseline_dir = run_dir / "artifacts" / "00-baseline"
-        if not (baseline_dir / "lineage.json").exists() or old_stages.get("baseline", {}).get("fingerprint") != fingerprint:
-            shutil.rmtree(baseline_dir, ignore_errors=True)
-            partial = baseline_dir.with_name(".00-baseline.partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            shutil.copytree(model_dir, partial, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(".git*"))
-            Artifact(
-                name="baseline",
-                path=partial,
-                lineage=Lineage(stage="baseline", recipe_hash=recipe_hash, extra={"source": str(model_dir)}),
-            ).save()
-            os.replace(partial, baseline_dir)
-        artifact = Artifact.load(baseline_dir)
-        result.artifacts["baseline"] = artifact
-        manifest["stages"].append(
-            {"name": "baseline", "strategy": None, "status": "done", "fingerprint": fingerprint, "artifact": str(baseline_dir)}
-        )
-        save()
-        plugins.hook.compressor_run_start(run_dir=run_dir, recipe=recipe)
-
-        stage_fingerprints = {"baseline": fingerprint}
-        for index, (stage, config) in enumerate(zip(recipe.stages, loaded.stage_configs), start=1):
-            strategy_cls = plugins.strategy(stage.strategy)
-            if stage.input is not None:  # validated: the baseline or an earlier stage
-                artifact = result.artifacts[stage.input]
-                fingerprint = stage_fingerprints[stage.input]
-            fingerprint = _sha(fingerprint, stage.strategy, config.model_dump(mode="json"))
-            stage_fingerprints[stage.name] = fingerprint
-            folder = f"{index:02d}-{stage.name}"
-            out_dir = run_dir / "artifacts" / folder
-            work_dir = run_dir / "work" / folder
-            entry: dict[str, Any] = {
-                "name": stage.name,
-                "strategy": stage.strategy,
-                "status": "pending",
-                "fingerprint": fingerprint,
-                "artifact": str(out_dir),
-            }
-            manifest["stages"].append(entry)
-            old = old_stages.get(stage.name)
-            if old and old.get("status") == "done" and old.get("fingerprint") == fingerprint and (out_dir / "lineage.json").exists():
-                artifact = Artifact.load(out_dir)
-                result.artifacts[stage.name] = artifact
-                entry.update({k: old[k] for k in ("started_at", "finished_at", "duration_s") if k in old})
-                entry["status"] = "done"
-                entry["reused"] = True
-                log.info("stage %d %r: finished in an earlier run, reused", index, stage.name)
-                save()
-                continue
-            if artifact.format not in strategy_cls.input_formats:
-                raise StageError(
-                    f"strategy {stage.strategy!r} takes {list(strategy_cls.input_formats)} models, "
-                    f"but its input {artifact.name!r} is a {artifact.format!r} model",
-                    where=loaded.where(("stages", index - 1, "strategy")),
-                    key=f"stages[{index - 1}].strategy",
-                    hint="reorder the stages so that export and quantisation come last, or "
-                    "start this stage from another artifact with 'input: <name>'",
-                )
-            # A changed stage invalidates its old output and checkpoints.
-            shutil.rmtree(out_dir, ignore_errors=True)
-            stamp = work_dir / "fingerprint"
-            if work_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
-                shutil.rmtree(work_dir)
-            work_dir.mkdir(parents=True, exist_ok=True)
-            stamp.write_text(fingerprint)
-            partial = out_dir.with_name(f".{folder}.partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir(parents=True)
-
-            from .strategy import StageContext
-
-            context = StageContext(
-                stage_name=stage.name,
-                output_dir=partial,
-                work_dir=work_dir,
-                data=data,
-                seed=recipe.seed,
-                artifacts=dict(result.artifacts),
-                recipe_hash=recipe_hash,
-                logger=log,
-                progress=progress,
-                device=device,
-            )
-            entry.update(status="running", started_at=now())
-            save()
-            log.info("stage %d/%d %r: %s", index, len(recipe.stages), stage.name, stage.strategy)
-            plugins.hook.compressor_stage_start(stage=stage.name, strategy=stage.strategy, context=context)
-            t0 = time.perf_counter()
-            transformers.set_seed(recipe.seed)
-            try:
-                produced = strategy_cls().apply(artifact, config, context)
-                if not isinstance(produced, Artifact):
-                    raise StageError(
-                        f"strategy {stage.strategy!r} returned {type(produced).__name__}, not an Artifact"
-                    )
-                if Path(produced.path).resolve() != partial.resolve():
-                    raise StageError(
-                        f"strategy {stage.strategy!r} wrote its artifact to {produced.path}, "
-                        f"not to the stage's output_dir"
-                    )
-                produced.save()
-            except BaseException as exc:
-                entry.update(
-                    status="failed",
-                    finished_at=now(),
-                    duration_s=round(time.perf_counter() - t0, 2),
-                    error=f"{type(exc).__name__}: {exc}",
-                )
-                tb = run_dir / "work" / f"{folder}.traceback.txt"
-                tb.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
-                entry["traceback"] = str(tb)
-                manifest["failed_stage"] = stage.name
-                save()
-                plugins.hook.compressor_stage_end(stage=stage.name, strategy=stage.strategy, artifact=None, error=exc)
-                shutil.rmtree(partial, ignore_errors=True)
-                raise
-            os.replace(partial, out_dir)
-            artifact = Artifact.load(out_dir)
-            result.artifacts[stage.name] = artifact
-            entry.update(status="done", finished_at=now(), duration_s=round(time.perf_counter() - t0, 2))
-            save()
-            plugins.hook.compressor_stage_end(stage=stage.name, strategy=stage.strategy, artifact=artifact, error=None)
-            log.info("stage %r done in %.1f s", stage.name, entry["duration_s"])
-
-        # Evaluation: every requested artifact, same settings, one after another.
-        settings = recipe.evaluation
-        settings_key = _sha(settings.model_dump(mode="json"))
-        fingerprints = {s["name"]: s["fingerprint"] for s in manifest["stages"]}
-        # One record per (model, device): a model may be measured on CPU and on CUDA.
-        done: dict[tuple, list[dict[str, Any]]] = {}
-        for r in _read_results(run_dir):
-            key = (r.get("model"), r.get("fingerprint"), r.get("settings_key"))
-            same_device = [x for x in done.get(key, []) if x.get("device") != r.get("device")]
-            done[key] = same_device + [r]  # the latest record per device wins
-        wanted = ["baseline"] if settings.baseline else []
-        wanted += [s.name for s in recipe.stages if s.evaluate]
-        eval_settings = _evaluation_settings(settings)
-        keys = [(name, fingerprints[name], settings_key) for name in wanted]
-        if all(k in done for k in keys):
-            log.info("evaluation: every model was measured in an earlier run, reused")
-            results = [r for k in keys for r in done[k]]
-        else:
-            # All models are measured together so their latency is timed in interleaved
-            # rounds; ratios between them (speedups) then survive a busy machine.
-            log.info("evaluating %s", ", ".join(wanted))
-            results = evaluate_artifacts(
-                [result.artifacts[name] for name in wanted], data, eval_settings,
-                progress=progress, output_dir=run_dir, backends=plugins.backends,
-            )
-            for record in results:
-                record.update(fingerprint=fingerprints[record["model"]], settings_key=settings_key)
-                _append_result(run_dir, record)
-        result.results = results
-        manifest.update(status="done", finished_at=now())
-        manifest.pop("failed_stage", None)
-        save()
-        result.report = write_report(run_dir, results, title=recipe.name, manifest=manifest)
-        write_model_cards(
-            results, result.artifacts, recipe_text=(run_dir / "recipe.yaml").read_text(encoding="utf-8"),
-            run_name=recipe.name,
-        )
-        log.info("report: %s", result.report)
-        return result
-    except BaseException as exc:
-        error = exc
-        manifest.update(status="failed", finished_at=now(), error=f"{type(exc).__name__}: {exc}")
-        save()
-        raise
-    finally:
-        plugins.hook.compressor_run_end(run_dir=run_dir, results=result.results, error=error)
+    return Run(loaded, run_dir=run_dir, plugins=plugins, progress=progress).execute(resume=resume, overwrite=overwrite)
 
 
 def _evaluation_settings(cfg: Any) -> Any:

@@ -171,7 +171,11 @@ class Recipe(_Strict):
     model: ModelConfig
     task: TaskConfig
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    stages: list[StageConfig] = Field(min_length=1)
+    stages: list[StageConfig] = Field(
+        default_factory=list,
+        description="Ordered stages. Empty or left out: the run only evaluates the model (the "
+        "baseline) and writes the report.",
+    )
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @field_validator("name")
@@ -736,12 +740,60 @@ def _describe_field(model: type[BaseModel], loc: tuple) -> str | None:
     f = current.model_fields.get(name)
     if f is None:
         return None
-    ann = str(f.annotation).replace("typing.", "")
+    ann = _short_names(str(f.annotation).replace("typing.", ""))
     if not typing.get_args(f.annotation):  # a plain class: 'int', not "<class 'int'>"
         ann = getattr(f.annotation, "__name__", None) or ann
-    bounds = [f"{m}" for m in f.metadata]
+    bounds = constraint_texts(f.metadata, f.annotation)
     desc = f" ({f.description})" if f.description else ""
     return f"{ann}{' ' + ', '.join(bounds) if bounds else ''}{desc}"
+
+
+_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+_DOTTED = re.compile(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)")
+
+
+def _short_names(annotation: str) -> str:
+    """``list[compressor.recipe.StageConfig]`` -> ``list[StageConfig]`` (quoted text kept)."""
+    parts = re.split(r"('[^']*'|\"[^\"]*\")", annotation)
+    return "".join(p if i % 2 else _DOTTED.sub(r"\1", p) for i, p in enumerate(parts))
+
+
+def constraint_texts(metadata: list[Any], annotation: Any = None) -> list[str]:
+    """Pydantic field constraints in plain words: ``['>= 1', '<= 100']``.
+
+    A :class:`pydantic.fields.FieldInfo` keeps ``Field(ge=1, le=100, min_length=1, ...)``
+    as ``annotated_types`` objects in ``metadata`` (``Ge(ge=1)``, ``Le(le=100)``,
+    ``MinLen(min_length=1)``, ``Interval``, ``MultipleOf``) and a pattern in pydantic's
+    general metadata; their ``repr`` is what a user must not see. Unknown metadata is
+    left out.
+
+    :param metadata: ``FieldInfo.metadata``.
+    :param annotation: the field's type: lengths of lists, tuples, sets and mappings count
+        items, other lengths count characters.
+    :returns: one text per constraint, in the order the field declares them.
+    """
+    import typing
+
+    origins = [typing.get_origin(a) or a for a in (annotation, *typing.get_args(annotation))]
+    sized = (list, tuple, set, frozenset, dict)
+    unit = "item" if any(isinstance(o, type) and issubclass(o, sized) for o in origins) else "character"
+    out: list[str] = []
+    for meta in metadata:
+        for attr, sign in _BOUNDS:
+            value = getattr(meta, attr, None)
+            if value is not None and not callable(value):
+                out.append(f"{sign} {value}")
+        for attr, word in (("min_length", "at least"), ("max_length", "at most")):
+            value = getattr(meta, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                out.append(f"{word} {value} {unit}{'' if value == 1 else 's'}")
+        value = getattr(meta, "multiple_of", None)
+        if value is not None:
+            out.append(f"a multiple of {value}")
+        value = getattr(meta, "pattern", None)
+        if isinstance(value, str):
+            out.append(f"matching the regular expression {value!r}")
+    return out
 
 
 def validation_error(
@@ -819,7 +871,23 @@ def load_recipe(path: str | Path, *, plugins: "Plugins | None" = None, validate_
         value and suggestion. No other exception escapes for any file content.
     """
     path = Path(path)
-    text = _read_text(path)
+    return load_recipe_text(_read_text(path), path, plugins=plugins, validate_configs=validate_configs)
+
+
+def load_recipe_text(
+    text: str, path: str | Path, *, plugins: "Plugins | None" = None, validate_configs: bool = True
+) -> LoadedRecipe:
+    """Validate a recipe held in memory (``compressor evaluate`` builds one).
+
+    :param text: the recipe's YAML text.
+    :param path: where the recipe is (or will be) saved: error messages name it, and
+        relative paths in the recipe are taken from its folder.
+    :param plugins: loaded plugins for phase 2 (default: the process-wide ones).
+    :param validate_configs: run phase 2 (each stage's config by its strategy).
+    :returns: the :class:`LoadedRecipe`.
+    :raises RecipeError: as :func:`load_recipe`.
+    """
+    path = Path(path)
     data, lines = _compose(text, path)
     if not isinstance(data, dict):
         found = "nothing (the file is empty)" if data is None else f"a {_yaml_kind(data)}"
@@ -850,9 +918,12 @@ def validate_stages(loaded: LoadedRecipe, *, plugins: "Plugins | None" = None) -
     """Phase 2: validate each stage's ``config`` with its strategy's ``Config`` model.
 
     Also checks that the data set name (for registered data sets) and the model source are
-    known, so ``compressor validate`` catches them before any download.
+    known, so ``compressor validate`` catches them before any download, and the stage plan
+    (:func:`compressor.plan.check_plan`): every stage's input in a format its strategy takes,
+    training data for the stages that train, something to evaluate.
 
-    :raises RecipeError: for an unknown strategy (with the nearest name) or a bad config.
+    :raises RecipeError: for an unknown strategy (with the nearest name), a bad config, or a
+        stage chain that cannot run.
     """
     from .plugins import get_plugins
 
@@ -934,3 +1005,6 @@ def validate_stages(loaded: LoadedRecipe, *, plugins: "Plugins | None" = None) -
             )
         configs.append(config)
     loaded.stage_configs = configs
+    from .plan import check_plan
+
+    check_plan(loaded, plugins.strategies)

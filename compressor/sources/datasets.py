@@ -7,7 +7,9 @@
 2. normalise columns to ``text`` / ``text_pair`` / ``label``; labels become contiguous int ids
    (``ClassLabel`` names are kept; other values are sorted and numbered);
 3. create missing ``validation`` / ``test`` splits from ``train`` with a seeded split,
-   stratified by label (same seed, same rows; see :func:`split_indices`);
+   stratified by label (same seed, same rows; see :func:`split_indices`); local files
+   without a train split (only ``test``, or ``test`` and ``validation``: an evaluation-only
+   run) stay whole, and the missing splits are empty;
 4. cap split sizes with a seeded shuffle, and fingerprint the content.
 
 Registered data sets come from plugins (``compressor_register_datasets``); the built-in ones
@@ -98,7 +100,8 @@ def load_task_data(
         label column exists, else ``masked-lm``). A ``masked-lm`` task on labelled data uses
         the text only.
     :returns: :class:`~compressor.task.TaskData` with splits ``train``, ``validation``,
-        ``test`` (possibly empty when a fraction is 0).
+        ``test`` (possibly empty when a fraction is 0, and ``train`` empty when the files
+        give none: see :func:`file_splits`). How each split was obtained is logged.
     :raises SourceError: unknown data set (``key="task.data.name"``), unreadable or missing
         file (``key="task.data.files.<split>"``, ``where`` = the path), missing column
         (``key="task.data.text_column"`` etc., with a suggestion), labels that are not
@@ -158,11 +161,12 @@ def _load_task_data(
         splits, label_names = _normalise_labels(splits, where, spec)
 
     # splits and caps ---------------------------------------------------------------------
-    splits = _complete_splits(splits, cfg, seed, stratify=kind == "text-classification", where=where)
+    splits, origin = _complete_splits(splits, cfg, seed, stratify=kind == "text-classification", where=where)
     caps = {"train": cfg.max_train_samples, "validation": cfg.max_eval_samples, "test": cfg.max_eval_samples}
     for split, cap in caps.items():
         ds = splits[split]
         if cap is not None and len(ds) > cap:
+            origin[split] += f"; capped to {cap} of its {len(ds)} rows (seeded sample)"
             ds = ds.shuffle(seed=seed).select(range(cap))
         splits[split] = ds.flatten_indices() if ds._indices is not None else ds
 
@@ -175,6 +179,8 @@ def _load_task_data(
     )
     data.fingerprint = fingerprint(data)
     log.info("data %s: %s", name, ", ".join(f"{s} {len(d)}" for s, d in data.splits.items()))
+    for split in SPLITS:
+        log.info("  %s: %d rows, %s", split, len(data.splits[split]), origin[split])
     return data
 
 
@@ -199,6 +205,36 @@ def _split_name(split: str, key: str) -> str:
             hint=did_you_mean(s, SPLITS),
         )
     return s
+
+
+def file_splits(files: dict[str, str]) -> list[tuple[str, str, str]]:
+    """Which split each file of a recipe's ``task.data.files`` holds.
+
+    Split names are matched without case, with the aliases ``dev``, ``valid``, ``val`` and
+    ``eval`` for ``validation``. One file alone under ``validation`` or ``test`` (or an
+    alias) is that split, whole; one file alone under any other key (``train``, ``data``,
+    ...) is the whole data set, taken as ``train``. Several files need known split names;
+    ``train`` may be missing (an evaluation-only run needs none).
+
+    Reads no file and imports nothing heavy, so ``compressor validate`` can call it.
+
+    :param files: split name -> file path, as the recipe gives them.
+    :returns: ``(split, key as given, path)`` per file, in the recipe's order.
+    :raises SourceError: an unknown split name among several files, or a split given twice
+        (``key="task.data.files"``).
+    """
+    items = list(files.items())
+    if len(items) == 1:
+        given, path = items[0]
+        s = str(given).strip().lower()
+        s = SPLIT_ALIASES.get(s, s)
+        return [(s if s in ("validation", "test") else "train", given, path)]
+    mapped = [(_split_name(s, "task.data.files"), s, p) for s, p in items]
+    seen = [m[0] for m in mapped]
+    dup = {s for s in seen if seen.count(s) > 1}
+    if dup:
+        raise SourceError(f"split {sorted(dup)[0]!r} is given twice", key="task.data.files")
+    return mapped
 
 
 def _load_raw(
@@ -232,23 +268,8 @@ def _load_raw(
         return splits, {s: label for s in splits}, None
 
     if cfg.files:
-        items = list(cfg.files.items())
-        if len(items) == 1:
-            mapped = [("train", items[0][0], items[0][1])]  # one file alone: the whole data set
-        else:
-            mapped = [(_split_name(s, "task.data.files"), s, p) for s, p in items]
-            seen = [m[0] for m in mapped]
-            dup = {s for s in seen if seen.count(s) > 1}
-            if dup:
-                raise SourceError(f"split {sorted(dup)[0]!r} is given twice", key="task.data.files")
-            if "train" not in seen:
-                raise SourceError(
-                    "task.data.files has no train split",
-                    key="task.data.files",
-                    expected="train (and optionally validation, test)",
-                )
         splits, where = {}, {}
-        for split, given, path in mapped:
+        for split, given, path in file_splits(cfg.files):
             full = (base_dir / os.path.expanduser(path)).resolve()
             splits[split] = _read_file(full, key=f"task.data.files.{given}")
             where[split] = str(full)
@@ -427,12 +448,13 @@ def _task_type(
         return task_type
     if spec is not None:
         return spec.type
-    columns = raw["train"].column_names
+    first = "train" if "train" in raw else next(iter(raw))
+    columns = raw[first].column_names
     if cfg.label_column in columns:
         return "text-classification"
     guess = did_you_mean(cfg.label_column, columns)
     if cfg.label_column != "label" or guess:
-        raise _missing_column("label_column", cfg.label_column, columns, where["train"])
+        raise _missing_column("label_column", cfg.label_column, columns, where[first])
     return "masked-lm"
 
 
@@ -503,6 +525,13 @@ def _normalise_labels(
             labels = column(ds, "label")
             n_unlabelled = sum(1 for v in labels if v < 0)
             if n_unlabelled == len(labels) and split != "train":
+                if "train" not in splits:
+                    raise SourceError(
+                        f"split {split!r} has no labels (all -1) and there is no train split to "
+                        "take labelled rows from",
+                        key="task.data.label_column",
+                        where=where[split] if os.path.isabs(where[split]) else None,
+                    )
                 log.warning("%s: split %r has no labels (all -1); it is made from train instead", where[split], split)
                 continue
             if n_unlabelled:
@@ -573,36 +602,50 @@ def _cast_labels(ds: "datasets.Dataset", names: list[str]) -> "datasets.Dataset"
 
 def _complete_splits(
     splits: dict[str, "datasets.Dataset"], cfg: Any, seed: int, *, stratify: bool, where: dict[str, str]
-) -> dict[str, "datasets.Dataset"]:
-    """Create missing validation/test splits from train, seeded and stratified when possible."""
+) -> tuple[dict[str, "datasets.Dataset"], dict[str, str]]:
+    """Create missing validation/test splits from train, seeded and stratified when possible.
+
+    Without a train split (local files giving only ``test`` and/or ``validation``: an
+    evaluation-only run) the given splits stay whole and the missing ones are empty.
+
+    :returns: ``(splits, origin)``: all three splits, and for each a few words on how it was
+        obtained (for the log).
+    """
     val_f, test_f = float(cfg.validation_fraction), float(cfg.test_fraction)
     for fname, f in (("validation_fraction", val_f), ("test_fraction", test_f)):
         if not 0.0 <= f < 1.0:
             raise SourceError(f"{f} is not a fraction in [0, 1)", key=f"task.data.{fname}")
+    origin = {s: f"given: {where[s]}" for s in splits}
     need = [s for s in ("validation", "test") if s not in splits]
+    out = dict(splits)
+    if "train" not in out:
+        empty = next(iter(out.values())).select([])
+        out["train"] = empty
+        origin["train"] = "not given (no training is possible)"
+        for s in need:
+            out[s] = empty
+            origin[s] = "not given, and there is no train split to take it from"
+        return out, origin
     if "validation" in need and "test" in need and val_f + test_f >= 1.0:
         raise SourceError(
             f"validation_fraction + test_fraction = {val_f + test_f} leaves no training rows",
             key="task.data.validation_fraction",
             expected="a sum below 1",
         )
-    out = dict(splits)
     train = out["train"]
     n_total = len(train)
+    how = f"seed {seed}" + (", stratified by label" if stratify else "")
     if "test" in need:
         train, out["test"] = _split_off(train, test_f, seed, stratify, "test", where["train"])
+        origin["test"] = f"split off train ({test_f:.0%} of its {n_total} rows, {how})"
     if "validation" in need:
         rest = 1.0 - (test_f if "test" in need else 0.0)
         train, out["validation"] = _split_off(train, val_f / rest, seed, stratify, "validation", where["train"])
+        origin["validation"] = f"split off train ({val_f:.0%} of its {n_total} rows, {how})"
     out["train"] = train
     if need:
-        log.info(
-            "split %d rows of train into %s (seed %d)",
-            n_total,
-            ", ".join(f"{s} {len(out[s])}" for s in SPLITS),
-            seed,
-        )
-    return out
+        origin["train"] = f"{origin['train']}, less the rows split off"
+    return out, origin
 
 
 def _split_off(

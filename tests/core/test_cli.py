@@ -130,3 +130,111 @@ def test_help_and_validate_do_not_import_heavy_libraries():
         "print(status, heavy)"
     )
     assert _python(code) == "0 []"
+
+
+# --- compressor evaluate, a crashed stage, the format chain -------------------------------------
+
+
+def _dev_csv(path: Path, n: int) -> Path:
+    words = {0: ["bad", "awful", "boring"], 1: ["good", "great", "superb"]}
+    path.write_text("text,label\n" + "".join(f"the film was {words[i % 2][i % 3]},{i % 2}\n" for i in range(n)))
+    return path
+
+
+def test_evaluate_runs_a_model_on_a_whole_file_and_the_saved_recipe_resumes(tmp_path, capsys, cli_plugins, tiny_bert_dir, monkeypatch):
+    import json
+
+    import yaml
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    csv = _dev_csv(work / "dev.csv", 40)
+    argv = ["evaluate", tiny_bert_dir, "--data", "dev.csv", "--out", "ev", "--no-latency", "--sequence-length", "16",
+            "--no-progress"]
+    status, out = run_cli(capsys, *argv)
+    assert status == 0, out
+    assert "baseline" in out and f"report: {work / 'ev' / 'report.md'}" in out
+    run_dir = work / "ev"
+    saved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    assert saved["stages"] == [] and saved["name"] == "ev" and saved["output"]["dir"] == str(work)
+    assert saved["model"]["name"] == str(Path(tiny_bert_dir).resolve())
+    assert saved["task"]["data"]["files"] == {"test": str(csv)}
+    assert saved["evaluation"]["accuracy_split"] == "test" and saved["evaluation"]["latency"] is False
+    assert "compressor evaluate" in (run_dir / "recipe.yaml").read_text().splitlines()[1]
+    (record,) = json.loads((run_dir / "results.json").read_text())
+    assert record["model"] == "baseline" and record["accuracy"]["n"] == 40
+
+    # the saved recipe is an ordinary one: it resumes from another folder, measuring nothing again
+    lines = (run_dir / "results.jsonl").read_text()
+    monkeypatch.chdir(tmp_path)
+    status, out = run_cli(capsys, "run", run_dir / "recipe.yaml", "--resume", "--no-progress")
+    assert status == 0, out
+    assert (run_dir / "results.jsonl").read_text() == lines
+    status, out = run_cli(capsys, "report", run_dir)
+    assert status == 0 and "baseline" in out
+    monkeypatch.chdir(work)
+    status, out = run_cli(capsys, *argv)
+    assert status == 2 and "already exists" in out and "--resume" in out
+
+
+def test_evaluate_names_the_argument_at_fault(tmp_path, capsys, cli_plugins, tiny_bert_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, out = run_cli(capsys, "evaluate", tiny_bert_dir, "--data", "tiny-sentimnt")
+    assert status == 2, out
+    assert "error: --data (task.data.name): unknown data set 'tiny-sentimnt'" in out
+    assert "did you mean 'tiny-sentiment'?" in out and "recipe.yaml" not in out
+    status, out = run_cli(capsys, "evaluate", tiny_bert_dir, "--data", "missing.csv")
+    assert status == 2 and "--data: file not found" in out and str(tmp_path / "missing.csv") in out
+    _dev_csv(tmp_path / "dev.csv", 10)
+    status, out = run_cli(capsys, "evaluate", tiny_bert_dir, "--data", "dev.csv", "--text-column", "review",
+                          "--no-progress")
+    assert status == 2 and "error: --text-column (task.data.text_column): column 'review' not found" in out
+    assert "Traceback" not in out and not (tmp_path / "runs" / "evaluate-tiny-bert0-tiny-sentimnt").exists()
+
+
+def test_a_crashed_stage_exits_1_with_everything_said_by_the_exception(tmp_path, capsys, fake_plugins, tiny_bert_dir, monkeypatch):
+    import compressor.pipeline
+    from compressor.plugins import Plugins
+    from test_run_plan import plan_plugin
+
+    plugins = Plugins().load(entry_points_enabled=False, extra=[("fake", fake_plugins.fake), ("plan", plan_plugin())])
+    monkeypatch.setattr(compressor.plugins, "_cached", plugins)
+    path = tmp_path / "r.yaml"
+    path.write_text(recipe_text(str(tiny_bert_dir)) + "  - {name: boom, strategy: fake.crash}\n")
+    run_dir = tmp_path / "run"
+    real_run = compressor.pipeline.run
+
+    def run_then_forget(*args, **kwargs):
+        """The CLI must not read the recipe or the manifest again to describe the failure."""
+        try:
+            return real_run(*args, **kwargs)
+        finally:
+            path.unlink()
+            (run_dir / "manifest.json").unlink()
+
+    monkeypatch.setattr(compressor.pipeline, "run", run_then_forget)
+    status, out = run_cli(capsys, "run", path, "--run-dir", run_dir, "--no-progress")
+    assert status == 1, out
+    tb = run_dir / "work" / "02-boom.traceback.txt"
+    assert f"error: stage 'boom' failed: KeyError: 'boom in the kernel'\n  traceback: {tb}\n" in out
+    assert f"earlier stages are kept in {run_dir}; fix the cause and rerun with --resume" in out
+    assert "Traceback" not in out and "KeyError" in tb.read_text()
+
+
+def test_validate_and_run_refuse_a_broken_format_chain(tmp_path, capsys, fake_plugins, tiny_bert_dir, monkeypatch):
+    from compressor.plugins import Plugins
+    from test_run_plan import plan_plugin
+
+    plugins = Plugins().load(entry_points_enabled=False, extra=[("fake", fake_plugins.fake), ("plan", plan_plugin())])
+    monkeypatch.setattr(compressor.plugins, "_cached", plugins)
+    path = tmp_path / "bad.yaml"
+    path.write_text(recipe_text(str(tiny_bert_dir)).replace("strategy: copy.model", "strategy: fake.export")
+                    + "  - name: second\n    strategy: copy.model\n")
+    for command in ("validate", "run"):
+        status, out = run_cli(capsys, command, path, *(["--run-dir", tmp_path / "run"] if command == "run" else []))
+        assert status == 2, out
+        assert f"bad.yaml:14: stages[1].strategy: strategy 'copy.model' takes ['pytorch'] models" in out
+        assert "expected: an input in 'pytorch' format; 'first' is made by stage 'first' (fake.export)" in out
+        assert "hint: start this stage from an artifact it takes, e.g. 'input: baseline'" in out
+    assert not (tmp_path / "run").exists() and fake_plugins.fake.calls == []

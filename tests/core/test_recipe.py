@@ -295,3 +295,75 @@ def test_anchors_and_merge_keys_still_work_and_keep_lines(tmp_path, fake_plugins
     path.write_text(text.replace(", nota: x", ""))
     loaded = load_recipe(path, plugins=fake_plugins)
     assert [c.note for c in loaded.stage_configs] == ["hello", "hello"]
+
+
+# --- constraints in plain words, recipes without stages ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "expected"),
+    [
+        (("seed: 3", "seed: -1"), "seed", "int >= 0 (Seed for data splits"),
+        (("  baseline: false", "  baseline: false\n  sequence_length: 0"), "evaluation.sequence_length", "int >= 1, <= 8192 ("),
+        (("  baseline: false", "  baseline: false\n  confidence: 2"), "evaluation.confidence", "float > 0.5, < 1.0 ("),
+        (("  baseline: false", "  baseline: false\n  batch_sizes: []"), "evaluation.batch_sizes", "list[int] at least 1 item ("),
+        (("    name: tiny-sentiment", "    name: tiny-sentiment\n    max_train_samples: 0"), "task.data.max_train_samples",
+         "int | None >= 1 ("),
+    ],
+)
+def test_constraints_are_shown_as_bounds(tmp_path, fake_plugins, edit, key, expected):
+    err = error_for(tmp_path, fake_plugins, GOOD.format(model="m").replace(*edit))
+    assert err.key == key
+    assert err.expected.startswith(expected), err.expected
+    assert "Ge(" not in err.format() and "MinLen(" not in err.format()
+
+
+def _models_in(model, seen):
+    """``model`` and every pydantic model its fields hold (lists and unions included)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    if model in seen:
+        return
+    seen.add(model)
+    for f in model.model_fields.values():
+        stack = [f.annotation]
+        while stack:
+            ann = stack.pop()
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                _models_in(ann, seen)
+            stack.extend(typing.get_args(ann))
+
+
+def test_no_field_of_the_recipe_or_a_builtin_strategy_shows_a_constraint_repr():
+    import re
+
+    from compressor.plugins import get_plugins
+    from compressor.recipe import Recipe, _describe_field
+
+    models: set = set()
+    _models_in(Recipe, models)
+    for cls in get_plugins().strategies.values():
+        _models_in(cls.Config, models)
+    checked = 0
+    for model in models:
+        for name, f in model.model_fields.items():
+            text = _describe_field(model, (name,))
+            assert text is not None
+            assert not re.search(r"\b(Ge|Gt|Le|Lt|MinLen|MaxLen|Interval|MultipleOf|\w*Metadata)\(", text), (model, name, text)
+            kinds = {type(m).__name__ for m in f.metadata}
+            for kind, sign in (("Ge", ">= "), ("Gt", "> "), ("Le", "<= "), ("Lt", "< "), ("MinLen", "at least ")):
+                if kind in kinds:
+                    assert sign in text, (model, name, text)
+                    checked += 1
+    assert checked > 20  # the built-in configs are full of bounds
+
+
+@pytest.mark.parametrize("stages", ["stages: []\n", ""])
+def test_a_recipe_may_have_no_stages(tmp_path, fake_plugins, stages):
+    text = GOOD.format(model="m").replace("  baseline: false\n", "  baseline: true\n")
+    text = text[: text.index("stages:")] + stages
+    loaded = load_recipe(write(tmp_path, text), plugins=fake_plugins)
+    assert loaded.recipe.stages == [] and loaded.stage_configs == []
+    assert loaded.resolved()["stages"] == [] and len(loaded.hash()) == 64

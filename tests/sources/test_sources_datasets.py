@@ -330,3 +330,67 @@ def test_split_indices_stratified_and_deterministic():
     assert split_indices(100, 10, 6, labels) != (rest, off)
     plain_rest, plain_off = split_indices(100, 10, 5)
     assert len(plain_off) == 10 and sorted(plain_rest + plain_off) == list(range(100))
+
+
+# --- files without a train split: evaluation-only data ------------------------------------------
+
+
+def _labelled(path, n, prefix="t"):
+    path.write_text("text,label\n" + "".join(f"{prefix}{i},{i % 2}\n" for i in range(n)))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("files", "sizes"),
+    [
+        ({"test": "dev.csv"}, {"train": 0, "validation": 0, "test": 87}),
+        ({"dev": "dev.csv"}, {"train": 0, "validation": 87, "test": 0}),
+        ({"TEST": "dev.csv", "valid": "val.csv"}, {"train": 0, "validation": 30, "test": 87}),
+    ],
+)
+def test_files_without_train_keep_their_splits_whole(tmp_path, cache_dir, data_cfg, caplog, files, sizes):
+    """A lone test file was taken as train and split 80/10/10 (evaluated on 9 of 87 rows)."""
+    import logging
+
+    _labelled(tmp_path / "dev.csv", 87)
+    _labelled(tmp_path / "val.csv", 30, prefix="v")
+    with caplog.at_level(logging.INFO, logger="compressor"):
+        data = load(data_cfg(files=files), {}, cache_dir, tmp_path)
+    assert {s: len(d) for s, d in data.splits.items()} == sizes
+    assert data.label_names == ["0", "1"] and data.name == "dev.csv"
+    if sizes["test"]:
+        assert sorted(data.splits["test"]["text"]) == sorted(f"t{i}" for i in range(87))  # every row
+    log = caplog.text
+    assert "train: 0 rows, not given (no training is possible)" in log
+    for split, n in sizes.items():
+        if n:
+            assert f"{split}: {n} rows, given: {tmp_path}" in log
+
+
+def test_how_each_split_was_made_is_logged_and_caps_too(tmp_path, cache_dir, data_cfg, caplog):
+    import logging
+
+    _labelled(tmp_path / "all.csv", 100)
+    _labelled(tmp_path / "dev.csv", 87)
+    with caplog.at_level(logging.INFO, logger="compressor"):
+        data = load(data_cfg(files={"train": "all.csv", "test": "dev.csv"}, max_eval_samples=50), {}, cache_dir, tmp_path)
+    assert {s: len(d) for s, d in data.splits.items()} == {"train": 90, "validation": 10, "test": 50}
+    log = caplog.text
+    assert "validation: 10 rows, split off train (10% of its 100 rows, seed 0, stratified by label)" in log
+    assert f"test: 50 rows, given: {tmp_path / 'dev.csv'}; capped to 50 of its 87 rows (seeded sample)" in log
+    assert f"train: 90 rows, given: {tmp_path / 'all.csv'}, less the rows split off" in log
+
+
+def test_file_splits_rules():
+    from compressor.sources.datasets import file_splits
+
+    assert file_splits({"test": "a.csv"}) == [("test", "test", "a.csv")]
+    assert file_splits({"Dev": "a.csv"}) == [("validation", "Dev", "a.csv")]
+    assert file_splits({"train": "a.csv"}) == [("train", "train", "a.csv")]
+    assert file_splits({"data": "a.csv"}) == [("train", "data", "a.csv")]  # one file alone: the whole set
+    assert file_splits({"test": "a", "val": "b"}) == [("test", "test", "a"), ("validation", "val", "b")]
+    with pytest.raises(SourceError) as err:
+        file_splits({"test": "a", "tset": "b"})
+    assert err.value.key == "task.data.files" and err.value.hint == "did you mean 'test'?"
+    with pytest.raises(SourceError, match="given twice"):
+        file_splits({"dev": "a", "validation": "b"})
