@@ -11,7 +11,7 @@ from typing import Any
 from .artifact import Artifact, Lineage, write_json_atomic
 from .errors import CompressorError, HardwareUnsupported, PluginError, RecipeError, SourceError, StageError
 from .hookspecs import hookimpl
-from .recipe import Recipe, load_recipe
+from .recipe import DataConfig, Recipe, load_recipe
 from .strategy import StageContext, Strategy, StrategyConfig
 from .task import TaskData
 
@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Artifact",
     "CompressorError",
+    "DataConfig",
     "HardwareUnsupported",
     "Lineage",
     "PluginError",

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -35,6 +35,10 @@ from pydantic import BaseModel, ConfigDict
 from .artifact import Artifact, Lineage, ModelFormat
 
 if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedTokenizerBase
+
+    from .errors import CompressorError, StageError
+    from .plugins import Plugins
     from .task import TaskData
 
 
@@ -47,20 +51,31 @@ class StrategyConfig(BaseModel):
 class Strategy:
     """Base class of a compression (or glue) strategy.
 
-    Class attributes a subclass sets:
+    Class attributes a subclass sets (types and defaults as declared below):
 
     :cvar name: unique registered name, ``family.method`` (e.g. ``"quantize.dynamic-int8"``).
     :cvar Config: the pydantic model validating the stage's ``config`` mapping.
     :cvar description: one line shown by ``compressor plugins``.
-    :cvar needs_training_data: the stage trains on the task's ``train`` split.
-    :cvar needs_calibration_data: the stage reads calibration examples.
-    :cvar needs_teacher: the stage uses a teacher model (see ``StageContext.artifact``).
+    :cvar needs_training_data: the stage trains on the task's ``train`` split. Recipe
+        validation refuses ``task.data.files`` without a ``train`` file, and the run refuses
+        data with no training rows, before any stage runs (``RecipeError``, exit status 2).
+    :cvar needs_calibration_data: the stage reads calibration examples. Informational: shown
+        in the recipe reference and ``compressor schema``; not enforced.
+    :cvar needs_teacher: the stage uses a teacher model (see ``StageContext.artifact``). When
+        set and the config has a ``str`` field ``teacher``, recipe validation checks that it
+        names ``baseline`` or an earlier stage (a ``RecipeError`` otherwise).
     :cvar input_formats: artifact formats ``apply`` accepts (open strings: ``"pytorch"``,
-        ``"onnx"``, or a plugin's own format such as ``"pytorch-dynamic-int8"``).
-    :cvar produces: artifact format ``apply`` returns; a format other than ``"pytorch"`` and
-        ``"onnx"`` needs an evaluation backend registered through
+        ``"onnx"``, or a plugin's own format such as ``"pytorch-dynamic-int8"``). Recipe
+        validation follows the stage chain (each stage's input is in the ``produces`` format
+        of the stage that made it) and refuses a stage whose input format is not listed; the
+        run checks the real input artifact's format again before ``apply`` (``StageError``).
+    :cvar produces: artifact format ``apply`` returns (pass it as
+        ``context.new_artifact(..., format=...)``); the chain check above relies on it and the
+        conformance kit checks the returned artifact agrees. A format other than
+        ``"pytorch"`` and ``"onnx"`` needs an evaluation backend registered through
         ``compressor_register_backends``.
-    :cvar task_types: task types (``TaskData.type``) the strategy supports.
+    :cvar task_types: task types (``TaskData.type``) the strategy supports. Recipe
+        validation refuses a stage whose task type is not listed (``RecipeError``).
     """
 
     name: ClassVar[str] = ""
@@ -81,7 +96,13 @@ class Strategy:
         :param context: run state: output directory, data, seed, logger, earlier artifacts.
         :returns: the new artifact, written under ``context.output_dir`` (use
             :meth:`StageContext.new_artifact`).
-        :raises compressor.errors.StageError: for input it cannot handle.
+        :raises compressor.errors.StageError: for input it cannot handle (any
+            :class:`~compressor.errors.CompressorError`: the run stops, the manifest records
+            the failed stage and its traceback file ``work/NN-<stage>.traceback.txt``, and
+            ``compressor run`` prints the message and exits with status 2; any other
+            exception is a crash, wrapped in ``compressor.errors.StageFailed``: exit status 1).
+        :raises compressor.errors.HardwareUnsupported: when this machine cannot run the
+            method although the input is valid.
         """
         raise NotImplementedError
 
@@ -90,11 +111,25 @@ class Strategy:
 class StageContext:
     """Everything a strategy may use while it runs one stage.
 
+    The orchestrator builds one per stage. Besides the run state below it serves what a
+    strategy needs from the run: the input's tokenizer and model (:meth:`load_tokenizer`,
+    :meth:`load_model`), another data set or model named in the stage's config
+    (:meth:`load_data`, :meth:`resolve_model`) and paths written in the recipe
+    (:meth:`resolve_path`), all resolved with the run's plugin registry, cache folder and the
+    recipe's folder. Strategies use these methods instead of the process-wide plugin manager,
+    the cache or the current directory.
+
     :param stage_name: the stage's unique name in the recipe.
-    :param output_dir: empty directory where the new artifact must be written.
-    :param work_dir: scratch directory for checkpoints (kept for resume; may be deleted
-        after the run).
-    :param data: the task's data (splits with normalised columns).
+    :param output_dir: the folder where the new artifact must be written. It exists and is
+        empty when ``apply`` starts; it is a temporary folder (``artifacts/.NN-<stage>.partial``)
+        renamed to ``artifacts/NN-<stage>`` when the stage succeeds and deleted when it fails,
+        so write no absolute path to it into the files.
+    :param work_dir: scratch folder for checkpoints (``work/NN-<stage>``); it exists, and is
+        kept between ``--resume`` runs while the stage's fingerprint is unchanged.
+    :param data: the task's data (:class:`compressor.TaskData`): ``train``, ``validation``
+        and ``test`` splits, already split and capped (``max_train_samples``,
+        ``max_eval_samples``), with normalised columns ``text``, optional ``text_pair``, and
+        ``label`` (int class id) for ``text-classification``.
     :param seed: the run's seed; strategies seed their own RNGs from it.
     :param artifacts: artifacts produced so far, by name (``"baseline"`` included), so a
         stage can name an earlier one as its teacher.
@@ -102,6 +137,12 @@ class StageContext:
     :param logger: logger for progress messages.
     :param progress: whether to show progress bars.
     :param device: ``"cpu"`` or ``"cuda"``: where training should run.
+    :param base_dir: the recipe's folder: relative paths in the recipe (data files, local
+        model folders) are relative to it. ``None``: the current directory.
+    :param cache_dir: the cache root for packaged models and data sets. ``None``:
+        ``$COMPRESSOR_CACHE`` or ``~/.cache/compressor``.
+    :param plugins: the run's loaded plugins (:class:`compressor.plugins.Plugins`): where
+        data set names and model sources are looked up. ``None``: the process-wide plugins.
     """
 
     stage_name: str
@@ -114,10 +155,15 @@ class StageContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("compressor"))
     progress: bool = True
     device: str = "cpu"
+    base_dir: Path | None = None
+    cache_dir: Path | None = None
+    plugins: "Plugins | None" = None
 
     def artifact(self, name: str) -> Artifact:
         """Return an earlier artifact by name.
 
+        :param name: ``"baseline"`` or the name of a stage that ran before this one.
+        :returns: the artifact.
         :raises compressor.errors.StageError: naming the available artifacts when missing.
         """
         from .errors import StageError
@@ -129,6 +175,182 @@ class StageContext:
             )
         return self.artifacts[name]
 
+    # --- run services --------------------------------------------------------------------
+
+    def resolve_path(self, path: str | Path) -> Path:
+        """A path written in the recipe, made absolute.
+
+        :param path: absolute, ``~``-prefixed, or relative to the recipe's folder
+            (:attr:`base_dir`; the current directory when unset).
+        :returns: the absolute path (not checked for existence).
+        """
+        path = Path(path).expanduser()
+        if path.is_absolute():
+            return path
+        return (Path(self.base_dir) if self.base_dir is not None else Path.cwd()) / path
+
+    def load_tokenizer(self, source: "Artifact | str | Path", *, key: str | None = None) -> "PreTrainedTokenizerBase":
+        """The tokenizer saved with an artifact (``AutoTokenizer.from_pretrained``).
+
+        :param source: an :class:`~compressor.Artifact` (any format: ONNX artifacts carry their
+            tokenizer too) or a model folder (relative: see :meth:`resolve_path`).
+        :param key: the config key naming ``source``, for the error message.
+        :returns: the tokenizer (remote code is never run).
+        :raises compressor.errors.StageError: when the folder holds no loadable tokenizer,
+            naming the artifact and its folder.
+        """
+        from transformers import AutoTokenizer
+
+        from .errors import StageError
+
+        name, path = self._source(source)
+        try:
+            return AutoTokenizer.from_pretrained(str(path))
+        except Exception as exc:  # noqa: BLE001 - any loader failure is the input's fault here
+            raise StageError(
+                f"artifact {name!r} at {path} has no loadable tokenizer: {type(exc).__name__}: {exc}",
+                key=key,
+                hint="save the tokenizer with the model (tokenizer.save_pretrained(dir))",
+            ) from exc
+
+    def load_model(
+        self,
+        source: "Artifact | str | Path",
+        auto_class: Any = None,
+        *,
+        key: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Load a PyTorch model through :func:`compressor.structure.load_pretrained`.
+
+        Pruned models whose shapes ``from_pretrained`` cannot rebuild from ``config.json``
+        (a ``compressor_structure.json`` beside the weights) load like any other.
+
+        :param source: a ``"pytorch"`` :class:`~compressor.Artifact`, or a model folder
+            (relative: see :meth:`resolve_path`).
+        :param auto_class: a transformers auto class or model class; default
+            ``AutoModelForMaskedLM`` for a ``masked-lm`` task, else
+            ``AutoModelForSequenceClassification``.
+        :param key: the config key naming ``source``, for error messages.
+        :param kwargs: passed to ``load_pretrained`` (``dtype``, ``attn_implementation``,
+            ``num_labels``, ``output_loading_info``...; see its limits for structured models).
+        :returns: the model, as ``from_pretrained`` returns it (a ``(model, info)`` pair with
+            ``output_loading_info=True``).
+        :raises compressor.errors.StageError: when ``source`` is an artifact of another
+            format, or the folder cannot be loaded as ``auto_class`` (the message names the
+            artifact, its folder and the loader's reason).
+        """
+        from .errors import CompressorError, StageError
+
+        if isinstance(source, Artifact) and source.format != "pytorch":
+            raise StageError(
+                f"{source.name!r} is a {source.format!r} artifact; it cannot be loaded as a PyTorch model",
+                key=key,
+                expected="a PyTorch artifact",
+            )
+        if auto_class is None:
+            import transformers
+
+            auto_class = (
+                transformers.AutoModelForMaskedLM
+                if self.data.type == "masked-lm"
+                else transformers.AutoModelForSequenceClassification
+            )
+        from .structure import load_pretrained
+
+        name, path = self._source(source)
+        try:
+            return load_pretrained(auto_class, path, **kwargs)
+        except (OSError, ValueError, KeyError, CompressorError) as exc:
+            reason = exc.message if isinstance(exc, CompressorError) else f"{type(exc).__name__}: {exc}"
+            raise StageError(
+                f"cannot load {name!r} at {path} with {getattr(auto_class, '__name__', auto_class)}: {reason}",
+                key=key,
+                hint="the folder must hold a model written by save_pretrained (config.json, "
+                "safetensors weights)",
+            ) from exc
+
+    def load_data(self, data: Any, *, task_type: str | None = None, key: str | None = None) -> "TaskData":
+        """Load another data set than the task's (an MLM corpus, a calibration set).
+
+        It is loaded as the task's data is: with the run's registered data sets, cache, seed
+        (splits and caps) and the recipe's folder for relative ``files``.
+
+        :param data: a :class:`compressor.DataConfig` (declare the config field as
+            ``DataConfig`` and pydantic validates the recipe's mapping into one).
+        :param task_type: ``"text-classification"`` or ``"masked-lm"`` (only ``text`` is
+            read); ``None`` infers it as for ``task.data``.
+        :param key: the config key holding ``data`` (e.g. ``"corpus"``): error keys become
+            ``corpus.files.train`` instead of ``task.data.files.train``.
+        :returns: a :class:`compressor.TaskData` with ``train``, ``validation`` and ``test``.
+        :raises compressor.errors.StageError: an unknown data set name, a missing or
+            unreadable file, a missing column, too few rows to split (the data source's message,
+            expectation and hint).
+        """
+        from .errors import CompressorError
+        from .sources.datasets import load_task_data
+
+        try:
+            return load_task_data(
+                data,
+                datasets_registry=self._plugins().datasets,
+                cache_dir=self._cache_dir(),
+                seed=self.seed,
+                base_dir=self.base_dir if self.base_dir is not None else Path.cwd(),
+                task_type=task_type,  # type: ignore[arg-type]
+            )
+        except CompressorError as exc:
+            raise self._stage_error(exc, key, "task.data", "cannot load the data set") from exc
+
+    def resolve_model(
+        self,
+        name: str,
+        source: str = "auto",
+        *,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        key: str | None = None,
+    ) -> Path:
+        """The local folder of a model named in the stage's config (a teacher, a student).
+
+        Resolved as the recipe's ``model`` is: a relative folder is looked up in the recipe's
+        folder first; ``"auto"`` tries the packaged models, then a local folder, then the hub;
+        the run's plugins may add sources; the folder passes the same safety checks.
+
+        :param name: packaged model name, folder or hub id.
+        :param source: ``"auto"`` or a registered model source (``packaged``, ``local``,
+            ``hub``, or a plugin's).
+        :param revision: hub revision.
+        :param trust_remote_code: allow a folder whose config asks for remote code, hub
+            kernels or pickle weights (off unless the stage's config opts in).
+        :param key: the config key holding ``name`` (e.g. ``"student.model"``).
+        :returns: the model folder (Hugging Face layout).
+        :raises compressor.errors.StageError: an unknown source or packaged name, a missing
+            folder, an unreachable hub, or a refused folder (the source's message and hint).
+        """
+        from .errors import CompressorError
+        from .sources.models import resolve_model
+
+        if source in ("auto", "local") and self.base_dir is not None:
+            local = Path(self.base_dir) / name
+            if local.is_dir():
+                name = str(local)
+        try:
+            return Path(
+                resolve_model(
+                    name,
+                    source,
+                    sources=self._plugins().model_sources,
+                    cache_dir=self._cache_dir(),
+                    revision=revision,
+                    trust_remote_code=trust_remote_code,
+                )
+            )
+        except CompressorError as exc:
+            raise self._stage_error(exc, key, None, f"cannot resolve the model {name!r}") from exc
+
+    # --- artifacts -----------------------------------------------------------------------
+
     def new_artifact(
         self,
         parent: Artifact,
@@ -139,9 +361,24 @@ class StageContext:
         reference: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> Artifact:
-        """Build (and save the lineage of) the artifact in ``output_dir``.
+        """Build the artifact in :attr:`output_dir` and write its ``lineage.json``.
 
-        Call this after the model files have been written to ``output_dir``.
+        Call it last in ``apply``, after the model files are written, and return its result.
+
+        :param parent: the artifact the new one was made from (``apply``'s input).
+        :param strategy: the strategy's registered name (``self.name``).
+        :param config: the validated config (a pydantic model is dumped in JSON mode).
+        :param format: the format of the files written (the strategy's ``produces``).
+        :param reference: the artifact reports compare this one against (the teacher of a
+            distilled student); default: ``parent``.
+        :param extra: facts about what the stage did, stored as ``lineage.extra``: a mapping
+            with ``str`` keys whose values are ``None``, ``bool``, ``int``, ``float``,
+            ``str``, lists or mappings of those. Tuples become lists, numpy/torch scalars
+            their Python number and paths strings, so that the artifact equals itself
+            reloaded from ``lineage.json``.
+        :returns: the artifact (name = the stage's name, path = :attr:`output_dir`).
+        :raises TypeError: for an ``extra`` value JSON cannot hold (the message names its
+            key path), or a non-``str`` key.
         """
         cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
         art = Artifact(
@@ -155,11 +392,95 @@ class StageContext:
                 config=cfg,
                 recipe_hash=self.recipe_hash,
                 reference=reference or parent.name,
-                extra=extra or {},
+                extra=_json_safe(extra or {}, "extra"),
             ),
         )
         art.save()
         return art
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _plugins(self) -> "Plugins":
+        """The run's plugins, or the process-wide ones for a context built without them."""
+        if self.plugins is not None:
+            return self.plugins
+        from .plugins import get_plugins
+
+        return get_plugins()
+
+    def _cache_dir(self) -> Path:
+        if self.cache_dir is not None:
+            return Path(self.cache_dir)
+        from .sources.packaged import cache_root
+
+        return cache_root()
+
+    def _source(self, source: "Artifact | str | Path") -> tuple[str, Path]:
+        """``(name for messages, folder)`` of an artifact or a path."""
+        if isinstance(source, Artifact):
+            return source.name, Path(source.path)
+        path = self.resolve_path(source)
+        return path.name or str(path), path
+
+    def _stage_error(
+        self, exc: "CompressorError", key: str | None, prefix: str | None, what: str
+    ) -> "StageError":
+        """A source's error as a stage error under the stage's config ``key``.
+
+        :param prefix: the recipe key the source names (``task.data``); the rest of its key
+            is kept after ``key`` (``corpus.files.train``). ``None``: ``key`` alone.
+        """
+        from .errors import StageError
+
+        message = exc.message
+        if exc.where and exc.where not in message:
+            message += f" (in {exc.where})"
+        new_key = exc.key
+        if key is not None:
+            new_key = key
+            if prefix is not None and exc.key and exc.key.startswith(prefix + "."):
+                new_key = key + exc.key[len(prefix):]
+        return StageError(f"{what}: {message}", key=new_key, expected=exc.expected, hint=exc.hint)
+
+
+def _json_safe(value: Any, path: str = "value") -> Any:
+    """``value`` as the JSON round trip of ``lineage.json`` gives it back.
+
+    Tuples become lists, ``pathlib`` paths strings, numpy and torch scalars (objects with a
+    zero-dimensional ``item()``) Python numbers; ``None``, ``bool``, ``int``, ``float``,
+    ``str``, lists and ``str``-keyed mappings are kept. Non-finite floats are kept (Python's
+    ``json`` writes them as ``NaN``/``Infinity``; strict JSON readers refuse them: prefer
+    ``None``).
+
+    :param value: the value to check.
+    :param path: its name, for messages (``extra.schedule[3]``).
+    :returns: the converted value.
+    :raises TypeError: for a non-``str`` mapping key or a value of another type, naming its
+        path.
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(
+                    f"{path}: key {k!r} is a {type(k).__name__}; lineage keys must be str "
+                    "(JSON turns them into strings)"
+                )
+            out[k] = _json_safe(v, f"{path}.{k}")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, PurePath):
+        return str(value)
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "ndim", None) == 0:
+        return _json_safe(item(), path)
+    raise TypeError(
+        f"{path}: {type(value).__name__} value {value!r:.80} cannot be stored in lineage.json; "
+        "convert it (float(), int(), str(), list())"
+    )
 
 
 RegisterStrategy = Callable[[type[Strategy]], None]

@@ -16,6 +16,11 @@ the library error it found) with a message saying what is wrong.
   :class:`compressor.CompressorError` (a message for the user), not a bare exception.
 - :func:`check_strategy` runs them all; :class:`StrategyConformance` is a test-class base.
 
+Unit tests of a strategy's own logic call ``apply`` directly: :func:`apply_strategy` (one
+call, checked as the orchestrator checks it) or :func:`make_context` (a
+:class:`compressor.StageContext` rooted in a scratch folder) with :func:`tiny_model` and
+:func:`tiny_task_data`.
+
 A check never fails because of the host's hardware: a strategy that cannot run on this
 machine raises :class:`compressor.HardwareUnsupported` (directly, or as the ``__cause__`` of
 the error that ends the run), and the check calls ``pytest.skip("<strategy>: <why>")``
@@ -31,14 +36,17 @@ Example (a plugin's own ``tests/test_conformance.py``)::
         config = {"rank": 8}
         architectures = ("bert", "roberta", "distilbert")
 
-Tiny models are built from configs (hidden 32, 2 layers, 2 heads) with a WordPiece
-tokenizer over a small vocabulary: nothing is downloaded. This module imports pytest,
-torch and transformers only inside the functions that need them.
+Tiny models are built from configs (hidden 32, 2 layers, 2 heads), each with its family's
+real kind of tokenizer over a small vocabulary (:func:`tiny_tokenizer`): WordPiece for BERT,
+DistilBERT, ELECTRA and MPNet, byte-level BPE for RoBERTa and ModernBERT, SentencePiece
+Unigram for XLM-RoBERTa and DeBERTa-v2. Nothing is downloaded. This module imports pytest,
+torch, transformers and tokenizers only inside the functions that need them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import random
 from pathlib import Path
@@ -50,13 +58,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .artifact import Artifact
     from .pipeline import RunResult
     from .plugins import Plugins
-    from .strategy import Strategy
+    from .strategy import StageContext, Strategy
     from .task import TaskData
 
 __all__ = [
     "ARCHITECTURES",
     "FAST_EVALUATION",
     "StrategyConformance",
+    "TOKENIZER_MODELS",
+    "apply_strategy",
     "check_artifact_reloads",
     "check_clear_errors",
     "check_config_roundtrip",
@@ -64,10 +74,12 @@ __all__ = [
     "check_runs_in_recipe",
     "check_strategy",
     "hardware_refusal",
+    "make_context",
     "plugins_with",
     "skip_on_unsupported_hardware",
     "tiny_model",
     "tiny_task_data",
+    "tiny_tokenizer",
     "write_tiny_task_files",
 ]
 
@@ -92,10 +104,17 @@ FAST_EVALUATION: dict[str, Any] = {
 _TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 
 
-def _config(architecture: str, vocab_size: int, num_labels: int) -> Any:
+def _config(architecture: str, tokenizer: Any, num_labels: int) -> Any:
+    """The tiny model config of ``architecture``, with the tokenizer's vocabulary size and
+    special-token ids (RoBERTa-family position ids start after the padding id)."""
     import transformers as T
 
-    common = dict(_TINY, vocab_size=vocab_size, num_labels=num_labels, pad_token_id=0)
+    ids = dict(
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    common = dict(_TINY, vocab_size=len(tokenizer), num_labels=num_labels, **ids)
     if architecture == "bert":
         return T.BertConfig(max_position_embeddings=64, **common)
     if architecture == "roberta":
@@ -104,8 +123,8 @@ def _config(architecture: str, vocab_size: int, num_labels: int) -> Any:
         return T.XLMRobertaConfig(max_position_embeddings=66, type_vocab_size=1, **common)
     if architecture == "distilbert":
         return T.DistilBertConfig(
-            vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-            max_position_embeddings=64, num_labels=num_labels, pad_token_id=0,
+            vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+            max_position_embeddings=64, num_labels=num_labels, pad_token_id=tokenizer.pad_token_id,
         )
     if architecture == "electra":
         return T.ElectraConfig(max_position_embeddings=64, embedding_size=32, **common)
@@ -115,8 +134,8 @@ def _config(architecture: str, vocab_size: int, num_labels: int) -> Any:
         return T.DebertaV2Config(max_position_embeddings=64, **common)
     if architecture == "modernbert":
         return T.ModernBertConfig(
-            **common, max_position_embeddings=64, bos_token_id=2, eos_token_id=3,
-            cls_token_id=2, sep_token_id=3, global_attn_every_n_layers=1, local_attention=16,
+            **common, max_position_embeddings=64, cls_token_id=tokenizer.cls_token_id,
+            sep_token_id=tokenizer.sep_token_id, global_attn_every_n_layers=1, local_attention=16,
         )
     raise ValueError(f"unknown architecture {architecture!r}; known: {list(ARCHITECTURES)}")
 
@@ -133,6 +152,155 @@ ARCHITECTURES: dict[str, bool] = {
     "modernbert": False,
 }
 
+#: Architecture name -> the tokenizer model of its real checkpoints, which :func:`tiny_model`
+#: builds offline: ``"wordpiece"`` (BERT's, lower-cased), ``"byte-level-bpe"`` (GPT-2's
+#: byte-level BPE: every byte string encodes without unknown tokens) or ``"unigram"``
+#: (SentencePiece Unigram with ``▁`` word boundaries).
+TOKENIZER_MODELS: dict[str, str] = {
+    "bert": "wordpiece",
+    "roberta": "byte-level-bpe",
+    "distilbert": "wordpiece",
+    "electra": "wordpiece",
+    "mpnet": "wordpiece",
+    "deberta-v2": "unigram",
+    "xlm-roberta": "unigram",
+    "modernbert": "byte-level-bpe",
+}
+
+
+def _training_text() -> list[str]:
+    """What the tiny tokenizers are trained on: the words of the tiny task, alone and in
+    :func:`tiny_task_data`-like sentences."""
+    words = POSITIVE + NEGATIVE + FILLER
+    return words + _rows(256, 12345)["text"]
+
+
+@functools.lru_cache(maxsize=None)
+def _bpe_merges() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """A byte-level BPE trained on :func:`_training_text`: (tokens in id order, merges).
+
+    The 256 byte symbols are all in the vocabulary (as in GPT-2 and RoBERTa), then up to 96
+    merged tokens; no special tokens (each family places its own).
+    """
+    import json as _json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(
+        vocab_size=len(alphabet) + 96, initial_alphabet=alphabet, show_progress=False
+    )
+    tok.train_from_iterator(_training_text(), trainer)
+    model = _json.loads(tok.to_str())["model"]
+    vocab = sorted(model["vocab"].items(), key=lambda kv: kv[1])
+    merges = tuple(tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"])
+    return tuple(t for t, _ in vocab), merges  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=None)
+def _unigram_pieces() -> tuple[tuple[str, float], ...]:
+    """A SentencePiece-style Unigram model for :func:`_training_text`: ``(piece, log
+    probability)`` pairs, no special tokens.
+
+    Pieces: every word of the tiny task with a word-start mark (``▁good``), scored by its
+    log frequency in the training text; the mark alone; and single characters (ASCII letters,
+    digits, punctuation) with low scores, so that other words split into characters, as
+    rare words do in a real SentencePiece model, and other characters are unknown.
+    """
+    import math
+    import string
+    from collections import Counter
+
+    counts = Counter(w for line in _training_text() for w in line.split())
+    total = sum(counts.values())
+    words = [("\u2581" + w, math.log(n / total)) for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    chars = [(c, -12.0) for c in string.ascii_lowercase + string.ascii_uppercase + string.digits + ".,!?'-"]
+    return tuple(words + [("\u2581", -10.0)] + chars)
+
+
+def tiny_tokenizer(architecture: str) -> Any:
+    """The tokenizer :func:`tiny_model` saves for ``architecture``: the real family's
+    tokenizer class and model, over a tiny vocabulary, built offline.
+
+    - ``bert``, ``electra``, ``distilbert``: ``BertTokenizer`` / ``DistilBertTokenizer``
+      (lower-cased WordPiece, ``[CLS] ... [SEP]``) over the 37 words and specials of the tiny
+      task;
+    - ``mpnet``: ``MPNetTokenizer`` (the same WordPiece with ``<s> ... </s>``, ``<pad>`` = 1,
+      ``<mask>`` last);
+    - ``roberta``: ``RobertaTokenizer`` (byte-level BPE: 256 byte symbols plus about 96
+      merges, ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3, ``<mask>`` last);
+    - ``modernbert``: a ``tokenizers`` byte-level BPE with ``[CLS] ... [SEP]`` and the
+      special tokens last, as ModernBERT's OLMo-derived tokenizer;
+    - ``xlm-roberta``: ``XLMRobertaTokenizer`` (SentencePiece Unigram over the task's words
+      and single characters, ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3, ``<mask>``
+      last);
+    - ``deberta-v2``: ``DebertaV2Tokenizer`` (SentencePiece Unigram, ``[PAD]`` 0, ``[CLS]``
+      1, ``[SEP]`` 2, ``[UNK]`` 3, ``[MASK]`` last, ``token_type_ids``).
+
+    The byte-level BPE is trained in-process with the ``tokenizers`` library on the tiny
+    task's sentences and the Unigram pieces are scored by their frequency there (milliseconds,
+    cached per process; nothing is downloaded); ``model_max_length`` is 64 and
+    ``model_input_names`` follow :data:`ARCHITECTURES`.
+
+    :param architecture: a key of :data:`ARCHITECTURES`.
+    :returns: a new tokenizer object (``save_pretrained`` it; ``AutoTokenizer`` reloads the
+        same class).
+    :raises ValueError: for an unknown architecture.
+    """
+    import transformers as T
+
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {list(ARCHITECTURES)}")
+    inputs = ["input_ids", "attention_mask"]
+    if ARCHITECTURES[architecture]:
+        inputs.insert(1, "token_type_ids")
+    common: dict[str, Any] = {"model_max_length": 64, "model_input_names": inputs}
+    words = POSITIVE + NEGATIVE + FILLER
+    model = TOKENIZER_MODELS[architecture]
+    if model == "wordpiece":
+        if architecture == "mpnet":
+            tokens = ["<s>", "<pad>", "</s>", "[UNK]", *words, "<mask>"]
+            return T.MPNetTokenizer(vocab={t: i for i, t in enumerate(tokens)}, **common)
+        cls = T.DistilBertTokenizer if architecture == "distilbert" else T.BertTokenizer
+        return cls(vocab={t: i for i, t in enumerate(SPECIAL + words)}, **common)
+    if model == "unigram":
+        pieces = list(_unigram_pieces())
+        if architecture == "xlm-roberta":
+            first = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+            return T.XLMRobertaTokenizer(vocab=first + pieces + [("<mask>", 0.0)], **common)
+        first = [("[PAD]", 0.0), ("[CLS]", 0.0), ("[SEP]", 0.0), ("[UNK]", 0.0)]
+        return T.DebertaV2Tokenizer(vocab=first + pieces + [("[MASK]", 0.0)], **common)
+    tokens, merges = _bpe_merges()
+    if architecture == "roberta":
+        vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", *tokens, "<mask>"])}
+        return T.RobertaTokenizer(vocab=vocab, merges=list(merges), **common)
+    return _modernbert_tokenizer(tokens, merges, common)
+
+
+def _modernbert_tokenizer(tokens: tuple[str, ...], merges: tuple[tuple[str, str], ...], common: dict[str, Any]) -> Any:
+    """ModernBERT's layout: a byte-level BPE (no prefix space) with ``[UNK] [CLS] [SEP]
+    [PAD] [MASK]`` after the merged tokens and a ``[CLS] $A [SEP]`` template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+    vocab = {t: i for i, t in enumerate([*tokens, *specials])}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=list(merges), unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0",
+        pair="[CLS]:0 $A:0 [SEP]:0 $B:0 [SEP]:0",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+        pad_token="[PAD]", mask_token="[MASK]", bos_token="[CLS]", eos_token="[SEP]", **common,
+    )
+
 
 def tiny_model(architecture: str, path: str | Path, *, num_labels: int = 2, seed: int = 0) -> Path:
     """Save a randomly initialised tiny sequence classifier and its tokenizer to ``path``.
@@ -141,23 +309,20 @@ def tiny_model(architecture: str, path: str | Path, *, num_labels: int = 2, seed
     :param path: folder to write (created); Hugging Face layout, safetensors weights.
     :param num_labels: classes of the classification head.
     :param seed: ``torch.manual_seed`` for the initialisation.
-    :returns: ``path``. The model has hidden size 32, 2 layers, 2 heads, FFN 64, about
-        21k parameters; the tokenizer is a ``BertTokenizerFast`` over a 37-token vocabulary
-        whose ``model_input_names`` match the architecture.
+    :returns: ``path``. The model has hidden size 32, 2 layers, 2 heads, FFN 64 (about 21k
+        parameters besides the embeddings); the tokenizer is the family's real kind
+        (:func:`tiny_tokenizer`, :data:`TOKENIZER_MODELS`): WordPiece with 37 to 38 tokens,
+        byte-level BPE with about 360, Unigram with about 110. The config's special-token ids
+        are the tokenizer's.
     :raises ValueError: for an unknown architecture.
     """
     import torch
-    from transformers import AutoModelForSequenceClassification, BertTokenizerFast
+    from transformers import AutoModelForSequenceClassification
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    vocab = path / "vocab.txt"
-    vocab.write_text("\n".join(SPECIAL + POSITIVE + NEGATIVE + FILLER) + "\n", encoding="utf-8")
-    inputs = ["input_ids", "attention_mask"]
-    if ARCHITECTURES.get(architecture, True):
-        inputs.insert(1, "token_type_ids")
-    tok = BertTokenizerFast(vocab=str(vocab), model_max_length=64, model_input_names=inputs)
-    config = _config(architecture, len(tok), num_labels)
+    tok = tiny_tokenizer(architecture)
+    config = _config(architecture, tok, num_labels)
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_config(config)
     model.save_pretrained(path)
@@ -181,7 +346,16 @@ def _rows(n: int, seed: int) -> dict[str, list[Any]]:
 def tiny_task_data(n_train: int = 64, n_eval: int = 32, *, seed: int = 0) -> "TaskData":
     """A small learnable binary sentiment task (``train``/``validation``/``test``).
 
-    :returns: a :class:`compressor.TaskData` with columns ``text`` and ``label`` (int64).
+    Each row is five neutral words and one cue word (``good``, ``awful``, ...), shuffled; the
+    label is 1 when the cue is positive, 0 when negative; labels are balanced.
+
+    :param n_train: rows of ``train``.
+    :param n_eval: rows of ``validation`` and of ``test`` each.
+    :param seed: seed of the sentences (split ``i`` of train/validation/test uses
+        ``seed + i``): the same arguments give the same rows.
+    :returns: a :class:`compressor.TaskData` named ``tiny-sentiment``, type
+        ``text-classification``, columns ``text`` and ``label`` (int64), ``label_names``
+        ``["negative", "positive"]``.
     """
     import datasets
 
@@ -202,6 +376,11 @@ def tiny_task_data(n_train: int = 64, n_eval: int = 32, *, seed: int = 0) -> "Ta
 def write_tiny_task_files(folder: str | Path, n_train: int = 64, n_eval: int = 32, *, seed: int = 0) -> dict[str, str]:
     """Write the :func:`tiny_task_data` splits as CSV files for a recipe's ``task.data.files``.
 
+    :param folder: where ``train.csv``, ``validation.csv`` and ``test.csv`` are written
+        (created).
+    :param n_train: rows of ``train``.
+    :param n_eval: rows of ``validation`` and of ``test`` each.
+    :param seed: as for :func:`tiny_task_data`.
     :returns: split name -> file name (relative to ``folder``).
     """
     import csv
@@ -249,6 +428,122 @@ def _resolve(strategy: "str | type[Strategy]", plugins: "Plugins | None") -> tup
             "plugins given; pass plugins=compressor.testing.plugins_with(your_plugin_module)"
         )
     return strategy, plugins
+
+
+# --- contexts: calling apply in a unit test -----------------------------------------------
+
+
+def make_context(
+    tmp_path: str | Path,
+    *,
+    stage_name: str = "stage",
+    data: "TaskData | None" = None,
+    artifacts: "dict[str, Artifact] | None" = None,
+    seed: int = 0,
+    device: str = "cpu",
+    plugins: "Plugins | None" = None,
+    base_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    recipe_hash: str | None = None,
+) -> "StageContext":
+    """A :class:`compressor.StageContext` like the orchestrator's, for calling ``apply`` in a
+    unit test.
+
+    :param tmp_path: a scratch folder (pytest's ``tmp_path``); the context's
+        ``output_dir`` is ``<tmp_path>/<stage_name>/output`` (created, empty) and its
+        ``work_dir`` ``<tmp_path>/<stage_name>/work`` (created).
+    :param stage_name: the stage's name (the new artifact's name).
+    :param data: the task; default :func:`tiny_task_data` ``()``.
+    :param artifacts: earlier artifacts by name (a teacher, the baseline).
+    :param seed: the run's seed.
+    :param device: ``"cpu"`` or ``"cuda"``.
+    :param plugins: the registry the context's ``load_data`` / ``resolve_model`` use
+        (:func:`plugins_with` for a plugin that is not installed); default: the installed
+        plugins.
+    :param base_dir: the "recipe folder" relative paths are resolved against; default
+        ``tmp_path``.
+    :param cache_dir: the cache root; default: compressor's (``$COMPRESSOR_CACHE`` or
+        ``~/.cache/compressor``), so packaged models and data sets are not fetched twice.
+    :param recipe_hash: copied into the lineage.
+    :returns: the context (progress bars off, logger ``compressor.testing``).
+    :raises ValueError: when the output folder exists and is not empty.
+    """
+    import logging
+
+    from .strategy import StageContext
+
+    tmp_path = Path(tmp_path)
+    out = tmp_path / stage_name / "output"
+    work = tmp_path / stage_name / "work"
+    out.mkdir(parents=True, exist_ok=True)
+    if any(out.iterdir()):
+        raise ValueError(f"{out} is not empty: give each context its own stage_name or tmp_path")
+    work.mkdir(parents=True, exist_ok=True)
+    return StageContext(
+        stage_name=stage_name,
+        output_dir=out,
+        work_dir=work,
+        data=data if data is not None else tiny_task_data(),
+        seed=seed,
+        artifacts=dict(artifacts or {}),
+        recipe_hash=recipe_hash,
+        logger=logging.getLogger("compressor.testing"),
+        progress=False,
+        device=device,
+        base_dir=Path(base_dir) if base_dir is not None else tmp_path,
+        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        plugins=plugins,
+    )
+
+
+def apply_strategy(
+    strategy: "str | type[Strategy]",
+    source: "Artifact | str | Path",
+    config: Any,
+    tmp_path: str | Path,
+    *,
+    plugins: "Plugins | None" = None,
+    **context: Any,
+) -> "Artifact":
+    """Run one strategy's ``apply`` outside a recipe, checked as the orchestrator checks it.
+
+    :param strategy: a registered name or a registered :class:`compressor.Strategy` class.
+    :param source: the input: an :class:`compressor.Artifact`, or a model folder (taken as a
+        ``"pytorch"`` artifact named ``baseline``).
+    :param config: a mapping (validated by the strategy's ``Config``) or a ``Config`` instance.
+    :param tmp_path: scratch folder for the context (see :func:`make_context`).
+    :param plugins: where ``strategy`` is looked up, also given to the context; default: the
+        installed plugins.
+    :param context: more :func:`make_context` arguments (``data``, ``artifacts``, ``seed``,
+        ``stage_name``, ...); ``artifacts`` gets the input as ``"baseline"`` unless it names one.
+    :returns: the artifact ``apply`` returned (in the context's ``output_dir``, with its
+        ``lineage.json``).
+    :raises compressor.StageError: when the input's format is not one the strategy takes
+        (as the orchestrator refuses it), or whatever ``apply`` raises.
+    :raises AssertionError: when ``apply`` returns something else than an artifact in the
+        context's ``output_dir``.
+    """
+    from pydantic import BaseModel
+
+    from .artifact import Artifact
+    from .errors import StageError
+
+    cls, plugins = _resolve(strategy, plugins)
+    artifact = source if isinstance(source, Artifact) else Artifact(name="baseline", path=Path(source))
+    if artifact.format not in cls.input_formats:
+        raise StageError(
+            f"strategy {cls.name!r} takes {list(cls.input_formats)} models, but its input "
+            f"{artifact.name!r} is a {artifact.format!r} model"
+        )
+    validated = config if isinstance(config, BaseModel) else cls.Config.model_validate(config)
+    artifacts = {artifact.name: artifact, **context.pop("artifacts", {})}
+    ctx = make_context(tmp_path, plugins=plugins, artifacts=artifacts, **context)
+    produced = cls().apply(artifact, validated, ctx)
+    assert isinstance(produced, Artifact), f"{cls.name}: apply() returned {type(produced).__name__}, not an Artifact"
+    assert Path(produced.path).resolve() == ctx.output_dir.resolve(), (
+        f"{cls.name}: apply() wrote its artifact to {produced.path}, not to context.output_dir"
+    )
+    return produced
 
 
 # --- hardware ---------------------------------------------------------------------------------
@@ -391,13 +686,14 @@ def check_artifact_reloads(
 
     from .artifact import Artifact
     from .evaluate.backends import backend_for
+    from .plugins import get_plugins
 
     again = Artifact.load(artifact.path)
     assert again.name == artifact.name and again.format == artifact.format, (again, artifact)
     assert again.lineage == artifact.lineage
     if expected_format is not None:
         assert again.format == expected_format, f"artifact format {again.format!r}, strategy says {expected_format!r}"
-    backend = backend_for(again, plugins.backends if plugins is not None else None).load(
+    backend = backend_for(again, (plugins or get_plugins()).backends).load(
         again, task_type=data.type, threads=1
     )
     try:
@@ -517,31 +813,17 @@ def check_clear_errors(
     :returns: the error raised.
     :raises pytest.skip.Exception: where ``apply`` refused this machine's hardware first.
     """
-    import logging
-
     from .artifact import Artifact
-    from .strategy import StageContext
 
-    cls, _ = _resolve(strategy, plugins)
+    cls, plugins = _resolve(strategy, plugins)
     tmp_path = Path(tmp_path)
     broken = tmp_path / "not-a-model"
     broken.mkdir(parents=True, exist_ok=True)
     (broken / "config.json").write_text('{"this is": "not a model config"}', encoding="utf-8")
     fmt = cls.input_formats[0]
     artifact = Artifact(name="broken", path=broken, format=fmt)
-    out = tmp_path / "out"
-    work = tmp_path / "work"
-    out.mkdir(exist_ok=True)
-    work.mkdir(exist_ok=True)
-    context = StageContext(
-        stage_name="stage",
-        output_dir=out,
-        work_dir=work,
-        data=tiny_task_data(16, 8),
-        seed=0,
-        artifacts={"baseline": artifact},
-        logger=logging.getLogger("compressor.testing"),
-        progress=False,
+    context = make_context(
+        tmp_path, data=tiny_task_data(16, 8), artifacts={"baseline": artifact}, plugins=plugins
     )
     validated = cls.Config.model_validate(config)
     try:

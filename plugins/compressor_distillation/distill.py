@@ -3,10 +3,12 @@ transformers)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from compressor.artifact import Artifact
 from compressor.errors import StageError
 from compressor.structure import load_pretrained
 from compressor.training import trainer as training
@@ -26,7 +28,6 @@ from .trainer import (
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from compressor.artifact import Artifact
     from compressor.strategy import StageContext, Strategy
 
     from .plugin import DistillationConfig
@@ -88,26 +89,13 @@ def load_teacher(
     return model
 
 
-def resolve_student_model(spec: Any) -> str:
-    """Folder of a ``student: {model: ...}`` (packaged name, local folder or hub id).
+def resolve_student_model(spec: Any, context: "StageContext") -> str:
+    """Folder of a ``student: {model: ...}`` (packaged name, local folder or hub id), resolved
+    with the run's model sources and cache (:meth:`compressor.StageContext.resolve_model`).
 
-    :raises StageError: when the model cannot be resolved.
+    :raises StageError: when the model cannot be resolved (``key="student.model"``).
     """
-    from compressor.errors import CompressorError
-    from compressor.plugins import get_plugins
-    from compressor.sources.models import resolve_model
-    from compressor.sources.packaged import cache_root
-
-    try:
-        path = resolve_model(
-            spec.model, spec.source, sources=get_plugins().model_sources, cache_dir=cache_root()
-        )
-    except CompressorError as exc:
-        raise StageError(
-            f"cannot resolve the student model {spec.model!r}: {exc.message}",
-            key="student.model", expected=exc.expected, hint=exc.hint,
-        ) from exc
-    return str(path)
+    return str(context.resolve_model(spec.model, spec.source, key="student.model"))
 
 
 def same_vocabulary(a: "PreTrainedTokenizerBase", b: "PreTrainedTokenizerBase") -> bool:
@@ -307,7 +295,7 @@ def run_task_distillation(
     kwargs = model_kwargs(config)
 
     teacher_artifact = context.artifact(config.teacher) if config.teacher else artifact
-    t_tok = training.load_tokenizer(teacher_artifact.path, teacher_artifact.name)
+    t_tok = context.load_tokenizer(teacher_artifact, key="teacher")
     from transformers import set_seed
 
     set_seed(seed)  # a teacher without a trained head (alpha_ce == 0) gets a seeded one
@@ -320,9 +308,9 @@ def run_task_distillation(
         facts.update(shape)
         s_tok = t_tok
     else:
-        path = str(artifact.path) if config.student == "input" else resolve_student_model(config.student)
+        path = str(artifact.path) if config.student == "input" else resolve_student_model(config.student, context)
         name = artifact.name if config.student == "input" else config.student.model
-        s_tok = training.load_tokenizer(path, name)
+        s_tok = context.load_tokenizer(Artifact(name=name, path=Path(path)), key="student")
         set_seed(seed)
         id2label = dict(enumerate(data.label_names))
         try:
@@ -435,19 +423,17 @@ def run_mlm_distillation(
     teacher, _ = load_masked_lm(teacher_artifact, require_head=True, key="teacher", **kwargs)
     teacher.eval()
     teacher.requires_grad_(False)
-    tok = training.load_tokenizer(teacher_artifact.path, teacher_artifact.name)
+    tok = context.load_tokenizer(teacher_artifact, key="teacher")
     facts: dict[str, Any] = {"mode": "mlm", "teacher": teacher_artifact.name}
     if config.student is None:
         student, shape = layer_copy_student(teacher, config, context, seed)
         facts.update(shape)
     else:
-        from compressor.artifact import Artifact
-
         if config.student == "input":
             source = artifact
         else:
-            source = Artifact(name=config.student.model, path=resolve_student_model(config.student))
-        s_tok = training.load_tokenizer(source.path, source.name)
+            source = Artifact(name=config.student.model, path=Path(resolve_student_model(config.student, context)))
+        s_tok = context.load_tokenizer(source, key="student")
         if not same_vocabulary(s_tok, tok):
             raise StageError(
                 f"general distillation compares token distributions over one vocabulary, but "

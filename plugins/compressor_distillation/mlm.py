@@ -16,7 +16,6 @@ and the ``mlm-adapt`` strategy's implementation (heavy: torch, transformers, dat
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -28,43 +27,24 @@ if TYPE_CHECKING:  # pragma: no cover
     import datasets
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from compressor.artifact import Artifact
-    from compressor.recipe import DataConfig
-    from compressor.strategy import StageContext, Strategy
-    from compressor.task import TaskData
+    from compressor import Artifact, DataConfig, StageContext, Strategy, TaskData
 
 
 def corpus_data(corpus: "DataConfig | None", context: "StageContext", *, key: str) -> "TaskData":
     """The raw-text corpus of a masked-LM stage.
 
     :param corpus: the stage's ``corpus`` setting (a ``task.data``-style mapping: a packaged
-        data set such as ``news-articles``, a hub set or local files, relative to the current
-        directory); ``None`` uses the run's task data (any task: only ``text`` is read).
-    :param context: the stage's context (seed, task data).
+        data set such as ``news-articles``, a hub set or local files, relative to
+        ``context.base_dir``, the recipe's folder, or the working directory when the
+        orchestrator does not set it), loaded with the run's data sets and cache
+        (:meth:`compressor.StageContext.load_data`); ``None`` uses the run's task data (any
+        task: only ``text`` is read).
+    :param context: the stage's context (seed, task data, data loading).
     :param key: the config key, for messages.
     :returns: task data with at least a ``train`` split holding a ``text`` column.
     :raises StageError: when the corpus cannot be loaded or has no ``train`` rows.
     """
-    from compressor.errors import CompressorError
-    from compressor.plugins import get_plugins
-    from compressor.sources.datasets import load_task_data
-    from compressor.sources.packaged import cache_root
-
-    if corpus is None:
-        data = context.data
-    else:
-        try:
-            data = load_task_data(
-                corpus,
-                datasets_registry=get_plugins().datasets,
-                cache_dir=cache_root(),
-                seed=context.seed,
-                base_dir=Path.cwd(),
-                task_type="masked-lm",
-            )
-        except CompressorError as exc:
-            raise StageError(f"cannot load the corpus: {exc.message}", key=key,
-                             expected=exc.expected, hint=exc.hint) from exc
+    data = context.data if corpus is None else context.load_data(corpus, task_type="masked-lm", key=key)
     train = data.splits.get("train")
     if train is None or len(train) == 0 or "text" not in train.column_names:
         raise StageError(
@@ -327,7 +307,7 @@ def run_mlm_adapt(
 
     training.check_device_and_precision(config, context.device)
     seed = context.seed if config.seed is None else config.seed
-    tokenizer = training.load_tokenizer(artifact.path, artifact.name)
+    tokenizer = context.load_tokenizer(artifact)
     block_size = training.effective_max_length(tokenizer, config.max_length, context)
     set_seed(seed)  # the new head is initialised from this seed
     model, new_weights = load_masked_lm(artifact, require_head=False, key="model")

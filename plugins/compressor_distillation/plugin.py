@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from compressor import DataConfig
 from compressor.hookspecs import hookimpl
-from compressor.recipe import DataConfig
 from compressor.strategy import Strategy, StrategyConfig
 from compressor.training import TrainingConfig
 
@@ -30,7 +30,7 @@ class CorpusMixin(BaseModel):
         None,
         description=(
             "Raw text for masked-LM training, as a task.data mapping: {name: news-articles}, "
-            "{files: {train: corpus.txt}} (paths relative to the working directory) or "
+            "{files: {train: corpus.txt}} (paths relative to the recipe's folder) or "
             "{hub: ...}; null: the texts of the run's task data."
         ),
     )

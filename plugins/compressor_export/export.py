@@ -122,14 +122,9 @@ def run_export(
     strategy: "Strategy", artifact: "Artifact", config: "ExportOnnxConfig", context: "StageContext"
 ) -> "Artifact":
     """Export, optionally optimise, check parity; see :class:`~.plugin.ExportOnnx`."""
-    from transformers import AutoTokenizer
-
     source = Path(artifact.path)
     task_type = context.data.type
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as exc:
-        raise StageError(f"artifact {artifact.name!r} has no loadable tokenizer: {exc}") from exc
+    tokenizer = context.load_tokenizer(artifact)
     texts, pairs = parity_texts(context, config.parity_split, config.parity_samples)
 
     scratch = Path(context.work_dir) / "onnx-export"

@@ -35,7 +35,7 @@ def run_finetune(
     seed = context.seed if config.seed is None else config.seed
     data = context.data
 
-    tokenizer = training.load_tokenizer(artifact.path, artifact.name)
+    tokenizer = context.load_tokenizer(artifact)
     max_length = training.effective_max_length(tokenizer, config.max_length, context)
 
     set_seed(seed)  # a fresh classification head is initialised from this seed

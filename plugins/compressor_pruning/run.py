@@ -34,7 +34,7 @@ def _params(model: torch.nn.Module) -> int:
 
 def _prepare(artifact: "Artifact", context: "StageContext") -> tuple[Any, Any]:
     """Tokenizer and model of the input; unsupported architectures fail here, before any work."""
-    tokenizer = training.load_tokenizer(artifact.path, artifact.name)
+    tokenizer = context.load_tokenizer(artifact)
     model = load_classifier(artifact, context.data.num_labels or None)
     encoder_layout(model)
     return model, tokenizer
@@ -259,7 +259,7 @@ def run_movement(strategy: "Strategy", artifact: "Artifact", config: Any, contex
     if config.teacher is not None:
         teacher_artifact = context.artifact(config.teacher)
         teacher = load_classifier(teacher_artifact, model.config.num_labels)
-        if training.load_tokenizer(teacher_artifact.path, config.teacher).get_vocab() != tokenizer.get_vocab():
+        if context.load_tokenizer(teacher_artifact, key="teacher").get_vocab() != tokenizer.get_vocab():
             raise StageError(
                 f"teacher {config.teacher!r} has another tokenizer than {artifact.name!r}",
                 key="teacher", expected="a teacher sharing the pruned model's tokenizer (e.g. the model before pruning)",

@@ -30,15 +30,15 @@ def run_half(
         or not the requested one.
     """
     import torch
-    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
     src = Path(artifact.path)
     auto = AutoModelForMaskedLM if context.data.type == "masked-lm" else AutoModelForSequenceClassification
     try:
         model = auto.from_pretrained(src, dtype=torch.float32).eval()
-        tokenizer = AutoTokenizer.from_pretrained(src)
     except (OSError, ValueError) as exc:
         raise StageError(f"cannot load artifact {artifact.name!r} at {src}: {exc}") from exc
+    tokenizer = context.load_tokenizer(artifact)
     flags = cpu_flags()
     cuda_bf16 = context.device == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     dtype_name = choose_half_dtype(config.dtype, device=context.device, flags=flags, cuda_bf16=cuda_bf16)

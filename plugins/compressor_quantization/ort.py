@@ -160,14 +160,10 @@ def run_ort_quantization(
     and :class:`~.plugin.OrtStatic`."""
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
-    from transformers import AutoTokenizer
 
     preset, reason, flags = resolve_preset(config.preset)
     source = Path(artifact.path)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as exc:
-        raise StageError(f"artifact {artifact.name!r} has no loadable tokenizer: {exc}") from exc
+    tokenizer = context.load_tokenizer(artifact)
     scratch = Path(context.work_dir) / "ort-quantization"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)

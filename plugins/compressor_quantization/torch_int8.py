@@ -90,16 +90,14 @@ def run_dynamic_int8(
 ) -> "Artifact":
     """Quantise and save; see :class:`~.plugin.DynamicInt8`."""
     import torch
-    from transformers import AutoTokenizer
-
     from torch.ao.nn.quantized.dynamic import Linear as QLinear
 
     src = Path(artifact.path)
     try:
         model = _auto_class(context.data.type).from_pretrained(src, dtype=torch.float32).eval()
-        tokenizer = AutoTokenizer.from_pretrained(src)
     except (OSError, ValueError) as exc:
         raise StageError(f"cannot load artifact {artifact.name!r} at {src}: {exc}") from exc
+    tokenizer = context.load_tokenizer(artifact)
     quantized = quantize_linear_layers(model, per_channel=config.per_channel)
     n_quantized = sum(isinstance(m, QLinear) for m in quantized.modules())
     if n_quantized == 0:

@@ -67,19 +67,9 @@ class TestLowRankConformance(testing.StrategyConformance):
 
 
 def test_too_high_a_rank_is_a_clear_error(tmp_path: Path) -> None:
-    from compressor.artifact import Artifact
-    from compressor.plugins import get_plugins
-
     model = testing.tiny_model("bert", tmp_path / "m")  # 32x32 and 32x64 layers
-    cls = get_plugins().strategy("lowrank.svd")
-    out, work = tmp_path / "out", tmp_path / "work"
-    out.mkdir()
-    work.mkdir()
-    from compressor import StageContext
-
-    ctx = StageContext("lr", out, work, testing.tiny_task_data(8, 4), 0)
     with pytest.raises(StageError, match="none of the 12 matched layers") as info:
-        cls().apply(Artifact("baseline", model), LowRankConfig(rank=30), ctx)
+        testing.apply_strategy("lowrank.svd", model, LowRankConfig(rank=30), tmp_path)
     assert info.value.key == "config.rank"
 
 
@@ -87,10 +77,6 @@ def test_exported_onnx_model_computes_the_factored_model(tmp_path: Path) -> None
     import copy
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from compressor import StageContext
-    from compressor.artifact import Artifact
-    from compressor.plugins import get_plugins
 
     model_dir = testing.tiny_model("bert", tmp_path / "m")
     data = testing.tiny_task_data(8, 8)
@@ -102,13 +88,10 @@ def test_exported_onnx_model_computes_the_factored_model(tmp_path: Path) -> None
     with torch.no_grad():
         want = factored(**enc).logits.numpy()
         dense_logits = dense(**enc).logits.numpy()
-    out, work = tmp_path / "out", tmp_path / "work"
-    out.mkdir()
-    work.mkdir()
-    art = get_plugins().strategy("lowrank.svd")().apply(
-        Artifact("baseline", model_dir), LowRankConfig(rank=4, modules="attention"), StageContext("lr", out, work, data, 0)
+    art = testing.apply_strategy(
+        "lowrank.svd", model_dir, LowRankConfig(rank=4, modules="attention"), tmp_path, data=data
     )
-    assert art.format == "onnx" and (out / "model.onnx").exists()
+    assert art.format == "onnx" and (art.path / "model.onnx").exists()
     extra = art.lineage.extra
     assert extra["factored_layers"] == 8 and extra["dense_layers"] == 0  # q, k, v, output x 2 layers
     assert extra["linear_params_after"] == 8 * (4 * 64 + 32) and extra["linear_params_before"] == 8 * (32 * 32 + 32)
