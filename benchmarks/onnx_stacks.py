@@ -27,7 +27,8 @@ the quick start evaluates on):
 
 Latency: batch 1, ``--sequence-length`` tokens of real text (the test texts packed one after
 another), ``--threads`` threads, ``torch.utils.benchmark`` ``Timer.timeit(--iters)`` per model
-per round, ``--rounds`` rounds with the models in turn; p50/p90 over the pooled samples.
+per round, ``--rounds`` rounds with the models in turn (the order rotated every round);
+p50/p90 over the pooled samples.
 Prints the CPU model and its instruction sets first.
 """
 
@@ -236,8 +237,11 @@ def measure(args: argparse.Namespace) -> None:
     samples: dict[str, list[float]] = {name: [] for name in calls}
     if old:
         samples["old-pytorch-fp32"] = []
-    for _ in range(args.rounds):
-        for name, call in calls.items():
+    order = list(calls)
+    for r in range(args.rounds):
+        # rotate the order every round, so no model always runs right after the same one
+        for name in order[r % len(order):] + order[:r % len(order)]:
+            call = calls[name]
             call()
             m = Timer("f()", globals={"f": call}, num_threads=args.threads).timeit(args.iters)
             samples[name] += list(m.times)

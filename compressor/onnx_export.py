@@ -148,20 +148,29 @@ def _sample_inputs(model: Any, tokenizer: Any, texts: list[str]) -> dict[str, An
 
 
 def _export_torchscript(model: Any, inputs: dict[str, Any], out: Path, opset: int | None) -> None:
+    import warnings
+
     import torch
 
     names = list(inputs)
-    torch.onnx.export(
-        model,
-        (dict(inputs),),
-        str(out),
-        dynamo=False,
-        input_names=names,
-        output_names=["logits"],
-        dynamic_axes={**{k: {0: "batch", 1: "sequence"} for k in names}, "logits": {0: "batch"}},
-        opset_version=opset or 17,
-        do_constant_folding=True,
-    )
+    # The tracer warns that Python conditions on shapes (transformers' mask code) become
+    # constants, and torch that the TorchScript exporter is legacy: the first is checked
+    # (``export_module`` runs the graph at other shapes), the second is the point.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*advanced indexing.*")
+        torch.onnx.export(
+            model,
+            (dict(inputs),),
+            str(out),
+            dynamo=False,
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes={**{k: {0: "batch", 1: "sequence"} for k in names}, "logits": {0: "batch"}},
+            opset_version=opset or 17,
+            do_constant_folding=True,
+        )
 
 
 def _export_dynamo(model: Any, inputs: dict[str, Any], out: Path, opset: int | None) -> None:

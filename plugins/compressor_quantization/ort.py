@@ -217,51 +217,52 @@ def run_ort_quantization(
 
     calibration: dict[str, Any] | None = None
     context.logger.info("%s: quantising (preset %s, %s)", context.stage_name, preset, "static" if static else "dynamic")
-    try:
-        if static:
-            session_inputs = {
-                i.name for i in ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).get_inputs()
-            }
-            batches = calibration_batches(
-                context, tokenizer, session_inputs, split=config.calibration_split,
-                samples=config.calibration_samples, max_length=config.max_length, seed=context.seed,
-                batch_size=config.calibration_batch_size,
-            )
-            samples = sum(len(next(iter(b.values()))) for b in batches)
-            context.logger.info(
-                "%s: calibrating (%s) on %d examples of %r", context.stage_name,
-                config.calibration_method, samples, config.calibration_split,
-            )
-            method = {
-                "minmax": CalibrationMethod.MinMax,
-                "entropy": CalibrationMethod.Entropy,
-                "percentiles": CalibrationMethod.Percentile,
-            }[config.calibration_method]
-            if config.calibration_method == "percentiles":
-                extra_options["CalibPercentile"] = config.percentile
-            with _in_folder(scratch):  # the calibrator writes its augmented graph to the cwd
-                quantize_static(
-                    prepared, quantized, _reader(batches), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=operators, per_channel=config.per_channel,
-                    reduce_range=False, activation_type=activation_type, weight_type=weight_type,
-                    calibrate_method=method, extra_options=extra_options,
+    with _root_logging_untouched():
+        try:
+            if static:
+                session_inputs = {
+                    i.name for i in ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).get_inputs()
+                }
+                batches = calibration_batches(
+                    context, tokenizer, session_inputs, split=config.calibration_split,
+                    samples=config.calibration_samples, max_length=config.max_length, seed=context.seed,
+                    batch_size=config.calibration_batch_size,
                 )
-            calibration = {
-                "method": config.calibration_method,
-                "samples": samples,
-                "split": config.calibration_split,
-                "max_length": config.max_length,
-                "seed": context.seed,
-            }
-            if config.calibration_method == "percentiles":
-                calibration["percentile"] = config.percentile
-        else:
-            quantize_dynamic(
-                prepared, quantized, op_types_to_quantize=operators, per_channel=config.per_channel,
-                reduce_range=False, weight_type=weight_type, extra_options=extra_options,
-            )
-    except (ValueError, RuntimeError, KeyError, TypeError) as exc:
-        raise StageError(f"ONNX Runtime quantisation failed: {type(exc).__name__}: {exc}") from exc
+                samples = sum(len(next(iter(b.values()))) for b in batches)
+                context.logger.info(
+                    "%s: calibrating (%s) on %d examples of %r", context.stage_name,
+                    config.calibration_method, samples, config.calibration_split,
+                )
+                method = {
+                    "minmax": CalibrationMethod.MinMax,
+                    "entropy": CalibrationMethod.Entropy,
+                    "percentiles": CalibrationMethod.Percentile,
+                }[config.calibration_method]
+                if config.calibration_method == "percentiles":
+                    extra_options["CalibPercentile"] = config.percentile
+                with _in_folder(scratch):  # the calibrator writes its augmented graph to the cwd
+                    quantize_static(
+                        prepared, quantized, _reader(batches), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=operators, per_channel=config.per_channel,
+                        reduce_range=False, activation_type=activation_type, weight_type=weight_type,
+                        calibrate_method=method, extra_options=extra_options,
+                    )
+                calibration = {
+                    "method": config.calibration_method,
+                    "samples": samples,
+                    "split": config.calibration_split,
+                    "max_length": config.max_length,
+                    "seed": context.seed,
+                }
+                if config.calibration_method == "percentiles":
+                    calibration["percentile"] = config.percentile
+            else:
+                quantize_dynamic(
+                    prepared, quantized, op_types_to_quantize=operators, per_channel=config.per_channel,
+                    reduce_range=False, weight_type=weight_type, extra_options=extra_options,
+                )
+        except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+            raise StageError(f"ONNX Runtime quantisation failed: {type(exc).__name__}: {exc}") from exc
 
     out = Path(context.output_dir)
     shutil.copyfile(quantized, out / ONNX_FILE)
@@ -288,6 +289,25 @@ def run_ort_quantization(
         extra["exclude_operators"] = list(config.exclude_operators)
     shutil.rmtree(scratch, ignore_errors=True)
     return context.new_artifact(artifact, strategy.name, config, format="onnx", extra=extra)
+
+
+@contextlib.contextmanager
+def _root_logging_untouched() -> Iterator[None]:
+    """Undo the handler ``onnxruntime.quantization`` gives the root logger.
+
+    It logs through the root logger (``logging.warning``), which installs a stderr handler
+    when the root has none; every later message of compressor's own logger, which has its
+    console handler, would then be printed twice.
+    """
+    import logging
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
 
 
 @contextlib.contextmanager
