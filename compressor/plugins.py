@@ -257,6 +257,14 @@ class Plugins:
             parts.append(guess)
         for pname, reason in self.failed.items():
             parts.append(f"plugin {pname!r} failed to load ({reason})")
+        disabled = sorted(i.name for i in self.infos.values() if i.disabled)
+        if disabled:
+            # a disabled plugin is never imported, so which names it registers is unknown
+            parts.append(
+                f"{DISABLE_ENV} disables plugin{'s' if len(disabled) > 1 else ''} "
+                f"{', '.join(repr(n) for n in disabled)}, which may register it: remove "
+                f"{'them' if len(disabled) > 1 else 'it'} from {DISABLE_ENV} to use it"
+            )
         return "; ".join(parts) or None
 
     # -- observers -------------------------------------------------------------------------

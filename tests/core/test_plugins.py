@@ -110,6 +110,9 @@ def test_environment_variable_blocks_named_plugins(monkeypatch):
     plugins = Plugins().load()
     assert "blocked.strategy" not in plugins.strategies
     assert plugins.infos["blockme"].disabled
+    with pytest.raises(PluginError) as info:  # the error says the plugin is switched off
+        plugins.strategy("blocked.strategy")
+    assert "COMPRESSOR_DISABLE_PLUGINS disables plugin 'blockme'" in info.value.hint
     monkeypatch.delenv("COMPRESSOR_DISABLE_PLUGINS")
     assert "blocked.strategy" in Plugins().load().strategies
 
