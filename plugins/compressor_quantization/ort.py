@@ -164,7 +164,8 @@ def run_ort_quantization(
     preset, reason, flags = resolve_preset(config.preset)
     source = Path(artifact.path)
     tokenizer = context.load_tokenizer(artifact)
-    scratch = Path(context.work_dir) / "ort-quantization"
+    # absolute: the static calibrator runs with the scratch folder as the working directory
+    scratch = (Path(context.work_dir) / "ort-quantization").resolve()
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
 

@@ -109,11 +109,18 @@ def test_ort_dynamic_preset_from_recipe_and_onnx_input_rules(baseline, make_cont
         qplugin.OrtDynamic().apply(onnx_art, qplugin.OrtDynamicConfig(), make_context("auto"))
 
 
-def test_ort_static_calibrates_and_records_exclusions(baseline, make_context, task_data):
+def test_ort_static_calibrates_and_records_exclusions(baseline, make_context, task_data, monkeypatch):
+    import dataclasses
+
     import onnx
 
     cfg = qplugin.OrtStaticConfig(preset="avx512_vnni", calibration_samples=16, max_length=32)
-    art = qplugin.OrtStatic().apply(baseline, cfg, make_context("static"))
+    ctx = make_context("static")
+    # folders relative to the working directory, as a relative --run-dir gives them: the
+    # calibrator changes directory, so the strategy must not depend on the cwd
+    monkeypatch.chdir(ctx.work_dir.parent.parent)
+    ctx = dataclasses.replace(ctx, work_dir=Path("static/work"), output_dir=Path("static/model"))
+    art = qplugin.OrtStatic().apply(baseline, cfg, ctx)
     extra = art.lineage.extra
     assert extra["mode"] == "static" and extra["calibration"]["samples"] == 16
     assert extra["calibration"]["method"] == "minmax" and extra["calibration"]["split"] == "train"
