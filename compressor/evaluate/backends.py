@@ -182,6 +182,26 @@ class Backend(abc.ABC):
         """Version of the runtime library (for the results)."""
         return None
 
+    def precision(self) -> str:
+        """The numeric precision the model computes its matrix products in (``"int8"``,
+        ``"fp16"``, ``"bf16"``, ``"fp32"``): the evaluator compares achieved GFLOP/s with the
+        machine's peak in that precision. Default: from the PyTorch model's modules and
+        weights (:func:`compressor.evaluate.compute.torch_precision`)."""
+        from .compute import torch_precision
+
+        return torch_precision(self.model)
+
+    def flops_per_sequence(self, batch: Any, *, sequence_length: int) -> int:
+        """FLOPs of one sequence of ``sequence_length`` tokens (matrix products, ``2*M*N*K``).
+
+        :param batch: an encoded batch of one sequence, ``(1, sequence_length)``.
+        Default: PyTorch's FLOP counter around one forward call
+        (:func:`compressor.evaluate.compute.pytorch_flops`).
+        """
+        from .compute import pytorch_flops
+
+        return pytorch_flops(self.model, batch)
+
     @classmethod
     def loading_snippet(cls, artifact: "Artifact") -> list[str]:
         """Python lines that load this artifact outside compressor (the model card's "How to
@@ -387,6 +407,20 @@ class OnnxRuntimeBackend(Backend):
             'inputs = tokenizer(["some text"], return_tensors="np")',
             'logits = session.run(["logits"], {k: v for k, v in inputs.items() if k in names})[0]',
         ]
+
+    def precision(self) -> str:
+        """From the graph's operators: integer or QDQ nodes are int8
+        (:func:`compressor.evaluate.compute.onnx_precision`)."""
+        from .compute import onnx_precision
+
+        return onnx_precision(self.onnx_path)
+
+    def flops_per_sequence(self, batch: Any, *, sequence_length: int) -> int:
+        """The graph counted with its inputs fixed to ``(1, sequence_length)``
+        (:func:`compressor.evaluate.compute.onnx_flops`); ``batch`` is not needed."""
+        from .compute import onnx_flops
+
+        return onnx_flops(self.onnx_path, batch_size=1, sequence_length=sequence_length)
 
     def predict_logits(self, batch: Any) -> "np.ndarray":
         from ..onnx_export import run_logits

@@ -134,25 +134,30 @@ def onnx_flops(onnx_path: str | Path, *, batch_size: int, sequence_length: int) 
     return int(total)
 
 
-def model_precision(backend: "Backend") -> str:
-    """The numeric precision a model computes its matrix products in.
+def onnx_precision(onnx_path: str | Path) -> str:
+    """The numeric precision an ONNX graph computes its matrix products in.
 
-    :returns: ``"int8"`` (ONNX integer/quantized ops, or PyTorch quantized modules),
-        ``"fp16"``, ``"bf16"`` or ``"fp32"`` (dtype of the floating-point weights).
+    :returns: ``"int8"`` (integer or QDQ operators, :data:`compressor.onnx_export.INT8_OPERATORS`),
+        ``"fp16"`` (fp16 initializers) or ``"fp32"``.
     """
-    onnx_path = getattr(backend, "onnx_path", None)
-    if onnx_path is not None:
-        import onnx
+    import onnx
 
-        proto = onnx.load(str(onnx_path), load_external_data=False)
-        if any(n.op_type in INT8_OPERATORS for n in proto.graph.node):
-            return "int8"
-        if any(i.data_type == onnx.TensorProto.FLOAT16 for i in proto.graph.initializer):
-            return "fp16"
-        return "fp32"
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    if any(n.op_type in INT8_OPERATORS for n in proto.graph.node):
+        return "int8"
+    if any(i.data_type == onnx.TensorProto.FLOAT16 for i in proto.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
+def torch_precision(model: Any) -> str:
+    """The numeric precision a PyTorch model computes its matrix products in.
+
+    :returns: ``"int8"`` (quantized modules), else the dtype of its first floating-point
+        weights: ``"fp16"``, ``"bf16"`` or ``"fp32"``.
+    """
     import torch
 
-    model = backend.model
     for module in model.modules():
         if "quantized" in type(module).__module__:
             return "int8"
@@ -162,16 +167,16 @@ def model_precision(backend: "Backend") -> str:
     return "fp32"
 
 
-def flops_per_sequence(backend: "Backend", batch: Any, *, sequence_length: int) -> int:
-    """FLOPs of one sequence of ``sequence_length`` tokens through ``backend``'s model.
+def model_precision(backend: "Backend") -> str:
+    """The numeric precision of a loaded model: :meth:`Backend.precision
+    <compressor.evaluate.backends.Backend.precision>`, which knows its format."""
+    return backend.precision()
 
-    :param batch: an encoded batch of one sequence (``(1, sequence_length)``) for PyTorch;
-        ignored for ONNX (the graph is counted with shapes fixed to ``(1, sequence_length)``).
-    """
-    onnx_path = getattr(backend, "onnx_path", None)
-    if onnx_path is not None:
-        return onnx_flops(onnx_path, batch_size=1, sequence_length=sequence_length)
-    return pytorch_flops(backend.model, batch)
+
+def flops_per_sequence(backend: "Backend", batch: Any, *, sequence_length: int) -> int:
+    """FLOPs of one sequence of ``sequence_length`` tokens: :meth:`Backend.flops_per_sequence
+    <compressor.evaluate.backends.Backend.flops_per_sequence>`, which knows its format."""
+    return backend.flops_per_sequence(batch, sequence_length=sequence_length)
 
 
 def matmul_peak(precision: str, *, threads: int, device: str = "cpu", min_run_time_s: float = 0.5,

@@ -107,3 +107,32 @@ def test_full_record(make_artifact, make_data, fast_settings, tmp_path):
     assert t["memory"]["device"] == "cpu" and t["memory"]["peak_rss_mb"] >= 0
     assert (t["memory"]["batch_size"], t["memory"]["sequence_length"]) == (4, 16)
     assert e["stop_reason"] in {"stable", "max_runs", "max_time"} and e["timer"] == "perf_counter_ns"
+
+
+def test_a_static_qdq_graph_reads_as_int8(tmp_path):
+    """ONNX Runtime runs QuantizeLinear -> DequantizeLinear -> MatMul groups as int8
+    kernels: such a graph is int8, so its GOP/s is compared with the int8 peak."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from compressor.evaluate.compute import onnx_precision
+
+    def graph(qdq: bool) -> onnx.ModelProto:
+        w = numpy_helper.from_array(np.ones((4, 4), dtype=np.float32), "w")
+        nodes, inits, src = [], [w], "x"
+        if qdq:
+            inits += [numpy_helper.from_array(np.array(0.1, dtype=np.float32), "s"),
+                      numpy_helper.from_array(np.array(0, dtype=np.uint8), "z")]
+            nodes += [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+                      helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"])]
+            src = "xd"
+        nodes.append(helper.make_node("MatMul", [src, "w"], ["y"]))
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    for qdq, expected in ((False, "fp32"), (True, "int8")):
+        path = tmp_path / f"qdq-{qdq}.onnx"
+        onnx.save(graph(qdq), str(path))
+        assert onnx_precision(path) == expected
