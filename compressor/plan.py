@@ -9,7 +9,12 @@ format. :func:`check_plan` walks that chain with the strategies' class attribute
 - a stage whose strategy does not take the format its input is in (an ONNX-producing stage
   feeding a PyTorch-only strategy);
 - a stage that trains (``needs_training_data``) on local files that give no train split;
-- a recipe without stages that does not evaluate its model either.
+- a recipe without stages that does not evaluate its model either;
+- a stage whose strategy needs an architecture role (``Strategy.requires_roles``: layers,
+  heads, FFN neurons, Linear weights, ONNX export) that the model's architecture adapter
+  refuses (:func:`check_architectures`), read from the model's ``config.json`` where it is
+  on disk without downloading anything (a local folder, an extracted packaged model, the
+  hub cache); the run checks again once the model is resolved.
 
 The orchestrator (:mod:`compressor.pipeline`) resolves stage inputs with
 :func:`stage_inputs` too, and runs the chain check again once the model is resolved, with
@@ -91,6 +96,7 @@ def check_plan(
     strategies: Mapping[str, type["Strategy"]],
     *,
     baseline_format: str | None = None,
+    adapters: Mapping[str, Any] | None = None,
 ) -> None:
     """Check the recipe's stage chain before anything runs.
 
@@ -98,9 +104,11 @@ def check_plan(
     :param strategies: registered strategies, name -> class (``Plugins.strategies``).
     :param baseline_format: the format of the input model; default: guessed from the
         recipe (:func:`local_model_format`).
+    :param adapters: ``model_type`` -> architecture adapter (``Plugins.architectures``);
+        default: the process-wide plugins'.
     :raises RecipeError: naming the file, line and key of the stage at fault, what was
-        expected and what to do: nothing to evaluate, a format that does not chain, or a
-        training stage without training data.
+        expected and what to do: nothing to evaluate, a format that does not chain, a
+        training stage without training data, or a method the model's architecture refuses.
     """
     recipe = loaded.recipe
     if not recipe.stages and not recipe.evaluation.baseline:
@@ -116,6 +124,111 @@ def check_plan(
         loaded, strategies, baseline_format=baseline_format or local_model_format(loaded)
     )
     check_training_files(loaded, strategies)
+    check_architectures(loaded, strategies, config=local_model_config(loaded), adapters=adapters)
+
+
+def read_model_config(folder: str | Path) -> dict[str, Any] | None:
+    """The ``config.json`` of a model folder as a dict, or ``None`` when it has none (or it
+    does not parse). No weights are read and no library is imported."""
+    try:
+        data = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def local_model_config(loaded: "LoadedRecipe") -> dict[str, Any] | None:
+    """The recipe's model's ``config.json`` where it is on disk, without downloading.
+
+    :param loaded: the recipe.
+    :returns: the parsed config of a local folder (relative to the recipe's folder, then to
+        the working directory), of a packaged model already extracted in the cache, or of a
+        hub model in huggingface_hub's cache; ``None`` when none is on disk.
+    """
+    import os
+
+    from .sources.packaged import cache_root
+
+    model = loaded.recipe.model
+    name = os.path.expanduser(model.name)
+    if model.source in ("auto", "local"):
+        for folder in (loaded.base_dir / name, Path(name)):
+            try:
+                if folder.is_dir():
+                    return read_model_config(folder)
+            except (OSError, ValueError):
+                return None
+    if model.source in ("auto", "packaged"):
+        root = cache_root() / "models" / name.strip().lower()
+        found = read_model_config(root)
+        if found is None and root.is_dir():
+            for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.endswith("_Pooling")):
+                found = read_model_config(sub)
+                if found is not None:
+                    break
+        if found is not None or model.source == "packaged":
+            return found
+    if model.source in ("auto", "hub") and "/" in name or model.source == "hub":
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            hit = try_to_load_from_cache(model.name, "config.json", revision=model.revision)
+        except Exception:  # noqa: BLE001 - an id the hub library rejects: the source reports it
+            return None
+        if isinstance(hit, str):
+            return read_model_config(Path(hit).parent)
+    return None
+
+
+def check_architectures(
+    loaded: "LoadedRecipe",
+    strategies: Mapping[str, type["Strategy"]],
+    *,
+    config: Mapping[str, Any] | None,
+    adapters: Mapping[str, Any] | None = None,
+) -> None:
+    """Each stage's strategy must need only roles the model's architecture supports.
+
+    A strategy lists the roles it needs in ``requires_roles`` (``"heads"``, ``"ffn"``,
+    ``"layers"``, ``"weights"``, ``"onnx"``); the adapter registered for the model's
+    ``config.model_type`` says which it refuses and why. Every stage's model has the
+    baseline's architecture (strategies change shapes, not the family), so the baseline's
+    config decides for all of them.
+
+    :param loaded: the recipe.
+    :param strategies: registered strategies, name -> class.
+    :param config: the model's ``config.json`` as a dict; ``None`` (not on disk yet): nothing
+        is checked.
+    :param adapters: ``model_type`` -> adapter; default: the process-wide plugins'.
+    :raises RecipeError: at ``stages[i].strategy`` with the role, the architecture and the
+        adapter's reason.
+    """
+    if not config or not isinstance(config.get("model_type"), str):
+        return
+    from types import SimpleNamespace
+
+    from .architectures import ROLES, adapter_for
+
+    cfg = SimpleNamespace(**config)
+    adapter = adapter_for(cfg, adapters)
+    refused = adapter.refusals(cfg)
+    if not refused:
+        return
+    family = getattr(adapter, "family", "") or config["model_type"]
+    for i, stage in enumerate(loaded.recipe.stages):
+        cls = strategies.get(stage.strategy)
+        for role in tuple(getattr(cls, "requires_roles", ()) or ()):
+            if role in refused:
+                loc = ("stages", i, "strategy")
+                raise RecipeError(
+                    f"strategy {stage.strategy!r} cannot run on this {family} model "
+                    f"(model_type {config['model_type']!r}): it needs {role!r} ("
+                    f"{ROLES.get(role, role)}), which the architecture does not support: {refused[role]}",
+                    where=loaded.where(loc),
+                    key=f"stages[{i}].strategy",
+                    expected=f"a strategy this architecture supports (it refuses: {', '.join(sorted(refused))})",
+                    hint="docs/architectures.md lists what each architecture supports",
+                )
 
 
 def check_format_chain(

@@ -20,6 +20,9 @@ each module whose shape differs, what to build instead, and which plain attribut
       }
     }
 
+A parameter that is not a Linear's (DeBERTa v1's per-head ``q_bias`` after head pruning) is
+described by its dotted path and shape: ``{"type": "Parameter", "shape": [24]}``.
+
 :func:`load_pretrained` builds the model from its config, applies the structure file
 (:func:`apply_structure`), then loads the saved weights into it, strictly: every saved
 tensor must find a parameter of the same shape. Without a structure file it is exactly
@@ -49,7 +52,7 @@ STRUCTURE_FILE = "compressor_structure.json"
 
 STRUCTURE_VERSION = 1
 
-_MODULE_TYPES = ("Linear",)
+_MODULE_TYPES = ("Linear", "Parameter")
 
 
 def has_structure(path: str | Path) -> bool:
@@ -81,6 +84,11 @@ def read_structure(path: str | Path) -> dict[str, Any]:
                 f"structure file {file}: module {name!r} has an unknown type",
                 expected=f"type in {list(_MODULE_TYPES)}",
             )
+        if spec["type"] == "Parameter":
+            shape = spec.get("shape")
+            if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+                raise CompressorError(f"structure file {file}: parameter {name!r} needs an integer list shape")
+            continue
         if not all(isinstance(spec.get(k), int) and spec[k] >= 0 for k in ("in_features", "out_features")):
             raise CompressorError(
                 f"structure file {file}: module {name!r} needs integer in_features and out_features"
@@ -107,7 +115,8 @@ def write_structure(
 
     :param path: the model folder (written by ``save_pretrained``).
     :param modules: dotted module path -> module whose shape must be rebuilt
-        (:class:`torch.nn.Linear` only).
+        (:class:`torch.nn.Linear`), or dotted parameter path -> :class:`torch.nn.Parameter`
+        of another shape than the config builds (a parameter not of a Linear).
     :param attributes: dotted module path -> ``{attribute: JSON value}`` to set after
         building.
     :returns: the file's path.
@@ -119,6 +128,9 @@ def write_structure(
 
     data = read_structure(path) if has_structure(path) else {"version": STRUCTURE_VERSION, "modules": {}, "attributes": {}}
     for name, module in (modules or {}).items():
+        if isinstance(module, nn.Parameter):
+            data["modules"][name] = {"type": "Parameter", "shape": list(module.shape)}
+            continue
         if not isinstance(module, nn.Linear):
             raise CompressorError(
                 f"structure files describe Linear modules only, not {type(module).__name__} ({name})"
@@ -158,9 +170,23 @@ def apply_structure(model: "nn.Module", structure: dict[str, Any]) -> "nn.Module
     import torch
     from torch import nn
 
-    from .architecture import get_module, set_module
+    from .architectures import get_module, set_module
 
     for name, spec in structure.get("modules", {}).items():
+        if spec.get("type") == "Parameter":
+            owner_name, _, attr = name.rpartition(".")
+            owner_path = _resolve(model, owner_name) if owner_name else ""
+            owner = get_module(model, owner_path) if owner_path is not None else None
+            old_param = getattr(owner, attr, None) if owner is not None else None
+            if not isinstance(old_param, nn.Parameter):
+                raise CompressorError(
+                    f"structure file names parameter {name!r}, which {type(model).__name__} does not have"
+                )
+            setattr(owner, attr, nn.Parameter(
+                torch.empty(spec["shape"], dtype=old_param.dtype, device=old_param.device),
+                requires_grad=old_param.requires_grad,
+            ))
+            continue
         path = _resolve(model, name)
         if path is None:
             raise CompressorError(
@@ -235,7 +261,7 @@ def pruned_heads_structure(model: "nn.Module", heads: dict[int, list[int]]) -> d
     :param heads: layer index -> head indices removed (:func:`legacy_pruned_heads`).
     :raises CompressorError: when a layer index is out of range or every head is removed.
     """
-    from .architecture import encoder_layout, get_module, layer_modules
+    from .architectures import encoder_layout, get_module, layer_modules
 
     layout = encoder_layout(model)
     layers = layer_modules(model, layout)
@@ -390,7 +416,8 @@ def structure_diff(model: "nn.Module") -> tuple[dict[str, "nn.Module"], dict[str
     build (heads listed in ``config.pruned_heads`` already removed).
 
     :returns: ``(modules, attributes)``: Linear modules whose shape differs, by dotted
-        path, and per module the plain attributes (int, float, bool, str) whose values
+        path (and parameters of other modules whose shape differs, by dotted parameter
+        path), and per module the plain attributes (int, float, bool, str) whose values
         differ; both as :func:`write_structure` takes them.
     :raises CompressorError: when a module whose shape differs is not a Linear layer, or
         when the model's module tree differs from the reference's in another way.
@@ -418,6 +445,12 @@ def structure_diff(model: "nn.Module") -> tuple[dict[str, "nn.Module"], dict[str
                 other.in_features, other.out_features, other.bias is None
             ):
                 modules[name] = module
+        else:
+            ref_params = dict(other.named_parameters(recurse=False))
+            for pname, param in module.named_parameters(recurse=False):
+                ref_param = ref_params.get(pname)
+                if ref_param is not None and tuple(ref_param.shape) != tuple(param.shape):
+                    modules[f"{name}.{pname}" if name else pname] = param
         changed = {
             k: v
             for k, v in vars(module).items()

@@ -1,7 +1,8 @@
 """Tiny random sequence classifiers of each supported encoder family, built from configs.
 
 Shared by tests/core and tests/plugins (``from _tiny_encoders import ...``: pytest puts
-``tests/`` on the path for its conftest).
+``tests/`` on the path for its conftest). :data:`ARCHITECTURES` lists every model type the
+built-in architecture adapters are tested on; docs/architectures.md is generated from it.
 """
 
 from __future__ import annotations
@@ -13,28 +14,45 @@ import torch
 SMALL = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
              intermediate_size=64, max_position_embeddings=64, num_labels=3)
 
+_BERT_LIKE = ("bert", "roberta", "xlm-roberta", "camembert", "data2vec-text", "ernie", "roformer",
+              "megatron-bert", "roc_bert", "xlm-roberta-xl", "roberta-prelayernorm", "mra", "yoso")
+
+#: model type -> extra config keys over :data:`SMALL` (``None``: built specially below)
+ARCHITECTURES: dict[str, dict[str, Any] | None] = {
+    **{t: {} for t in _BERT_LIKE},
+    "electra": {"embedding_size": 16},
+    "rembert": {"input_embedding_size": 16, "output_embedding_size": 16},
+    "xmod": {"languages": ["en_XX"], "default_language": "en_XX"},
+    "big_bird": {"attention_type": "original_full"},
+    "nystromformer": {"num_landmarks": 8, "segment_means_seq_len": 8, "conv_kernel_size": 3},
+    "mpnet": {},
+    "distilbert": None,
+    "deberta-v2": {"relative_attention": True, "position_buckets": 16, "pos_att_type": ["p2c", "c2p"]},
+    "deberta": {"relative_attention": True, "max_relative_positions": 16, "pos_att_type": ["p2c", "c2p"]},
+    "modernbert": {"global_attn_every_n_layers": 2, "local_attention": 8, "pad_token_id": 0,
+                   "cls_token_id": 2, "sep_token_id": 3, "bos_token_id": 2, "eos_token_id": 3},
+    "albert": {"embedding_size": 16},
+    "longformer": {"attention_window": [4, 4, 4]},
+    "mobilebert": {"embedding_size": 16, "true_hidden_size": 16, "intra_bottleneck_size": 16,
+                   "num_feedforward_networks": 2},
+    "fnet": {"use_tpu_fourier_optimizations": False},
+    "convbert": {"embedding_size": 16},
+    "ibert": {},
+    "squeezebert": {"embedding_size": 32},
+}
+
 
 def tiny_config(arch: str) -> Any:
-    """Config of a 3-layer, 4-head (head size 8), FFN-64 model of family ``arch``."""
+    """Config of a 3-layer, 4-head (head size 8), FFN-64 model of family ``arch`` (a
+    ``config.model_type``; see :data:`ARCHITECTURES`)."""
     import transformers as tf
 
-    if arch == "bert":
-        return tf.BertConfig(**SMALL)
-    if arch == "roberta":
-        return tf.RobertaConfig(**SMALL)
-    if arch == "xlm-roberta":
-        return tf.XLMRobertaConfig(**SMALL)
-    if arch == "electra":
-        return tf.ElectraConfig(embedding_size=16, **SMALL)
-    if arch == "mpnet":
-        return tf.MPNetConfig(**SMALL)
     if arch == "distilbert":
         return tf.DistilBertConfig(vocab_size=99, dim=32, n_layers=3, n_heads=4, hidden_dim=64,
                                    max_position_embeddings=64, num_labels=3)
-    if arch == "deberta-v2":
-        return tf.DebertaV2Config(relative_attention=True, position_buckets=16,
-                                  pos_att_type=["p2c", "c2p"], **SMALL)
-    raise ValueError(arch)
+    if arch not in ARCHITECTURES:
+        raise ValueError(arch)
+    return tf.AutoConfig.for_model(arch, **{**SMALL, **(ARCHITECTURES[arch] or {})})
 
 
 def tiny_model(arch: str, seed: int = 0) -> Any:

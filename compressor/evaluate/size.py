@@ -17,7 +17,7 @@ def measure_size(backend: "Backend", artifact: "Artifact") -> dict[str, Any]:
     :param artifact: the model directory (:meth:`Artifact.size_bytes` counts weight files).
     :returns: ``{"params": count, "disk_bytes": bytes, "disk_mb": bytes / 1e6,
         "structure": ... | None, "sparsity": fraction | None}``. ``structure`` describes a
-        PyTorch encoder as :func:`compressor.architecture.structure_summary` does (layers,
+        PyTorch encoder as :func:`compressor.architectures.structure_summary` does (layers,
         heads and FFN widths per layer, fraction of zeros in the encoder layers' Linear
         weights overall and per layer); ``None`` for other backends and for architectures
         it does not know. ``sparsity`` repeats ``structure["sparsity"]``.
@@ -34,7 +34,7 @@ def measure_size(backend: "Backend", artifact: "Artifact") -> dict[str, Any]:
 
 
 def model_structure(backend: "Backend") -> dict[str, Any] | None:
-    """:func:`compressor.architecture.structure_summary` of a PyTorch backend's model, or
+    """:func:`compressor.architectures.structure_summary` of a PyTorch backend's model, or
     ``None`` (not a ``torch.nn.Module``, or an encoder layout it cannot find)."""
     from ..errors import CompressorError
 
@@ -45,7 +45,7 @@ def model_structure(backend: "Backend") -> dict[str, Any] | None:
         return None
     if not isinstance(model, nn.Module) or getattr(model, "config", None) is None:
         return None
-    from ..architecture import structure_summary
+    from ..architectures import structure_summary
 
     try:
         return structure_summary(model)

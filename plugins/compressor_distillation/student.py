@@ -1,11 +1,11 @@
 """Build a shallower student from a teacher by copying teacher layers (Sanh et al. 2019).
 
-The encoder's layer list is found from the module structure, not from architecture-specific
-attribute names: it is the :class:`torch.nn.ModuleList` whose length equals the config's
-layer count (``num_hidden_layers``, ``n_layers`` or ``num_layers``). This covers BERT,
-RoBERTa, XLM-R, MPNet, ELECTRA, DeBERTa-v2, DistilBERT and ModernBERT (whose per-layer
-attention types follow the copied layers through ``config.layer_types``, and whose distinct
-layer 0 is checked by :func:`check_first_layer`).
+The encoder's layer list comes from the model's architecture adapter
+(:func:`compressor.architectures.find_layer_list`), not from architecture-specific attribute
+names. Per-layer config lists (ModernBERT's ``layer_types``, Longformer's
+``attention_window``) follow the copied layers, ModernBERT's student must start at layer 0
+(:func:`check_first_layer`), and ALBERT's student runs fewer repeats of the teacher's shared
+layer.
 """
 
 from __future__ import annotations
@@ -22,48 +22,41 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel
 
 # Layer-list discovery lives in the core (shared with pruning); re-exported here.
-from compressor.architecture import (  # noqa: E402,F401
+from compressor.architectures import (  # noqa: E402,F401
     LAYER_COUNT_ATTRS,
     LayerList,
+    adapter_for,
     find_layer_list,
     layer_count,
+    refuse,
 )
 
 
 def student_config(teacher_config: Any, layer_list: LayerList, layers: list[int]) -> Any:
     """Deep copy of the teacher's config with ``len(layers)`` layers.
 
-    Per-layer config lists of length ``L`` (``layer_types``) are subset to ``layers``.
+    The architecture's adapter updates the depth and subsets per-layer config lists of
+    length ``L`` (``layer_types``, ``attention_window``) to ``layers``, and refuses a choice
+    the architecture cannot start from (ModernBERT: layer 0 first).
+
+    :raises StageError: for a choice of layers the architecture refuses.
     """
     cfg = copy.deepcopy(teacher_config)
+    adapter = adapter_for(cfg)
+    adapter.check_student_layers(teacher_config, layers)
+    adapter.keep_layers(cfg, layers)
     setattr(cfg, layer_list.config_attr, len(layers))
-    per_layer = getattr(cfg, "layer_types", None)
-    if isinstance(per_layer, (list, tuple)) and len(per_layer) == layer_list.count:
-        cfg.layer_types = [per_layer[i] for i in layers]
-    if isinstance(getattr(teacher_config, "global_attn_every_n_layers", None), int):
-        check_first_layer(teacher_config, layers)
     return cfg
 
 
 def check_first_layer(teacher_config: Any, layers: list[int]) -> None:
-    """ModernBERT's student must start with teacher layer 0.
+    """Refuse a student the teacher's architecture cannot start from (ModernBERT's must start
+    with teacher layer 0: see ``ModernBertAdapter.check_student_layers`` in
+    :mod:`compressor.architectures.builtin`).
 
-    ModernBERT (Warner et al. 2024) alternates global and sliding-window attention by layer;
-    transformers 5 lists each layer's type in ``config.layer_types``, which
-    :func:`student_config` subsets, so any choice of layers keeps every copied layer's type.
-    Layer 0 differs from the others, though: it has no attention pre-norm (its input is the
-    normalised embedding output), so no other layer can take its place.
-
-    :raises StageError: when ``layers`` does not start with 0.
+    :raises StageError: when the architecture's adapter refuses ``layers``.
     """
-    if layers[0] != 0:
-        raise StageError(
-            f"{type(teacher_config).__name__}: the student's first layer must be teacher layer 0, "
-            f"got layers {layers}: layer 0 of this architecture has no attention pre-norm "
-            "(its input is the normalised embedding output), so no other layer can take its place",
-            key="layers",
-            hint="start the layer list with 0 ('every-other', 'uniform' and 'first-k' all do)",
-        )
+    adapter_for(teacher_config).check_student_layers(teacher_config, layers)
 
 
 def build_student(
@@ -82,6 +75,7 @@ def build_student(
     :raises StageError: when the layer list is not found, an index is out of range, or a
         student weight has no teacher counterpart of the same shape.
     """
+    refuse(teacher, "layers")
     layer_list = find_layer_list(teacher)
     bad = [i for i in layers if not 0 <= i < layer_list.count]
     if bad or not layers:
@@ -91,7 +85,8 @@ def build_student(
     cfg = student_config(teacher.config, layer_list, layers)
     student = type(teacher)._from_config(cfg)
     student.to(dtype=teacher.dtype)
-    copy_teacher_weights(teacher, student, layer_list.path, layers)
+    # a shared layer (ALBERT) is copied as is: the student runs it fewer times
+    copy_teacher_weights(teacher, student, layer_list.path, list(range(len(layers))) if layer_list.shared else layers)
     student.train()
     return student, layer_list
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from compressor.architecture import encoder_layout, layer_modules
+from compressor.architectures import linear_weights, refuse
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import TrainerCallback
@@ -40,14 +40,11 @@ def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     """The weights magnitude pruning touches: ``weight`` of every Linear inside the encoder layers.
 
     :returns: state-dict-style name -> parameter (2-D, ``(out, in)``).
+    :raises StageError: when the architecture's adapter refuses the ``weights`` role (its
+        layers hold no :class:`torch.nn.Linear`).
     """
-    layout = encoder_layout(model)
-    out: dict[str, nn.Parameter] = {}
-    for i, layer in enumerate(layer_modules(model, layout)):
-        for name, m in layer.named_modules():
-            if isinstance(m, nn.Linear):
-                out[f"{layout.layers.path}.{i}.{name}.weight"] = m.weight
-    return out
+    refuse(model, "weights")
+    return linear_weights(model)
 
 
 def cubic_sparsity(step: int, *, initial: float, final: float, begin: int, end: int) -> float:

@@ -1,7 +1,10 @@
 """Structured pruning: attention heads, FFN neurons, whole layers (heavy: torch).
 
-Every function works from :func:`compressor.architecture.encoder_layout`, not from one
-architecture's attribute names, and edits the model in place (names end in ``_``).
+Every function works from the model's architecture adapter
+(:func:`compressor.architectures.encoder_layout`), not from one architecture's attribute
+names: separate or fused query/key/value projections, per-head bias vectors, GLU FFNs,
+stacked FFNs and shared layers are all described there. Functions edit the model in place
+(names end in ``_``).
 """
 
 from __future__ import annotations
@@ -11,14 +14,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from compressor.architecture import (
-    INTERMEDIATE_SIZE_ATTRS,
-    config_int,
+from compressor.architectures import (
+    EncoderLayout,
+    adapter_for,
     encoder_layout,
-    ffn_widths,
+    ffn_unit_widths,
+    find_layer_list,
     get_module,
     head_counts,
     layer_modules,
+    refuse,
     set_module,
 )
 from compressor.errors import StageError
@@ -27,13 +32,6 @@ from .common import gate_scores, mean_loss
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel
-
-NO_HEAD_PRUNING_TYPES = {
-    "mpnet": "MPNet adds one relative-position bias with a slot per head (computed once for "
-    "all layers) to every layer's attention scores; transformers' prune_heads leaves it "
-    "unpruned and the forward pass fails. Prune FFN neurons or layers of MPNet instead.",
-}
-"""Model types on which head removal is refused, with the reason."""
 
 
 # --- heads ---------------------------------------------------------------------------------
@@ -56,6 +54,7 @@ def head_importance(
         normalisation, which makes a global ranking fairer across layers).
     :returns: one float32 tensor per layer, one score per current head.
     """
+    refuse(model, "heads")
     layout = encoder_layout(model)
     outputs = [get_module(layer, layout.attn_output) for layer in layer_modules(model, layout)]
     grads, _ = gate_scores(model, outputs, layout.head_size, batches)
@@ -113,33 +112,59 @@ def select_heads(
 
 
 def _head_index(heads: list[int], head_size: int, current: int) -> torch.Tensor:
+    """Feature indices ``h * head_size + j`` of the heads kept (not in ``heads``)."""
     keep = [h for h in range(current) if h not in set(heads)]
     return torch.tensor([h * head_size + j for h in keep for j in range(head_size)], dtype=torch.long)
 
 
-def prune_heads_(model: "PreTrainedModel", heads: dict[int, list[int]]) -> str:
-    """Physically remove attention heads (current indices per layer), in place.
+def _fused_index(heads: list[int], head_size: int, current: int, layout: str) -> torch.Tensor:
+    """Row indices kept in a fused q/k/v Linear of ``current`` heads.
 
-    transformers 5 has no ``prune_heads``, so this is done here for every architecture: the
-    query/key/value (and relative-position) projections lose the heads' output rows and the
+    ``"blocks"``: rows ``[q heads | k heads | v heads]`` (ModernBERT's ``Wqkv``);
+    ``"per-head"``: rows ``[q_h k_h v_h]`` head after head (DeBERTa v1's ``in_proj``).
+    """
+    keep = [h for h in range(current) if h not in set(heads)]
+    width = current * head_size
+    if layout == "blocks":
+        rows = [p * width + h * head_size + j for p in range(3) for h in keep for j in range(head_size)]
+    else:
+        rows = [h * 3 * head_size + j for h in keep for j in range(3 * head_size)]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def _prune_vector_(block: nn.Module, name: str, index: torch.Tensor) -> None:
+    """Keep entries ``index`` of the 1-D parameter ``name`` of ``block``."""
+    owner_path, _, attr = name.rpartition(".")
+    owner = get_module(block, owner_path)
+    old = getattr(owner, attr)
+    setattr(owner, attr, nn.Parameter(old.detach().index_select(0, index.to(old.device)).clone(),
+                                      requires_grad=old.requires_grad))
+
+
+def prune_heads_(model: "PreTrainedModel", heads: dict[int, list[int]]) -> str:
+    """Physically remove attention heads (current indices per layer module), in place.
+
+    transformers 5 has no ``prune_heads``, so this is done here for every architecture the
+    adapters describe: the query/key/value projections (separate, or the rows of a fused one),
+    the per-head bias vectors and relative-position projections lose the heads' rows, the
     output projection their input columns (``transformers.pytorch_utils.prune_linear_layer``),
     and the attention module's head-count attributes are updated; saving then needs a
     structure file (:func:`compressor.structure.save_pretrained` writes it).
 
+    :param heads: layer module index (:func:`~compressor.architectures.layer_modules`) ->
+        current head indices to remove.
     :returns: ``"structure-file"``: how the removal reloads.
-    :raises StageError: for architectures in :data:`NO_HEAD_PRUNING_TYPES`, or when a layer
-        would lose every head.
+    :raises StageError: when the architecture's adapter refuses head removal (with its
+        reason), or a layer would lose every head.
     """
     from transformers.pytorch_utils import prune_linear_layer
 
+    refuse(model, "heads")
     layout = encoder_layout(model)
-    if layout.model_type in NO_HEAD_PRUNING_TYPES:
-        raise StageError(
-            f"attention heads of {layout.model_class} cannot be removed: "
-            f"{NO_HEAD_PRUNING_TYPES[layout.model_type]}"
-        )
     counts = head_counts(model, layout)
     for layer, hs in heads.items():
+        if not 0 <= layer < len(counts):
+            raise StageError(f"layer {layer} out of range ({len(counts)} layer modules)")
         if len(set(hs)) >= counts[layer]:
             raise StageError(f"cannot remove all {counts[layer]} heads of layer {layer}")
         if any(not 0 <= h < counts[layer] for h in hs):
@@ -148,20 +173,29 @@ def prune_heads_(model: "PreTrainedModel", heads: dict[int, list[int]]) -> str:
     for layer, hs in heads.items():
         if not hs:
             continue
-        block = layers[layer]
-        index = _head_index(hs, layout.head_size, counts[layer])
-        for rel in layout.head_projections:
-            set_module(block, rel, prune_linear_layer(get_module(block, rel), index, dim=0))
-        set_module(block, layout.attn_output, prune_linear_layer(get_module(block, layout.attn_output), index, dim=1))
-        attn = get_module(block, layout.attention_module)
-        kept = counts[layer] - len(set(hs))
-        for attr in ("num_attention_heads", "n_heads"):
-            if isinstance(getattr(attn, attr, None), int):
-                setattr(attn, attr, kept)
-        for attr in ("all_head_size", "dim"):
-            if isinstance(getattr(attn, attr, None), int):
-                setattr(attn, attr, kept * layout.head_size)
+        _remove_heads(layers[layer], layout, sorted(set(hs)), counts[layer], prune_linear_layer)
     return "structure-file"
+
+
+def _remove_heads(block: nn.Module, layout: EncoderLayout, hs: list[int], current: int, prune: Any) -> None:
+    size = layout.head_size
+    index = _head_index(hs, size, current)
+    if layout.qkv is not None:
+        fused = _fused_index(hs, size, current, layout.qkv_layout)
+        set_module(block, layout.qkv, prune(get_module(block, layout.qkv), fused, dim=0))
+    for rel in layout.head_projections:
+        set_module(block, rel, prune(get_module(block, rel), index, dim=0))
+    for name in layout.head_vectors:
+        _prune_vector_(block, name, index)
+    set_module(block, layout.attn_output, prune(get_module(block, layout.attn_output), index, dim=1))
+    attn = get_module(block, layout.attention_module)
+    kept = current - len(hs)
+    for attr in layout.head_count_attrs:
+        if isinstance(getattr(attn, attr, None), int):
+            setattr(attn, attr, kept)
+    for attr in layout.head_width_attrs:
+        if isinstance(getattr(attn, attr, None), int):
+            setattr(attn, attr, kept * size)
 
 
 # --- FFN neurons ---------------------------------------------------------------------------
@@ -178,10 +212,12 @@ def ffn_importance(
       neuron analogue of Michel et al.'s head mask);
     - ``"activation"``: mean ``|a_j|`` over non-padding tokens.
 
-    :returns: one float32 tensor per layer, one score per current neuron.
+    :returns: one float32 tensor per FFN (per layer module; MobileBERT's stacked FFNs one
+        after the other, layer-major), one score per current neuron.
     """
+    refuse(model, "ffn")
     layout = encoder_layout(model)
-    outputs = [get_module(layer, layout.ffn_output) for layer in layer_modules(model, layout)]
+    outputs = [get_module(layer, out) for layer in layer_modules(model, layout) for _, out in layout.ffn_units]
     grads, acts = gate_scores(model, outputs, 1, batches)
     scores = grads if method == "gradient" else acts
     return [s.detach().float().cpu() for s in scores]
@@ -223,30 +259,38 @@ def select_neurons(
 
 
 def prune_ffn_(model: "PreTrainedModel", keep: list[list[int]]) -> bool:
-    """Shrink each layer's FFN to the neurons in ``keep`` (rows of the first Linear, columns
-    of the second), in place.
+    """Shrink each FFN to the neurons in ``keep`` (rows of the input Linear, both halves of a
+    GLU input, columns of the output Linear), in place.
 
-    When every layer ends with the same width, the config's intermediate size is set to it,
+    When every FFN ends with the same width, the config's intermediate size is set to it,
     so plain ``from_pretrained`` reloads the model.
 
+    :param keep: per FFN (the order of :func:`ffn_importance`), ascending neuron indices.
     :returns: whether the widths are uniform (no structure file needed for them).
+    :raises StageError: when the adapter refuses FFN pruning, or ``keep`` has another
+        length than the model has FFNs.
     """
     from transformers.pytorch_utils import prune_linear_layer
 
+    refuse(model, "ffn")
     layout = encoder_layout(model)
-    layers = layer_modules(model, layout)
-    if len(keep) != len(layers):
-        raise StageError(f"{len(keep)} neuron lists for {len(layers)} layers")
-    for block, idx in zip(layers, keep):
+    units = [(block, pair) for block in layer_modules(model, layout) for pair in layout.ffn_units]
+    if len(keep) != len(units):
+        raise StageError(f"{len(keep)} neuron lists for {len(units)} FFNs")
+    for (block, (ffn_in, ffn_out)), idx in zip(units, keep):
         index = torch.tensor(idx, dtype=torch.long)
-        set_module(block, layout.ffn_intermediate, prune_linear_layer(get_module(block, layout.ffn_intermediate), index, dim=0))
-        set_module(block, layout.ffn_output, prune_linear_layer(get_module(block, layout.ffn_output), index, dim=1))
-    widths = ffn_widths(model, layout)
+        linear_out = get_module(block, ffn_out)
+        rows = index
+        if layout.ffn_glu:  # values then gates, each of the current width
+            rows = torch.cat([index, index + linear_out.in_features])
+        set_module(block, ffn_in, prune_linear_layer(get_module(block, ffn_in), rows, dim=0))
+        set_module(block, ffn_out, prune_linear_layer(linear_out, index, dim=1))
+    widths = ffn_unit_widths(model, layout)
     uniform = len(set(widths)) == 1
     if uniform:
-        attr = config_int(model.config, INTERMEDIATE_SIZE_ATTRS)
-        if attr is not None:
-            setattr(model.config, attr[0], widths[0])
+        attr = adapter_for(model).intermediate_attr
+        if isinstance(getattr(model.config, attr, None), int):
+            setattr(model.config, attr, widths[0])
     return uniform
 
 
@@ -256,28 +300,29 @@ def prune_ffn_(model: "PreTrainedModel", keep: list[list[int]]) -> bool:
 def drop_layers_(model: "PreTrainedModel", drop: list[int]) -> list[int]:
     """Remove whole encoder layers, in place; the config's layer count follows.
 
-    Per-layer config lists (``layer_types``) are renumbered for the kept layers; removed
-    heads live in the structure file, whose module paths follow the kept layers.
+    Per-layer config lists (``layer_types``, Longformer's ``attention_window``) are
+    renumbered for the kept layers (the adapter's ``keep_layers``); removed heads live in the
+    structure file, whose module paths follow the kept layers. A shared layer (ALBERT) stays;
+    the model runs it fewer times.
 
     :param drop: layer indices to remove.
     :returns: the kept layers' original indices.
-    :raises StageError: for out-of-range indices or dropping every layer.
+    :raises StageError: when the adapter refuses layer removal, for out-of-range indices, or
+        dropping every layer.
     """
-    layout = encoder_layout(model)
-    n = layout.layers.count
+    refuse(model, "layers")
+    layer_list = find_layer_list(model)
+    n = layer_list.count
     drop_set = set(drop)
     if any(not 0 <= i < n for i in drop_set):
         raise StageError(f"layer indices {sorted(drop_set)} out of range for {n} layers", key="layers")
     kept = [i for i in range(n) if i not in drop_set]
     if not kept:
         raise StageError(f"cannot drop all {n} layers", key="layers")
-    layers = layer_modules(model, layout)
-    set_module(model, layout.layers.path, nn.ModuleList([layers[i] for i in kept]))
-    cfg = model.config
-    setattr(cfg, layout.layers.config_attr, len(kept))
-    per_layer = getattr(cfg, "layer_types", None)
-    if isinstance(per_layer, (list, tuple)) and len(per_layer) == n:
-        cfg.layer_types = [per_layer[i] for i in kept]
+    adapter_for(model).keep_layers(model.config, kept)
+    if not layer_list.shared:
+        layers = list(get_module(model, layer_list.path))
+        set_module(model, layer_list.path, nn.ModuleList([layers[i] for i in kept]))
     return kept
 
 
@@ -288,13 +333,19 @@ def layer_drop_importance(
     "importance" variant of layer dropping).
 
     Each round tries removing each remaining layer (the layer list without it) and drops
-    the one whose removal raises the task loss on ``batches`` least.
+    the one whose removal raises the task loss on ``batches`` least. Repeats of a shared
+    layer (ALBERT) are interchangeable: the last ``count`` are chosen without measuring.
 
     :returns: ``(original indices to drop, trace)``: the trace lists per round the loss of
         every candidate (``{"round", "base_loss", "candidates": {layer: loss}}``).
+    :raises StageError: when the adapter refuses layer removal.
     """
-    layout = encoder_layout(model)
-    path = layout.layers.path
+    refuse(model, "layers")
+    layer_list = find_layer_list(model)
+    if layer_list.shared:
+        n = layer_list.count
+        return list(range(n - count, n)), []
+    path = layer_list.path
     original = list(get_module(model, path))
     remaining = list(range(len(original)))
     dropped: list[int] = []

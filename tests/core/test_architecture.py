@@ -1,4 +1,4 @@
-"""compressor.architecture and compressor.structure on tiny random models of each family."""
+"""compressor.architectures and compressor.structure on tiny random models of each family."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 
 from _tiny_encoders import inputs, tiny_model
 
-from compressor.architecture import encoder_layout, ffn_widths, head_counts, structure_summary
+from compressor.architectures import encoder_layout, ffn_widths, head_counts, structure_summary
 from compressor.errors import CompressorError, StageError
 from compressor.structure import (
     STRUCTURE_FILE,

@@ -1,0 +1,87 @@
+"""Architecture adapters: where compression methods find the parts of an encoder.
+
+Methods that change a model's shape (layer copy and dropping, head and FFN pruning,
+unstructured pruning) ask an :class:`ArchitectureAdapter` which modules play which role,
+instead of hard-coding one architecture's attribute names. Adapters are found by
+``config.model_type`` among those registered through the ``compressor_register_architectures``
+hook (the built-in ones: :mod:`compressor.architectures.builtin`); a type none claims gets
+:class:`NameMatchingAdapter`, which matches BERT-like module names.
+
+The functions below take an optional ``registry`` (``model_type`` -> adapter) for tests;
+by default they use the process-wide plugins' (``compressor.plugins.get_plugins()``).
+Supported architectures and methods: docs/architectures.md.
+
+Importing this package is cheap: torch loads inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+from .adapter import (
+    HEAD_COUNT_ATTRS,
+    HIDDEN_SIZE_ATTRS,
+    INTERMEDIATE_SIZE_ATTRS,
+    LAYER_COUNT_ATTRS,
+    QKV_LAYOUTS,
+    ROLES,
+    ArchitectureAdapter,
+    EncoderLayout,
+    LayerList,
+    NameMatchingAdapter,
+    base_model_path,
+    config_int,
+    get_module,
+    layer_count,
+    set_module,
+)
+from .layout import (
+    FALLBACK,
+    adapter_for,
+    encoder_layout,
+    ffn_unit_widths,
+    ffn_widths,
+    find_layer_list,
+    head_counts,
+    is_registered,
+    layer_modules,
+    layer_path,
+    linear_weights,
+    original_head_indices,
+    refuse,
+    registered_adapters,
+    sparsity_summary,
+    structure_summary,
+)
+
+__all__ = [
+    "ArchitectureAdapter",
+    "EncoderLayout",
+    "FALLBACK",
+    "HEAD_COUNT_ATTRS",
+    "HIDDEN_SIZE_ATTRS",
+    "INTERMEDIATE_SIZE_ATTRS",
+    "LAYER_COUNT_ATTRS",
+    "LayerList",
+    "NameMatchingAdapter",
+    "QKV_LAYOUTS",
+    "ROLES",
+    "adapter_for",
+    "base_model_path",
+    "config_int",
+    "encoder_layout",
+    "ffn_unit_widths",
+    "ffn_widths",
+    "find_layer_list",
+    "get_module",
+    "head_counts",
+    "is_registered",
+    "layer_count",
+    "layer_modules",
+    "layer_path",
+    "linear_weights",
+    "original_head_indices",
+    "refuse",
+    "registered_adapters",
+    "set_module",
+    "sparsity_summary",
+    "structure_summary",
+]

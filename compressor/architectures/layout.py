@@ -1,0 +1,234 @@
+"""Adapter lookup and the layout functions compression methods call (heavy only inside).
+
+:func:`adapter_for` finds the adapter of a model or config by ``config.model_type`` in the
+registered adapters (``compressor.plugins.get_plugins().architectures`` unless a registry
+is passed); a type no adapter claims gets :class:`~.adapter.NameMatchingAdapter`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import StageError
+from .adapter import ArchitectureAdapter, EncoderLayout, LayerList, NameMatchingAdapter, get_module
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+FALLBACK = NameMatchingAdapter()
+"""The adapter of model types no registered adapter claims."""
+
+
+def registered_adapters() -> dict[str, ArchitectureAdapter]:
+    """``config.model_type`` -> adapter, as the process-wide plugins registered them."""
+    from ..plugins import get_plugins
+
+    return dict(get_plugins().architectures)
+
+
+def adapter_for(
+    model_or_config: Any, registry: Mapping[str, ArchitectureAdapter] | None = None
+) -> ArchitectureAdapter:
+    """The adapter of a model (or of its config).
+
+    :param model_or_config: a model with a ``config``, or a config (anything with
+        ``model_type``).
+    :param registry: ``model_type`` -> adapter; default: the process-wide plugins'
+        (:func:`registered_adapters`).
+    :returns: the registered adapter, or :data:`FALLBACK` for an unknown or missing type.
+    """
+    config = getattr(model_or_config, "config", model_or_config)
+    model_type = getattr(config, "model_type", None)
+    adapters = registry if registry is not None else registered_adapters()
+    if isinstance(model_type, str) and model_type in adapters:
+        return adapters[model_type]
+    return FALLBACK
+
+
+def is_registered(model_type: str, registry: Mapping[str, ArchitectureAdapter] | None = None) -> bool:
+    """Whether an adapter claims ``model_type``."""
+    adapters = registry if registry is not None else registered_adapters()
+    return model_type in adapters
+
+
+def find_layer_list(model: "nn.Module", registry: Mapping[str, ArchitectureAdapter] | None = None) -> LayerList:
+    """Where ``model`` keeps its encoder layers.
+
+    :param model: a Hugging Face model with a ``config``.
+    :param registry: as :func:`adapter_for`.
+    :returns: the :class:`LayerList` its adapter finds.
+    :raises StageError: naming the model class when the layer list is not found.
+    """
+    return adapter_for(model, registry).layer_list(model)
+
+
+def encoder_layout(
+    model: "nn.Module", registry: Mapping[str, ArchitectureAdapter] | None = None
+) -> EncoderLayout:
+    """The layer list and, inside the layers, the attention and FFN modules of ``model``.
+
+    :param model: a Hugging Face encoder (base model or with a task head).
+    :param registry: as :func:`adapter_for`.
+    :returns: the :class:`EncoderLayout`.
+    :raises StageError: naming the model class and the missing parts when its adapter does
+        not find them.
+    """
+    return adapter_for(model, registry).layout(model)
+
+
+def refuse(model: "nn.Module", role: str, registry: Mapping[str, ArchitectureAdapter] | None = None) -> None:
+    """Raise when ``model``'s adapter refuses ``role``.
+
+    :raises StageError: with the adapter's reason.
+    """
+    reason = adapter_for(model, registry).refusal(role, model.config)
+    if reason is not None:
+        raise StageError(
+            f"{type(model).__name__} ({getattr(model.config, 'model_type', '?')}) does not support "
+            f"{role!r}: {reason}",
+            hint="docs/architectures.md lists what each architecture supports",
+        )
+
+
+def layer_modules(model: "nn.Module", layout: EncoderLayout) -> list["nn.Module"]:
+    """The distinct encoder layer modules of ``model`` (layer ``i`` at index ``i``; one
+    module for ALBERT's shared layer)."""
+    return list(get_module(model, layout.layers.path))
+
+
+def layer_path(layout: EncoderLayout, index: int, relative: str = "") -> str:
+    """Dotted path of layer ``index`` (or of ``relative`` inside it) from the model root."""
+    base = f"{layout.layers.path}.{index}"
+    return f"{base}.{relative}" if relative else base
+
+
+def _heads_of(block: "nn.Module", layout: EncoderLayout) -> int:
+    if not layout.attn_output:  # no attention (FNet)
+        return 0
+    if layout.qkv is not None:
+        return get_module(block, layout.qkv).out_features // (3 * layout.head_size)
+    return get_module(block, layout.attn_output).in_features // layout.head_size
+
+
+def head_counts(model: "nn.Module", layout: EncoderLayout | None = None) -> list[int]:
+    """Current number of attention heads of each distinct layer module.
+
+    Read from the projections' shapes divided by the head size, so it is right after any
+    head pruning.
+
+    :returns: one int per layer module (:func:`layer_modules`).
+    """
+    layout = layout or encoder_layout(model)
+    return [_heads_of(layer, layout) for layer in layer_modules(model, layout)]
+
+
+def ffn_widths(model: "nn.Module", layout: EncoderLayout | None = None) -> list[int]:
+    """Current FFN intermediate width (neurons) of each layer module's main FFN."""
+    layout = layout or encoder_layout(model)
+    return [get_module(layer, layout.ffn_output).in_features for layer in layer_modules(model, layout)]
+
+
+def ffn_unit_widths(model: "nn.Module", layout: EncoderLayout | None = None) -> list[int]:
+    """Current width of every FFN of every layer module, layer-major
+    (:attr:`EncoderLayout.ffn_units` order inside a layer)."""
+    layout = layout or encoder_layout(model)
+    return [
+        get_module(layer, out).in_features
+        for layer in layer_modules(model, layout)
+        for _, out in layout.ffn_units
+    ]
+
+
+def original_head_indices(model: "nn.Module", layer: int, current_heads: int, num_heads: int) -> list[int]:
+    """Original head indices (as in ``config.pruned_heads``) of the heads a layer still has.
+
+    :returns: ``current_heads`` indices in ``[0, num_heads)``, ascending.
+    """
+    pruned = set((getattr(model.config, "pruned_heads", None) or {}).get(layer, []))
+    kept = [h for h in range(num_heads) if h not in pruned]
+    if len(kept) != current_heads:  # heads removed without config.pruned_heads (structure file)
+        return list(range(current_heads))
+    return kept
+
+
+def linear_weights(model: "nn.Module", layout: EncoderLayout | None = None) -> dict[str, "nn.Parameter"]:
+    """``weight`` of every :class:`torch.nn.Linear` inside the encoder layer modules.
+
+    :returns: state-dict-style name (``bert.encoder.layer.0.intermediate.dense.weight``) ->
+        parameter, 2-D ``(out, in)``.
+    """
+    from torch import nn
+
+    path = layout.layers.path if layout is not None else find_layer_list(model).path
+    out: dict[str, nn.Parameter] = {}
+    for i, layer in enumerate(get_module(model, path)):
+        for name, m in layer.named_modules():
+            if isinstance(m, nn.Linear):
+                out[f"{path}.{i}.{name}.weight"] = m.weight
+    return out
+
+
+def sparsity_summary(model: "nn.Module", layout: EncoderLayout | None = None) -> dict[str, Any]:
+    """Zeros in the encoder layers' Linear weights, overall and per layer.
+
+    :param model: a PyTorch encoder.
+    :param layout: its layout (when ``None``, only the layer list is looked up).
+    :returns: ``{"linear_weights", "linear_zeros", "linear_sparsity" (fraction in [0, 1]),
+        "per_layer": [fraction per layer module]}``; only ``weight`` matrices of the
+        :class:`~torch.nn.Linear` modules inside the encoder layers count (biases,
+        embeddings, norms and the task head excluded: they are what unstructured pruning
+        leaves dense).
+    """
+    import torch
+    from torch import nn
+
+    path = layout.layers.path if layout is not None else find_layer_list(model).path
+    per_layer: list[float] = []
+    total = zeros = 0
+    with torch.no_grad():
+        for layer in get_module(model, path):
+            n = z = 0
+            for m in layer.modules():
+                if isinstance(m, nn.Linear):
+                    n += m.weight.numel()
+                    z += int((m.weight == 0).sum())
+            per_layer.append(z / n if n else 0.0)
+            total += n
+            zeros += z
+    return {
+        "linear_weights": total,
+        "linear_zeros": zeros,
+        "linear_sparsity": zeros / total if total else 0.0,
+        "per_layer": per_layer,
+    }
+
+
+def structure_summary(model: "nn.Module") -> dict[str, Any]:
+    """What a model's encoder looks like now: layers, heads and FFN widths, sparsity.
+
+    :returns: ``{"layers": L (layers run), "heads": [per layer module], "heads_total",
+        "heads_config": heads per layer in the config, "ffn_widths": [per layer module],
+        "ffn_config": intermediate size in the config, "sparsity": fraction of zeros in the
+        encoder layers' Linear weights, "sparsity_per_layer": [per layer module],
+        "linear_weights": their element count, "zero_weights": how many are exactly zero,
+        "shared_layers": whether one layer module runs ``L`` times (ALBERT)}``.
+    :raises StageError: for an unsupported architecture (see :func:`encoder_layout`).
+    """
+    layout = encoder_layout(model)
+    heads = head_counts(model, layout)
+    sparsity = sparsity_summary(model, layout)
+    return {
+        "layers": layout.layers.count,
+        "heads": heads,
+        "heads_total": sum(heads),
+        "heads_config": layout.num_heads,
+        "ffn_widths": ffn_widths(model, layout),
+        "ffn_config": layout.intermediate_size,
+        "sparsity": sparsity["linear_sparsity"],
+        "sparsity_per_layer": sparsity["per_layer"],
+        "linear_weights": sparsity["linear_weights"],
+        "zero_weights": sparsity["linear_zeros"],
+        "shared_layers": layout.layers.shared,
+    }
+
