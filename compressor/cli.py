@@ -7,6 +7,12 @@ with status 1 after saying where its traceback was saved.
 
 Heavy libraries (torch, transformers) are imported only by the commands that need them, so
 ``compressor --help`` and ``compressor validate`` start fast.
+
+``run`` also works under a launcher (``accelerate launch -m compressor run R``, ``torchrun
+-m compressor run R``): rank 0 prints the table; a process that fails prefixes its message
+with its rank and leaves it where the launcher's failure summary reads it
+(:func:`compressor.distributed.record_for_launcher`); every process exits with the failing
+process's status.
 """
 
 from __future__ import annotations
@@ -19,7 +25,11 @@ from .errors import CompressorError, StageFailed
 
 EXIT_USER_ERROR = 2
 EXIT_STAGE_FAILED = 1
-TASK_TYPES = ("text-classification", "masked-lm")
+TASK_TYPES = (
+    "text-classification", "text-regression", "sentence-embedding", "token-classification",
+    "question-answering", "masked-lm",
+)
+"""The core's task types (``--task`` also accepts a plugin's; the recipe check names them)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("model", metavar="MODEL", help="packaged model name, model folder (an artifact of a run too) or hub id")
     e.add_argument("--data", required=True, metavar="NAME|FILE",
                    help="registered data set name, or a CSV/TSV/JSON/JSONL/Parquet file taken whole as --split")
-    e.add_argument("--task", choices=TASK_TYPES, help="task type (default: the data set's, else text-classification)")
+    e.add_argument("--task", metavar="TYPE", help=f"task type: {', '.join(TASK_TYPES)} or a plugin's "
+                   "(default: the data set's, else text-classification)")
     e.add_argument("--split", default="test", choices=("test", "validation", "train"),
                    help="split measured; a --data file is this split, whole (default: test)")
     e.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/evaluate-<model>-<data>)")
@@ -102,27 +113,44 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except StageFailed as exc:  # a stage crashed: the message says where its traceback is
-        print(f"error: {exc.format()}", file=sys.stderr)
+        _error(exc, exc.format(), args)
         return EXIT_STAGE_FAILED
     except CompressorError as exc:
-        print(f"error: {exc.format()}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted; finished stages are kept: rerun with --resume", file=sys.stderr)
+        from .distributed import exit_status
+
+        _error(exc, exc.format(), args)
+        return exit_status(exc)
+    except KeyboardInterrupt as exc:
+        _error(exc, "interrupted; finished stages are kept: rerun with --resume", args, prefix="")
         return 130
 
 
+def _error(exc: BaseException, message: str, args: argparse.Namespace, prefix: str = "error: ") -> None:
+    """Print an error; under a launcher name the rank and tell the launcher (``run`` only)."""
+    from .distributed import launched, rank, record_for_launcher
+
+    if args.command == "run" and launched():
+        message = f"rank {rank()}: {message}"
+        record_for_launcher(message, exc)
+    print(f"{prefix}{message}", file=sys.stderr)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .distributed import Ranks
     from .pipeline import run
 
+    ranks = Ranks.from_environment()  # one process, or those a launcher started
+    # on failure no barrier on the way out: the process exits and the launcher stops the others
     result = run(
         args.recipe,
         resume=args.resume,
         overwrite=args.overwrite,
         run_dir=args.run_dir,
         progress=not args.no_progress,
+        ranks=ranks,
     )
-    return _print_result(result)
+    ranks.close()
+    return _print_result(result) if ranks.is_main else 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -199,14 +227,24 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
                 info.module,
                 ", ".join(info.model_sources + info.datasets) or "-",
                 ", ".join(getattr(info, "backends", [])) or "-",
+                ", ".join(info.tasks) or "-",
+                _shorten(info.architectures),
                 ", ".join(h.removeprefix("compressor_") for h in info.hooks) or "-",
             ]
         rows.append(row)
     headers = ["plugin", "package", "version", "strategies", "status"]
     if args.verbose:
-        headers[3:3] = ["module", "sources / data sets", "backend formats", "hooks"]
+        headers[3:3] = ["module", "sources / data sets", "backend formats", "tasks",
+                        "architectures", "hooks"]
     print(tabulate(rows, headers=headers, tablefmt="simple"))
     return 1 if plugins.failed else 0
+
+
+def _shorten(names: list[str], limit: int = 6) -> str:
+    if not names:
+        return "-"
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -120,6 +120,46 @@ def compressor_register_backends(register: Callable[["type[Backend]"], None]) ->
     """
 
 
+@hookspec
+def compressor_register_architectures(register: Callable[[Any], None]) -> None:
+    """Register architecture adapters: how compression methods find the parts of an encoder.
+
+    Called once, when the plugin manager loads plugins. An adapter maps a model family
+    (matched by ``config.model_type``) onto the roles that distillation and pruning need: the
+    layer stack, the query/key/value projections (fused or separate), the attention output,
+    the FFN's input and output projections, heads and head size, and the config changes that
+    removing layers, heads or neurons implies. The core's adapters register the same way
+    (:mod:`compressor.architectures.builtin`).
+
+    :param register: call ``register(adapter)`` once per adapter; see
+        :class:`compressor.architectures.ArchitectureAdapter`. A model type claimed twice is
+        a :class:`compressor.errors.PluginError`.
+
+    Example::
+
+        @hookimpl
+        def compressor_register_architectures(register):
+            register(MyEncoderAdapter())   # model_types = ("my-encoder",)
+    """
+
+
+@hookspec
+def compressor_register_tasks(register: Callable[[Any], None]) -> None:
+    """Register task types a recipe can name as ``task.type``.
+
+    Called once, when the plugin manager loads plugins. A task owns what differs between
+    encoder tasks: its data columns and their checks, the model head, tokenisation for
+    training, the training and soft-target (distillation) losses, and the evaluation metrics.
+    The core's tasks (``text-classification``, ``text-regression``, ``sentence-embedding``,
+    ``token-classification``, ``question-answering``, ``masked-lm``) register the same way
+    (:mod:`compressor.tasks.builtin`).
+
+    :param register: call ``register(task)`` once per task; see
+        :class:`compressor.tasks.Task`. A name registered twice is a
+        :class:`compressor.errors.PluginError`.
+    """
+
+
 # --- observers ----------------------------------------------------------------------------
 
 

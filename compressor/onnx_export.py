@@ -107,13 +107,25 @@ class ExportResult:
 
 
 def auto_model_class(task_type: str) -> Any:
-    """The transformers auto class whose head produces the task's ``logits``.
+    """The transformers Auto class of the task's head (:attr:`compressor.tasks.Task.auto_model`).
 
-    :param task_type: ``"text-classification"`` or ``"masked-lm"``.
+    :param task_type: a registered task's name.
     """
-    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
+    from .tasks import get_task
 
-    return AutoModelForMaskedLM if task_type == "masked-lm" else AutoModelForSequenceClassification
+    return get_task(task_type).auto_class()
+
+
+DEFAULT_OUTPUTS: dict[str, tuple[str, ...]] = {"logits": ("batch",)}
+"""Graph outputs of a sequence classifier: name -> its dynamic axes."""
+
+
+def task_outputs(task_type: str) -> dict[str, tuple[str, ...]]:
+    """The graph outputs of the task's head: name -> dynamic axes
+    (:attr:`compressor.tasks.Task.onnx_outputs`)."""
+    from .tasks import get_task
+
+    return dict(get_task(task_type).onnx_outputs)
 
 
 def load_for_export(source: Path, task_type: str) -> Any:
@@ -147,7 +159,9 @@ def _sample_inputs(model: Any, tokenizer: Any, texts: list[str]) -> dict[str, An
     return {k: enc[k].to(torch.int64) for k in order}
 
 
-def _export_torchscript(model: Any, inputs: dict[str, Any], out: Path, opset: int | None) -> None:
+def _export_torchscript(
+    model: Any, inputs: dict[str, Any], out: Path, opset: int | None, outputs: dict[str, tuple[str, ...]]
+) -> None:
     import warnings
 
     import torch
@@ -166,14 +180,19 @@ def _export_torchscript(model: Any, inputs: dict[str, Any], out: Path, opset: in
             str(out),
             dynamo=False,
             input_names=names,
-            output_names=["logits"],
-            dynamic_axes={**{k: {0: "batch", 1: "sequence"} for k in names}, "logits": {0: "batch"}},
+            output_names=list(outputs),
+            dynamic_axes={
+                **{k: {0: "batch", 1: "sequence"} for k in names},
+                **{k: dict(enumerate(axes)) for k, axes in outputs.items()},
+            },
             opset_version=opset or 17,
             do_constant_folding=True,
         )
 
 
-def _export_dynamo(model: Any, inputs: dict[str, Any], out: Path, opset: int | None) -> None:
+def _export_dynamo(
+    model: Any, inputs: dict[str, Any], out: Path, opset: int | None, outputs: dict[str, tuple[str, ...]]
+) -> None:
     import torch
 
     batch, sequence = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2)
@@ -184,7 +203,7 @@ def _export_dynamo(model: Any, inputs: dict[str, Any], out: Path, opset: int | N
         dynamo=True,
         dynamic_shapes={k: {0: batch, 1: sequence} for k in inputs},
         input_names=list(inputs),
-        output_names=["logits"],
+        output_names=list(outputs),
         opset_version=opset,
         optimize=True,
         verbose=False,
@@ -241,20 +260,27 @@ def run_logits(sess: Any, batch: dict[str, "np.ndarray"]) -> "np.ndarray":
     return np.asarray(out, dtype=np.float32)
 
 
-def _max_diff(model: Any, onnx_file: Path, tokenizer: Any, batches: list[list[str]]) -> float:
+def _max_diff(
+    model: Any, onnx_file: Path, tokenizer: Any, batches: list[list[str]], outputs: list[str]
+) -> float:
+    """Largest |difference| between the graph's and PyTorch's ``outputs`` on ``batches``."""
     import numpy as np
     import torch
 
     sess = session(onnx_file, threads=1)
+    names = [i.name for i in sess.get_inputs()]
     worst = 0.0
     for texts in batches:
         inputs = _sample_inputs(model, tokenizer, texts)
         with torch.inference_mode():
-            ref = model(**inputs).logits.float().numpy()
-        got = run_logits(sess, {k: v.numpy() for k, v in inputs.items()})
-        if got.shape != ref.shape:
-            return float("inf")
-        worst = max(worst, float(np.abs(got - ref).max()))
+            out = model(**inputs)
+        feed = {k: v.numpy() for k, v in inputs.items() if k in names}
+        got_all = sess.run(outputs, feed)
+        for name, got in zip(outputs, got_all):
+            ref = out[name].float().numpy()
+            if got.shape != ref.shape:
+                return float("inf")
+            worst = max(worst, float(np.abs(np.asarray(got, dtype=np.float32) - ref).max()))
     return worst
 
 
@@ -293,7 +319,10 @@ def export_onnx(
     except (OSError, ValueError) as exc:
         raise StageError(f"{source} has no loadable tokenizer: {exc}") from exc
     out = out_dir / ONNX_FILE
-    used, notes = export_module(model, tokenizer, out, exporter=exporter, opset=opset, tolerance=tolerance)
+    used, notes = export_module(
+        model, tokenizer, out, exporter=exporter, opset=opset, tolerance=tolerance,
+        outputs=task_outputs(task_type),
+    )
     shutil.copyfile(Path(source) / "config.json", out_dir / "config.json")
     proto = onnx.load(str(out), load_external_data=False)
     version = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -303,7 +332,7 @@ def export_onnx(
 
 def _attention_shape(model: Any) -> tuple[int | None, int]:
     """``(heads per layer if uniform else None, hidden size)`` of an encoder."""
-    from .architecture import encoder_layout, head_counts
+    from .architectures import encoder_layout, head_counts
 
     try:
         layout = encoder_layout(model)
@@ -321,28 +350,41 @@ def export_module(
     exporter: str = "auto",
     opset: int | None = None,
     tolerance: float = 1e-3,
+    outputs: dict[str, tuple[str, ...]] | None = None,
 ) -> tuple[str, list[str]]:
-    """Export an in-memory PyTorch model whose forward returns ``.logits`` to ``out_file``.
+    """Export an in-memory PyTorch model to ``out_file``.
 
     For models that exist only in memory (a plugin's rewritten modules); a saved folder goes
     through :func:`export_onnx`. Dummy inputs come from ``tokenizer``.
 
     :param model: in eval mode, on CPU, fp32.
     :param exporter: ``"auto"``, ``"torchscript"`` or ``"dynamo"`` (see the module docs).
+    :param outputs: the forward outputs to keep, name -> dynamic axes (default
+        :data:`DEFAULT_OUTPUTS`, ``logits``; :func:`task_outputs` gives a task's).
     :returns: ``(exporter used, notes)``: ``notes`` say why ``"auto"`` fell back.
     :raises StageError: when every exporter tried fails.
     """
+    outputs = dict(outputs or DEFAULT_OUTPUTS)
     inputs = _sample_inputs(model, tokenizer, _SAMPLE_TEXTS[0])
     order = {"auto": ["torchscript", "dynamo"], "torchscript": ["torchscript"], "dynamo": ["dynamo"]}[exporter]
     notes: list[str] = []
     for name in order:
         try:
-            (_export_torchscript if name == "torchscript" else _export_dynamo)(model, inputs, out_file, opset)
+            (_export_torchscript if name == "torchscript" else _export_dynamo)(
+                model, inputs, out_file, opset, outputs
+            )
         except Exception as exc:  # noqa: BLE001 - exporters raise many types
             notes.append(f"{name} export failed: {type(exc).__name__}: {str(exc)[:300]}")
             continue
         if exporter == "auto" and name == "torchscript":
-            diff = _max_diff(model, out_file, tokenizer, list(_SAMPLE_TEXTS[1:]))
+            try:
+                diff = _max_diff(model, out_file, tokenizer, list(_SAMPLE_TEXTS[1:]), list(outputs))
+            except Exception as exc:  # noqa: BLE001 - a traced graph that fails at other shapes
+                notes.append(
+                    f"the TorchScript graph fails at other input shapes ({type(exc).__name__}: "
+                    f"{str(exc)[:200]}): traced shapes baked in"
+                )
+                continue
             if not diff <= tolerance:
                 notes.append(
                     f"the TorchScript graph differs from PyTorch at other input shapes "

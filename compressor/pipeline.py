@@ -25,6 +25,19 @@ unfinished or changed. A recipe without stages evaluates its model (the baseline
 :class:`Run` holds one run's state and does it in steps (prepare the run directory, resolve
 model and data, baseline, each stage, evaluation, report); :func:`run` loads a recipe file
 and executes a :class:`Run`.
+
+Under a launcher (``accelerate launch``, ``torchrun``, several nodes) every process executes
+the same :class:`Run` (see :mod:`compressor.distributed`): rank 0 alone prepares the run
+directory, resolves and downloads the model and data (the others then load them from the
+cache), and writes artifacts, manifest, evaluation and report. A stage whose strategy trains
+(:func:`stage_trains`) runs on every process, data-parallel through transformers' Trainer;
+the processes other than rank 0 write their copy of the artifact into a scratch folder
+(``work/NN-<stage>/rank-K.output``) that nothing reads. Every other stage runs on rank 0
+while the others wait. A step that fails on one process ends all of them with its message
+(:class:`compressor.distributed.RankFailed`); a process that fails or is killed while
+training ends the launch (the launcher stops the others), and ``--resume`` continues from the
+stage's last checkpoint as with one process. The run directory and the asset cache must be on
+a file system every node sees.
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifact import Artifact, Lineage, write_json_atomic
+from .distributed import Ranks, describe
 from .errors import CompressorError, StageError, StageFailed
 from .manifest import (
     git_sha,
@@ -51,7 +65,15 @@ from .manifest import (
     read_manifest,
     write_manifest,
 )
-from .plan import check_format_chain, missing_training_data, model_format, stage_inputs, training_stages
+from .plan import (
+    check_architectures,
+    check_format_chain,
+    missing_training_data,
+    model_format,
+    read_model_config,
+    stage_inputs,
+    training_stages,
+)
 from .recipe import LoadedRecipe, load_recipe
 
 log = logging.getLogger("compressor")
@@ -86,7 +108,18 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _setup_logging(run_dir: Path) -> logging.Handler:
+def _setup_logging(run_dir: Path, ranks: Ranks | None = None) -> logging.Handler:
+    """Log to ``run.log`` and the console; under a launcher only rank 0 writes ``run.log``
+    and the other processes print warnings and errors only, prefixed with their rank."""
+    if ranks is not None and not ranks.is_main:
+        handler: logging.Handler = logging.NullHandler()
+        log.addHandler(handler)
+        log.setLevel(logging.WARNING)
+        if not any(isinstance(h, _Console) for h in log.handlers):
+            console = _Console()
+            console.setFormatter(logging.Formatter(f"[compressor rank {ranks.rank}] %(message)s"))
+            log.addHandler(console)
+        return handler
     handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
@@ -96,6 +129,45 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
         console.setFormatter(logging.Formatter("[compressor] %(message)s"))
         log.addHandler(console)
     return handler
+
+
+def stage_trains(strategy_cls: type) -> bool:
+    """Whether a strategy's stage runs on every process under a launcher (data-parallel).
+
+    The strategy's ``trains`` class attribute decides; when it is ``None`` (the default of
+    :class:`compressor.Strategy`), a strategy trains when its ``Config`` extends
+    :class:`compressor.training.TrainingConfig`.
+    """
+    from .training.config import TrainingConfig
+
+    trains = getattr(strategy_cls, "trains", None)
+    if trains is None:
+        config = getattr(strategy_cls, "Config", None)
+        return isinstance(config, type) and issubclass(config, TrainingConfig)
+    return bool(trains)
+
+
+def batch_facts(config: Any, processes: int) -> dict[str, int] | None:
+    """How a training stage's batch splits over processes (recorded in the manifest).
+
+    :param config: a stage config; only :class:`compressor.training.TrainingConfig` ones
+        have a batch.
+    :param processes: processes of the run.
+    :returns: ``global_batch`` (examples per optimiser step: ``batch_size`` x
+        ``gradient_accumulation_steps``, whatever the processes), ``per_device_batch``
+        (``batch_size / processes``), ``processes`` and ``gradient_accumulation_steps``;
+        ``None`` for a config without a batch.
+    """
+    from .training.config import TrainingConfig
+
+    if not isinstance(config, TrainingConfig):
+        return None
+    return {
+        "global_batch": config.batch_size * config.gradient_accumulation_steps,
+        "per_device_batch": config.batch_size // processes,
+        "processes": processes,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+    }
 
 
 class _Console(logging.StreamHandler):
@@ -218,6 +290,9 @@ class Run:
     :param recipe_text: the recipe's text, written as the run's ``recipe.yaml``; default:
         the bytes of ``loaded.path`` (read now, so ``--overwrite`` may delete a recipe kept
         in the run directory).
+    :param ranks: the processes of the run (:class:`compressor.distributed.Ranks`);
+        default: one process, or those a launcher started
+        (:meth:`~compressor.distributed.Ranks.from_environment`, at :meth:`execute`).
     """
 
     def __init__(
@@ -228,6 +303,7 @@ class Run:
         plugins: Any = None,
         progress: bool = True,
         recipe_text: str | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
         from .plugins import get_plugins
 
@@ -252,6 +328,7 @@ class Run:
         self.fingerprints: dict[str, str] = {}
         self.results: list[dict[str, Any]] = []
         self.report_path: Path | None = None
+        self.ranks = ranks
 
     # --- the whole run ----------------------------------------------------------------------
 
@@ -269,19 +346,38 @@ class Run:
             (its ``__cause__``); the plugins' ``compressor_run_end`` hook receives the
             original exception.
         """
-        self.prepare_run_dir(resume=resume, overwrite=overwrite)
-        handler = _setup_logging(self.run_dir)
+        if self.ranks is None:
+            self.ranks = Ranks.from_environment()
+        ranks = self.ranks
+        with ranks.together("preparing the run directory"):
+            if ranks.is_main:
+                self.prepare_run_dir(resume=resume, overwrite=overwrite)
+        if ranks.size > 1:
+            # the other processes decide what to reuse from rank 0's view of the earlier run
+            previous = ranks.share(self.stage_cache.entries if ranks.is_main else None)
+            status = ranks.share(self.previous_status)
+            if not ranks.is_main:
+                self.stage_cache = StageCache({"stages": list(previous.values())})
+                self.previous_status = status
+        handler = _setup_logging(self.run_dir, ranks)
         error: BaseException | None = None
         try:
-            self.start()
+            with ranks.together("writing the manifest"):
+                self.start()
             self.resolve()
             self.make_baseline()
-            self.plugins.hook.compressor_run_start(run_dir=self.run_dir, recipe=self.recipe)
+            if ranks.is_main:
+                self.plugins.hook.compressor_run_start(run_dir=self.run_dir, recipe=self.recipe)
             for index in range(1, len(self.recipe.stages) + 1):
                 self.run_stage(index)
-            self.evaluate()
-            self.finish()
-            self.report()
+            with ranks.together("evaluation and report"):
+                if ranks.is_main:
+                    self.evaluate()
+                    self.finish()
+                    self.report()
+            if ranks.size > 1:
+                self.results = ranks.share(self.results)
+                self.report_path = ranks.share(self.report_path)
             return self.result()
         except BaseException as exc:
             error = exc.error if isinstance(exc, StageFailed) else exc
@@ -291,7 +387,8 @@ class Run:
             raise
         finally:
             try:
-                self.plugins.hook.compressor_run_end(run_dir=self.run_dir, results=self.results, error=error)
+                if ranks.is_main:
+                    self.plugins.hook.compressor_run_end(run_dir=self.run_dir, results=self.results, error=error)
             finally:
                 log.removeHandler(handler)
                 handler.close()
@@ -303,8 +400,9 @@ class Run:
         )
 
     def save(self) -> None:
-        """Write the manifest (atomically)."""
-        write_manifest(self.run_dir, self.manifest)
+        """Write the manifest (atomically); only rank 0 writes it under a launcher."""
+        if self.ranks is None or self.ranks.is_main:
+            write_manifest(self.run_dir, self.manifest)
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -339,12 +437,14 @@ class Run:
         self.evaluation_cache = EvaluationCache(run_dir / RESULTS_LINES)
 
     def start(self) -> None:
-        """Write ``recipe.yaml``, ``recipe.resolved.json`` and a first manifest (``running``)."""
-        target = self.run_dir / "recipe.yaml"
-        partial = target.with_name(".recipe.yaml.partial")
-        partial.write_bytes(self.recipe_bytes)
-        os.replace(partial, target)
-        write_json_atomic(self.run_dir / "recipe.resolved.json", self.loaded.resolved())
+        """Write ``recipe.yaml``, ``recipe.resolved.json`` and a first manifest (``running``)
+        (rank 0 only under a launcher; the others keep the manifest in memory)."""
+        if self.ranks is None or self.ranks.is_main:
+            target = self.run_dir / "recipe.yaml"
+            partial = target.with_name(".recipe.yaml.partial")
+            partial.write_bytes(self.recipe_bytes)
+            os.replace(partial, target)
+            write_json_atomic(self.run_dir / "recipe.resolved.json", self.loaded.resolved())
         self.manifest = {
             "run": self.recipe.name,
             "recipe": str(self.loaded.path.resolve()),
@@ -358,6 +458,7 @@ class Run:
             "versions": library_versions(),
             "plugins": {n: i.version for n, i in self.plugins.infos.items() if not i.error},
             "hardware": hardware(),
+            "processes": self.ranks.size if self.ranks is not None else 1,
             "stages": [],
         }
         self.save()
@@ -365,13 +466,36 @@ class Run:
     def resolve(self) -> None:
         """Resolve the model and load the data; check the plan against what they are.
 
+        Under a launcher rank 0 resolves first (downloading what the cache lacks) while the
+        others wait; then the others resolve from the cache, and every process must have
+        loaded the same data (fingerprint) as rank 0.
+
         The format chain is checked again with the format of the resolved model (an
         artifact folder of an earlier run keeps its own), the training stages need training
         rows, and the evaluated split must exist and hold rows: all before any stage runs.
 
         :raises compressor.errors.CompressorError: at the recipe's file:line (model, data,
-            task type, format chain, training data, ``evaluation.accuracy_split``).
+            task type, format chain, training data, ``evaluation.accuracy_split``); data that
+            differs between processes.
+        :raises compressor.distributed.RankFailed: when another process failed to resolve.
         """
+        ranks = self.ranks or Ranks()
+        with ranks.together("resolving the model and data on rank 0"):
+            if ranks.is_main:
+                self._resolve_here()
+        with ranks.together("resolving the model and data"):
+            if not ranks.is_main:
+                self._resolve_here()
+        if ranks.size > 1:
+            fingerprints = ranks.gather(self.data.fingerprint)
+            if len(set(fingerprints)) > 1:
+                raise CompressorError(
+                    f"the processes loaded different data (fingerprints by rank: {fingerprints})",
+                    hint="give every node the same data files and the same asset cache "
+                    "(a shared file system)",
+                )
+
+    def _resolve_here(self) -> None:
         import torch
 
         from .sources.datasets import load_task_data
@@ -407,6 +531,8 @@ class Run:
                 seed=recipe.seed,
                 base_dir=loaded.base_dir,
                 task_type=recipe.task.type,
+                tasks_registry=self.plugins.tasks,
+                options=loaded.task_options,
             )
         except CompressorError as exc:
             _locate(exc, loaded)
@@ -421,6 +547,10 @@ class Run:
         self.model_dir, self.data = Path(model_dir), data
         self.baseline_format = model_format(model_dir)
         check_format_chain(loaded, self.plugins.strategies, baseline_format=self.baseline_format)
+        check_architectures(
+            loaded, self.plugins.strategies, config=read_model_config(model_dir),
+            adapters=self.plugins.architectures,
+        )
         self._check_data()
         self.manifest["model_dir"] = str(model_dir)
         self.manifest["data"] = {
@@ -461,13 +591,28 @@ class Run:
             )
 
     def make_baseline(self) -> Artifact:
-        """Link (or copy) the input model into ``artifacts/00-baseline`` (kept on resume).
+        """Link (or copy) the input model into ``artifacts/00-baseline`` (kept on resume;
+        rank 0 only under a launcher).
 
         :returns: the baseline :class:`Artifact`, in the format of the resolved model.
         """
         recipe = self.recipe
+        ranks = self.ranks or Ranks()
         fingerprint = _sha(recipe.model.model_dump(), recipe.task.model_dump(), recipe.seed, self.data.fingerprint)
         baseline_dir = self.run_dir / "artifacts" / "00-baseline"
+        with ranks.together("writing the baseline"):
+            if ranks.is_main:
+                self._write_baseline(fingerprint, baseline_dir)
+        artifact = Artifact.load(baseline_dir)
+        self.artifacts["baseline"] = artifact
+        self.fingerprints["baseline"] = fingerprint
+        self.manifest["stages"].append(
+            {"name": "baseline", "strategy": None, "status": "done", "fingerprint": fingerprint, "artifact": str(baseline_dir)}
+        )
+        self.save()
+        return artifact
+
+    def _write_baseline(self, fingerprint: str, baseline_dir: Path) -> None:
         if self.stage_cache.reusable("baseline", fingerprint, baseline_dir) is None:
             shutil.rmtree(baseline_dir, ignore_errors=True)
             partial = baseline_dir.with_name(".00-baseline.partial")
@@ -480,17 +625,13 @@ class Run:
                 lineage=Lineage(stage="baseline", recipe_hash=self.recipe_hash, extra={"source": str(self.model_dir)}),
             ).save()
             os.replace(partial, baseline_dir)
-        artifact = Artifact.load(baseline_dir)
-        self.artifacts["baseline"] = artifact
-        self.fingerprints["baseline"] = fingerprint
-        self.manifest["stages"].append(
-            {"name": "baseline", "strategy": None, "status": "done", "fingerprint": fingerprint, "artifact": str(baseline_dir)}
-        )
-        self.save()
-        return artifact
 
     def run_stage(self, index: int) -> Artifact:
         """Run stage ``index``, or reuse its artifact from an earlier attempt.
+
+        Under a launcher a stage whose strategy trains (:func:`stage_trains`) runs on every
+        process, the others' artifact going to a scratch folder; any other stage runs on
+        rank 0 while the others wait.
 
         :param index: 1-based position among the recipe's stages; the stages before it
             (and the baseline) must be done.
@@ -499,13 +640,12 @@ class Run:
             strategy, or the strategy returned something other than its artifact.
         :raises compressor.errors.CompressorError: raised by the strategy, as itself.
         :raises compressor.errors.StageFailed: the strategy raised any other exception;
-            the traceback is saved in ``work/<NN>-<stage>.traceback.txt``.
+            the traceback is saved in ``work/<NN>-<stage>.traceback.txt``
+            (``work/<NN>-<stage>.rank<K>.traceback.txt`` for rank K > 0).
+        :raises compressor.distributed.RankFailed: the stage failed on another process.
         """
-        import transformers
-
-        from .strategy import StageContext
-
         recipe, plugins = self.recipe, self.plugins
+        ranks = self.ranks or Ranks()
         stage, config = recipe.stages[index - 1], self.loaded.stage_configs[index - 1]
         strategy_cls = plugins.strategy(stage.strategy)
         source = self.inputs[index - 1]
@@ -522,8 +662,11 @@ class Run:
             "fingerprint": fingerprint,
             "artifact": str(out_dir),
         }
+        batch = batch_facts(config, ranks.size) if stage_trains(strategy_cls) else None
+        if batch is not None:
+            entry["batch"] = batch
         self.manifest["stages"].append(entry)
-        old = self.stage_cache.reusable(stage.name, fingerprint, out_dir)
+        old = ranks.share(self.stage_cache.reusable(stage.name, fingerprint, out_dir))
         if old is not None:
             done = Artifact.load(out_dir)
             self.artifacts[stage.name] = done
@@ -542,6 +685,37 @@ class Run:
                 hint="reorder the stages so that export and quantisation come last, or "
                 "start this stage from another artifact with 'input: <name>'",
             )
+        partial = out_dir.with_name(f".{folder}.partial")
+        everywhere = ranks.size > 1 and stage_trains(strategy_cls)
+        if ranks.size > 1 and not everywhere:
+            with ranks.together(f"stage {stage.name!r} (on rank 0)"):
+                if ranks.is_main:
+                    self._prepare_stage(out_dir, work_dir, partial, fingerprint)
+                    self._apply_stage(index, strategy_cls, artifact, config, entry, partial, work_dir, partial)
+            return self._load_stage(stage.name, out_dir, entry)
+        with ranks.together(f"preparing stage {stage.name!r}"):
+            if ranks.is_main:
+                self._prepare_stage(out_dir, work_dir, partial, fingerprint)
+                entry.update(status="running", started_at=now())
+                self.save()  # before any process can record a failure of its own
+        # rank K > 0 trains with the others but its copy of the artifact goes nowhere
+        output_dir = partial if ranks.is_main else work_dir / f"rank-{ranks.rank}.output"
+        if not ranks.is_main:
+            shutil.rmtree(output_dir, ignore_errors=True)
+            output_dir.mkdir(parents=True)
+        # no exchange on failure here: the others may be inside a collective of the
+        # Trainer; this process ends and the launcher stops them
+        produced = self._apply_stage(index, strategy_cls, artifact, config, entry, partial, work_dir, output_dir)
+        if not everywhere:
+            return produced
+        with ranks.together(f"saving stage {stage.name!r}"):
+            if ranks.is_main:
+                self._finish_stage(stage.name, strategy_cls, produced, partial, out_dir, entry)
+        if not ranks.is_main:
+            shutil.rmtree(output_dir, ignore_errors=True)
+        return self._load_stage(stage.name, out_dir, entry)
+
+    def _prepare_stage(self, out_dir: Path, work_dir: Path, partial: Path, fingerprint: str) -> None:
         # A changed stage invalidates its old output and checkpoints.
         shutil.rmtree(out_dir, ignore_errors=True)
         stamp = work_dir / "fingerprint"
@@ -549,29 +723,50 @@ class Run:
             shutil.rmtree(work_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
         stamp.write_text(fingerprint)
-        partial = out_dir.with_name(f".{folder}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
 
+    def _load_stage(self, name: str, out_dir: Path, entry: dict[str, Any]) -> Artifact:
+        """The stage's artifact as rank 0 saved it (every process)."""
+        done = Artifact.load(out_dir)
+        self.artifacts[name] = done
+        entry["status"] = "done"
+        return done
+
+    def _apply_stage(
+        self, index: int, strategy_cls: type, artifact: Artifact, config: Any, entry: dict[str, Any],
+        partial: Path, work_dir: Path, output_dir: Path,
+    ) -> Artifact:
+        """Run the strategy; on rank 0 (or alone) also check, save and publish its artifact."""
+        import transformers
+
+        from .strategy import StageContext
+
+        recipe, plugins = self.recipe, self.plugins
+        ranks = self.ranks or Ranks()
+        stage = recipe.stages[index - 1]
+        folder = f"{index:02d}-{stage.name}"
         context = StageContext(
             stage_name=stage.name,
-            output_dir=partial,
+            output_dir=output_dir,
             work_dir=work_dir,
             data=self.data,
             seed=recipe.seed,
             artifacts=dict(self.artifacts),
             recipe_hash=self.recipe_hash,
             logger=log,
-            progress=self.progress,
+            progress=self.progress and ranks.is_main,
             device=self.device,
             base_dir=self.loaded.base_dir,
             cache_dir=self.cache_dir,
             plugins=plugins,
         )
-        entry.update(status="running", started_at=now())
-        self.save()
+        if entry.get("status") != "running":
+            entry.update(status="running", started_at=now())
+            self.save()
         log.info("stage %d/%d %r: %s", index, len(recipe.stages), stage.name, stage.strategy)
-        plugins.hook.compressor_stage_start(stage=stage.name, strategy=stage.strategy, context=context)
+        if ranks.is_main:
+            plugins.hook.compressor_stage_start(stage=stage.name, strategy=stage.strategy, context=context)
         t0 = time.perf_counter()
         transformers.set_seed(recipe.seed)
         try:
@@ -580,39 +775,70 @@ class Run:
                 raise StageError(
                     f"strategy {stage.strategy!r} returned {type(produced).__name__}, not an Artifact"
                 )
-            if Path(produced.path).resolve() != partial.resolve():
+            if Path(produced.path).resolve() != output_dir.resolve():
                 raise StageError(
                     f"strategy {stage.strategy!r} wrote its artifact to {produced.path}, "
                     f"not to the stage's output_dir"
                 )
-            produced.save()
+            if ranks.is_main:
+                # task files a strategy does not write (a sentence-transformers pooling config)
+                self.data.task.complete_artifact(Path(artifact.path), Path(produced.path))
+            if ranks.is_main:
+                produced.save()
         except BaseException as exc:
             entry.update(
                 status="failed",
                 finished_at=now(),
                 duration_s=round(time.perf_counter() - t0, 2),
-                error=f"{type(exc).__name__}: {exc}",
+                error=f"{type(exc).__name__}: {exc}" if ranks.is_main else f"rank {ranks.rank}: {describe(exc)}",
             )
-            tb = self.run_dir / "work" / f"{folder}.traceback.txt"
+            suffix = "" if ranks.is_main else f".rank{ranks.rank}"
+            tb = self.run_dir / "work" / f"{folder}{suffix}.traceback.txt"
             tb.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
             entry["traceback"] = str(tb)
             self.manifest["failed_stage"] = stage.name
-            self.save()
-            plugins.hook.compressor_stage_end(stage=stage.name, strategy=stage.strategy, artifact=None, error=exc)
-            shutil.rmtree(partial, ignore_errors=True)
+            if ranks.is_main:
+                self.save()
+                plugins.hook.compressor_stage_end(stage=stage.name, strategy=stage.strategy, artifact=None, error=exc)
+                shutil.rmtree(partial, ignore_errors=True)
+            else:
+                self._record_rank_failure(stage.name, entry)
             if isinstance(exc, CompressorError) or not isinstance(exc, Exception):
                 raise  # input errors end the run as themselves; so do KeyboardInterrupt & co.
             raise StageFailed(
                 stage.name, index, strategy=stage.strategy, run_dir=self.run_dir, traceback_path=tb, error=exc
             ) from exc
+        entry["duration_s"] = round(time.perf_counter() - t0, 2)
+        if ranks.size > 1 and stage_trains(strategy_cls):
+            return produced  # rank 0 publishes it once every process is done
+        self._finish_stage(stage.name, strategy_cls, produced, partial, partial.with_name(folder), entry)
+        return self.artifacts[stage.name]
+
+    def _finish_stage(
+        self, name: str, strategy_cls: type, produced: Artifact, partial: Path, out_dir: Path, entry: dict[str, Any]
+    ) -> None:
         os.replace(partial, out_dir)
         done = Artifact.load(out_dir)
-        self.artifacts[stage.name] = done
-        entry.update(status="done", finished_at=now(), duration_s=round(time.perf_counter() - t0, 2))
+        self.artifacts[name] = done
+        entry.update(status="done", finished_at=now())
         self.save()
-        plugins.hook.compressor_stage_end(stage=stage.name, strategy=stage.strategy, artifact=done, error=None)
-        log.info("stage %r done in %.1f s", stage.name, entry["duration_s"])
-        return done
+        self.plugins.hook.compressor_stage_end(
+            stage=name, strategy=getattr(strategy_cls, "name", None), artifact=done, error=None
+        )
+        log.info("stage %r done in %.1f s", name, entry["duration_s"])
+
+    def _record_rank_failure(self, name: str, entry: dict[str, Any]) -> None:
+        """A process other than rank 0 failed in a training stage: rank 0 is blocked in the
+        Trainer and will be stopped by the launcher, so this process records the failure in
+        the manifest itself."""
+        manifest = read_manifest(self.run_dir)
+        if not manifest:
+            return
+        for old in manifest.get("stages", []):
+            if isinstance(old, dict) and old.get("name") == name:
+                old.update({k: entry[k] for k in ("status", "finished_at", "duration_s", "error", "traceback")})
+        manifest.update(status="failed", failed_stage=name, finished_at=now(), error=entry["error"])
+        write_manifest(self.run_dir, manifest)
 
     def evaluated_names(self) -> list[str]:
         """The artifacts the recipe evaluates, in report order (``baseline`` first)."""
@@ -683,6 +909,7 @@ def run(
     run_dir: str | Path | None = None,
     plugins: Any = None,
     progress: bool = True,
+    ranks: Ranks | None = None,
 ) -> RunResult:
     """Run a recipe end to end.
 
@@ -692,7 +919,12 @@ def run(
     :param run_dir: override ``<output.dir>/<name>``.
     :param plugins: a loaded :class:`compressor.plugins.Plugins` (default: process-wide).
     :param progress: show progress bars.
+    :param ranks: the run's processes; default: one, or those a launcher started (see
+        :mod:`compressor.distributed`). Under a launcher every process calls this function;
+        the result's ``results`` and ``report`` are rank 0's on every process.
     :returns: a :class:`RunResult`.
+    :raises compressor.distributed.RankFailed: (a ``CompressorError``) another process of
+        a launched run failed; the message is that process's.
     :raises compressor.errors.CompressorError: bad recipe, data or model (the CLI prints it
         and exits with status 2), checked before any stage runs where it can be; a
         strategy's own ``CompressorError`` ends the run as itself.
@@ -704,7 +936,9 @@ def run(
 
     plugins = plugins or get_plugins()
     loaded = load_recipe(recipe_path, plugins=plugins)
-    return Run(loaded, run_dir=run_dir, plugins=plugins, progress=progress).execute(resume=resume, overwrite=overwrite)
+    return Run(loaded, run_dir=run_dir, plugins=plugins, progress=progress, ranks=ranks).execute(
+        resume=resume, overwrite=overwrite
+    )
 
 
 def _evaluation_settings(cfg: Any) -> Any:

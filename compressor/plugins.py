@@ -38,7 +38,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ENTRY_POINT_GROUP = "compressor"
 DISABLE_ENV = "COMPRESSOR_DISABLE_PLUGINS"
-DEFAULT_PLUGINS = ("compressor.sources.builtin", "compressor.evaluate.builtin")
+DEFAULT_PLUGINS = (
+    "compressor.sources.builtin",
+    "compressor.evaluate.builtin",
+    "compressor.architectures.builtin",
+    "compressor.tasks.builtin",
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,8 @@ class PluginInfo:
     model_sources: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
     backends: list[str] = field(default_factory=list)
+    architectures: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
     hooks: list[str] = field(default_factory=list)
     error: str | None = None
     disabled: bool = False
@@ -68,6 +75,9 @@ class Plugins:
     :ivar datasets: data set name -> :class:`~compressor.sources.datasets.DatasetSpec`.
     :ivar backends: artifact format -> evaluation backend class registered by a plugin
         (the core's own ``"pytorch"`` and ``"onnx"`` backends are not listed here).
+    :ivar architectures: ``config.model_type`` -> architecture adapter
+        (:class:`compressor.architectures.ArchitectureAdapter`).
+    :ivar tasks: task type name -> :class:`compressor.tasks.Task`.
     :ivar infos: plugin name -> :class:`PluginInfo` (loaded, failed and disabled ones).
     """
 
@@ -78,6 +88,8 @@ class Plugins:
         self.model_sources: dict[str, ModelSource] = {}
         self.datasets: dict[str, DatasetSpec] = {}
         self.backends: dict[str, type] = {}
+        self.architectures: dict[str, Any] = {}
+        self.tasks: dict[str, Any] = {}
         self.infos: dict[str, PluginInfo] = {}
 
     # -- loading ---------------------------------------------------------------------------
@@ -226,6 +238,48 @@ class Plugins:
                     self.infos[_owner].backends.append(fmt)
 
             impl.function(**_opt_in(impl, register=register_backend))
+
+        for impl in self.pm.hook.compressor_register_architectures.get_hookimpls():
+            owner = impl.plugin_name
+
+            def register_architecture(adapter: Any, _owner: str = owner) -> None:
+                types = tuple(getattr(adapter, "model_types", ()) or ())
+                if not types or not all(isinstance(t, str) and t for t in types):
+                    raise PluginError(
+                        f"plugin {_owner!r}: architecture adapter {adapter!r} lists no model types",
+                        hint="set model_types = ('my-model-type',) (config.model_type values)",
+                    )
+                for model_type in types:
+                    if model_type in self.architectures:
+                        raise PluginError(
+                            f"architecture {model_type!r} registered twice "
+                            f"(by {self._owner_of('architectures', model_type)!r} and {_owner!r})"
+                        )
+                for model_type in types:
+                    self.architectures[model_type] = adapter
+                    self.infos[_owner].architectures.append(model_type)
+
+            impl.function(**_opt_in(impl, register=register_architecture))
+
+        for impl in self.pm.hook.compressor_register_tasks.get_hookimpls():
+            owner = impl.plugin_name
+
+            def register_task(task: Any, _owner: str = owner) -> None:
+                from .tasks import Task
+
+                if not isinstance(task, Task):
+                    raise PluginError(f"plugin {_owner!r} registered {task!r}, not a compressor.tasks.Task")
+                if not task.name:
+                    raise PluginError(f"plugin {_owner!r}: task {type(task).__name__} has no name")
+                if task.name in self.tasks:
+                    raise PluginError(
+                        f"task {task.name!r} registered twice "
+                        f"(by {self._owner_of('tasks', task.name)!r} and {_owner!r})"
+                    )
+                self.tasks[task.name] = task
+                self.infos[_owner].tasks.append(task.name)
+
+            impl.function(**_opt_in(impl, register=register_task))
 
     def _owner_of(self, kind: str, name: str) -> str:
         for info in self.infos.values():

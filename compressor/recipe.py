@@ -105,10 +105,18 @@ class DataConfig(_Strict):
 class TaskConfig(_Strict):
     """What the models are for and on which data."""
 
-    type: Literal["text-classification", "masked-lm"] = Field(
-        "text-classification", description="Task type; masked-lm is raw text."
+    type: str = Field(
+        "text-classification",
+        description="Task type: a registered task (text-classification, text-regression, "
+        "sentence-embedding, token-classification, question-answering, masked-lm, or a "
+        "plugin's; 'compressor plugins' lists them).",
     )
     data: DataConfig
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings of the task type, checked against its Options model "
+        "('compressor schema' lists them per task).",
+    )
 
 
 class EvaluationConfig(EvaluationSettings):
@@ -217,6 +225,7 @@ class LoadedRecipe:
         self.path = path
         self.lines = lines
         self.stage_configs: list[BaseModel] = []
+        self.task_options: BaseModel | None = None
 
     @property
     def base_dir(self) -> Path:
@@ -939,6 +948,27 @@ def validate_stages(loaded: LoadedRecipe, *, plugins: "Plugins | None" = None) -
             expected=f"one of {sorted(plugins.datasets)} (or use 'hub:' or 'files:')",
             hint=did_you_mean(data_cfg.name, plugins.datasets),
         )
+    task_loc = ("task", "type")
+    if recipe.task.type not in plugins.tasks:
+        raise RecipeError(
+            f"unknown task type {recipe.task.type!r}",
+            where=loaded.where(task_loc),
+            key=_fmt_loc(task_loc),
+            expected=f"one of {sorted(plugins.tasks)}",
+            hint=did_you_mean(recipe.task.type, plugins.tasks),
+        )
+    task = plugins.tasks[recipe.task.type]
+    try:
+        loaded.task_options = task.Options.model_validate(recipe.task.options)
+    except ValidationError as exc:
+        raise validation_error(
+            exc,
+            model=task.Options,
+            path=loaded.path,
+            lines=loaded.lines,
+            prefix=("task", "options"),
+            data=recipe.task.options,
+        ) from None
     src = recipe.model.source
     if src != "auto" and src not in plugins.model_sources:
         loc = ("model", "source")
@@ -973,9 +1003,10 @@ def validate_stages(loaded: LoadedRecipe, *, plugins: "Plugins | None" = None) -
                     expected=f"one of {earlier_names}",
                     hint=did_you_mean(stage.input, earlier_names),
                 )
-        if recipe.task.type not in cls.task_types:
+        if not cls.supports_task(recipe.task.type):
             raise RecipeError(
-                f"strategy {stage.strategy!r} does not support task type {recipe.task.type!r}",
+                f"strategy {stage.strategy!r} does not support task type {recipe.task.type!r}"
+                + (f": {cls.task_refusal(recipe.task.type)}" if cls.task_refusal(recipe.task.type) else ""),
                 where=loaded.where(loc),
                 key=_fmt_loc(loc),
                 expected=f"a task type in {list(cls.task_types)}",
@@ -1007,4 +1038,4 @@ def validate_stages(loaded: LoadedRecipe, *, plugins: "Plugins | None" = None) -
     loaded.stage_configs = configs
     from .plan import check_plan
 
-    check_plan(loaded, plugins.strategies)
+    check_plan(loaded, plugins.strategies, adapters=plugins.architectures)

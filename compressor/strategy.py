@@ -74,8 +74,19 @@ class Strategy:
         conformance kit checks the returned artifact agrees. A format other than
         ``"pytorch"`` and ``"onnx"`` needs an evaluation backend registered through
         ``compressor_register_backends``.
-    :cvar task_types: task types (``TaskData.type``) the strategy supports. Recipe
-        validation refuses a stage whose task type is not listed (``RecipeError``).
+    :cvar task_types: task types (``TaskData.type``) the strategy supports; ``("*",)``
+        accepts every registered task. Recipe validation refuses a stage whose task type is
+        not listed (``RecipeError``), with :meth:`task_refusal`'s reason.
+    :cvar requires_roles: architecture roles the strategy needs (keys of
+        :data:`compressor.architectures.ROLES`: ``"layers"``, ``"heads"``, ``"ffn"``,
+        ``"weights"``, ``"onnx"``). Recipe validation and the run, before any stage, read the
+        model's ``config.json`` and refuse the stage when its architecture adapter refuses
+        one of them (``RecipeError`` with the adapter's reason).
+    :cvar trains: the stage trains data-parallel through transformers' Trainer: under a
+        launcher (``accelerate launch``, ``torchrun``) every process runs ``apply`` and
+        rank 0's ``output_dir`` is the one kept; ``False``: ``apply`` runs on rank 0 alone
+        while the other processes wait. ``None`` (default): ``True`` when ``Config``
+        extends :class:`compressor.training.TrainingConfig`.
     """
 
     name: ClassVar[str] = ""
@@ -87,6 +98,19 @@ class Strategy:
     input_formats: ClassVar[tuple[ModelFormat, ...]] = ("pytorch",)
     produces: ClassVar[ModelFormat] = "pytorch"
     task_types: ClassVar[tuple[str, ...]] = ("text-classification",)
+    requires_roles: ClassVar[tuple[str, ...]] = ()
+    trains: ClassVar[bool | None] = None
+
+    @classmethod
+    def supports_task(cls, task_type: str) -> bool:
+        """Whether the strategy accepts a run of ``task_type`` (see :attr:`task_types`)."""
+        return "*" in cls.task_types or task_type in cls.task_types
+
+    @classmethod
+    def task_refusal(cls, task_type: str) -> str | None:
+        """Why the strategy cannot handle ``task_type`` (shown by ``compressor validate``), or
+        ``None`` for no particular reason. Override to explain a refusal."""
+        return None
 
     def apply(self, artifact: Artifact, config: Any, context: "StageContext") -> Artifact:
         """Produce a new artifact from ``artifact``.
@@ -278,7 +302,7 @@ class StageContext:
 
         :param data: a :class:`compressor.DataConfig` (declare the config field as
             ``DataConfig`` and pydantic validates the recipe's mapping into one).
-        :param task_type: ``"text-classification"`` or ``"masked-lm"`` (only ``text`` is
+        :param task_type: a registered task's name (``"masked-lm"``: only ``text`` is
             read); ``None`` infers it as for ``task.data``.
         :param key: the config key holding ``data`` (e.g. ``"corpus"``): error keys become
             ``corpus.files.train`` instead of ``task.data.files.train``.
@@ -297,7 +321,8 @@ class StageContext:
                 cache_dir=self._cache_dir(),
                 seed=self.seed,
                 base_dir=self.base_dir if self.base_dir is not None else Path.cwd(),
-                task_type=task_type,  # type: ignore[arg-type]
+                task_type=task_type,
+                tasks_registry=self._plugins().tasks,
             )
         except CompressorError as exc:
             raise self._stage_error(exc, key, "task.data", "cannot load the data set") from exc

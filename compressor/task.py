@@ -10,25 +10,33 @@ split is a :class:`datasets.Dataset` with normalised column names:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
 
-TaskType = Literal["text-classification", "masked-lm"]
+TaskType = str
+"""A registered task's name (:mod:`compressor.tasks`): ``"text-classification"``,
+``"masked-lm"``, ``"text-regression"``, ``"sentence-embedding"``, ``"token-classification"``,
+``"question-answering"`` or a plugin's."""
 
 
 @dataclass
 class TaskData:
     """Resolved data for one run.
 
-    :param type: ``"text-classification"`` (labelled) or ``"masked-lm"`` (raw text).
+    :param type: the task's name (:data:`TaskType`).
     :param splits: ``{"train", "validation", "test"}`` -> :class:`datasets.Dataset` with the
         normalised columns described in the module docstring.
     :param label_names: class names, index = label id (empty for raw text).
     :param has_text_pair: whether a ``text_pair`` column is present.
     :param fingerprint: stable hash of the data content and split (for the manifest).
     :param name: the data set's name as given in the recipe.
+    :param options: the task's validated ``task.options`` (its ``Options`` model), or ``None``.
+    :param loader: ``loader(name, *, task_type, seed, **caps) -> TaskData``: loads another
+        registered data set as this one was loaded
+        (:func:`compressor.sources.datasets.load_named_data`); ``None`` when the data was
+        built by hand.
     """
 
     type: TaskType
@@ -37,6 +45,15 @@ class TaskData:
     has_text_pair: bool = False
     fingerprint: str = ""
     name: str = ""
+    options: Any = None
+    loader: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def task(self) -> Any:
+        """The registered :class:`compressor.tasks.Task` of :attr:`type`."""
+        from .tasks import get_task
+
+        return get_task(self.type)
 
     @property
     def num_labels(self) -> int:

@@ -62,6 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .task import TaskData
 
 __all__ = [
+    "sentence_transformers_files",
     "ARCHITECTURES",
     "FAST_EVALUATION",
     "StrategyConformance",
@@ -341,6 +342,38 @@ def _rows(n: int, seed: int) -> dict[str, list[Any]]:
         rng.shuffle(words)
         texts.append(" ".join(words))
     return {"text": texts, "label": labels}
+
+
+def sentence_transformers_files(
+    folder: str | Path, width: int, *, mode: str = "mean", normalize: bool = True, max_seq_length: int = 48
+) -> Path:
+    """Make a saved encoder folder a sentence-transformers model: ``modules.json``
+    (Transformer, Pooling[, Normalize]), ``1_Pooling/config.json`` and
+    ``sentence_bert_config.json``, as ``SentenceTransformer.save`` writes them.
+
+    :param width: the encoder's hidden size (the pooled embedding's width).
+    :param mode: ``"mean"``, ``"cls"`` or ``"max"`` pooling.
+    :param normalize: add the Normalize module (unit-length embeddings).
+    :returns: ``folder``.
+    """
+    import json
+
+    folder = Path(folder)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": width, "pooling_mode_cls_token": mode == "cls",
+        "pooling_mode_mean_tokens": mode == "mean", "pooling_mode_max_tokens": mode == "max",
+        "pooling_mode_mean_sqrt_len_tokens": False}))
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}))
+    return folder
 
 
 def tiny_task_data(n_train: int = 64, n_eval: int = 32, *, seed: int = 0) -> "TaskData":

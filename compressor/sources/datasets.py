@@ -19,6 +19,7 @@ Registered data sets come from plugins (``compressor_register_datasets``); the b
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -28,11 +29,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SourceError
 from ..suggest import did_you_mean
 from ..task import TaskData, TaskType
+from ..tasks.base import column
 from .packaged import with_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation", "eval": "validation"}
 FILE_TYPES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")
+#: also read, by :mod:`compressor.sources.formats` (#15): CoNLL and SQuAD layouts
+TASK_FILE_TYPES = (".conll", ".json.gz")
 
 
 @dataclass
@@ -50,8 +54,9 @@ class DatasetSpec:
     """A named data set a recipe can use as ``task.data.name``.
 
     :param name: unique name, e.g. ``"mr-snippets"``.
-    :param type: ``"text-classification"`` (columns ``text`` [``text_pair``] ``label``) or
-        ``"masked-lm"`` (raw text: column ``text`` only).
+    :param type: the registered task the rows are for: ``"text-classification"`` (columns
+        ``text`` [``text_pair``] ``label``), ``"masked-lm"`` (raw text: column ``text``
+        only), or another task's name with that task's columns (:mod:`compressor.tasks`).
     :param load: ``load(cache_dir) -> datasets.Dataset | datasets.DatasetDict``; the rows, with
         normalised columns (``label`` an int id indexing ``label_names``, or a ``ClassLabel``).
         A single ``Dataset`` is taken as ``train``; a ``DatasetDict`` may hold ``train``,
@@ -63,7 +68,7 @@ class DatasetSpec:
     """
 
     name: str
-    type: Literal["text-classification", "masked-lm"]
+    type: str
     load: Callable[[Path], "datasets.Dataset | datasets.DatasetDict"]
     label_names: list[str] = field(default_factory=list)
     description: str = ""
@@ -81,6 +86,8 @@ def load_task_data(
     seed: int,
     base_dir: Path,
     task_type: TaskType | None = None,
+    tasks_registry: dict[str, Any] | None = None,
+    options: Any = None,
 ) -> TaskData:
     """Load, normalise, split and cap the data a recipe names.
 
@@ -99,6 +106,9 @@ def load_task_data(
         registered data set's type; for files and hub sets: ``text-classification`` when the
         label column exists, else ``masked-lm``). A ``masked-lm`` task on labelled data uses
         the text only.
+    :param tasks_registry: task name -> :class:`compressor.tasks.Task` (default: the loaded
+        plugins' tasks); the task decides the columns, label checks and stratification.
+    :param options: the task's validated ``task.options``, kept on the result.
     :returns: :class:`~compressor.task.TaskData` with splits ``train``, ``validation``,
         ``test`` (possibly empty when a fraction is 0, and ``train`` empty when the files
         give none: see :func:`file_splits`). How each split was obtained is logged.
@@ -108,7 +118,55 @@ def load_task_data(
         classes, an unreachable hub, or too few rows to split.
     """
     with _quiet_datasets():
-        return _load_task_data(cfg, datasets_registry, Path(cache_dir), seed, Path(base_dir), task_type)
+        return _load_task_data(
+            cfg, datasets_registry, Path(cache_dir), seed, Path(base_dir), task_type,
+            tasks_registry, options,
+        )
+
+
+@dataclass(frozen=True)
+class NamedData:
+    """A ``task.data`` section naming a registered data set (what :func:`load_named_data`
+    loads; the keys and defaults of the recipe's ``DataConfig``)."""
+
+    name: str
+    hub: None = None
+    files: None = None
+    hub_config: None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    trust_remote_code: bool = False
+
+
+def load_named_data(
+    name: str,
+    *,
+    task_type: TaskType | None,
+    seed: int,
+    datasets_registry: dict[str, DatasetSpec],
+    cache_dir: Path,
+    base_dir: Path,
+    tasks_registry: dict[str, Any] | None = None,
+    **fields: Any,
+) -> TaskData:
+    """Load another registered data set than the run's, as the run loads its own.
+
+    :attr:`TaskData.loader` is this function bound to the run's registries, cache and folder:
+    a task that evaluates on more data sets (the sentence-embedding benchmarks) calls
+    ``data.loader("trec6", task_type="text-classification", seed=0, max_eval_samples=1000)``.
+
+    :param fields: other keys of :class:`NamedData` (caps, fractions, columns).
+    :raises SourceError: for an unknown name (with the nearest), or data of another task.
+    """
+    return load_task_data(
+        NamedData(name=name, **fields), datasets_registry=datasets_registry, cache_dir=cache_dir,
+        seed=seed, base_dir=base_dir, task_type=task_type, tasks_registry=tasks_registry,
+    )
 
 
 @contextmanager
@@ -132,36 +190,31 @@ def _load_task_data(
     seed: int,
     base_dir: Path,
     task_type: TaskType | None,
+    tasks_registry: dict[str, Any] | None,
+    options: Any,
 ) -> TaskData:
     raw, where, spec = _load_raw(cfg, datasets_registry, cache_dir, base_dir)
     name = cfg.name or cfg.hub or _files_name(cfg.files)
 
-    label_col = cfg.label_column
     kind = _task_type(cfg, raw, where, spec, task_type)
-    if spec is not None and kind == "text-classification" and spec.type == "masked-lm":
+    task = _task(kind, tasks_registry)
+    if spec is not None and task.labelled and spec.type == "masked-lm":
         raise SourceError(
-            f"data set {spec.name!r} is raw text without labels; the task needs labels",
+            f"data set {spec.name!r} is raw text without labels; the task {kind!r} needs labels",
             key="task.data.name",
-            expected="a text-classification data set: "
-            + ", ".join(sorted(n for n, s in datasets_registry.items() if s.type == "text-classification")),
+            expected=f"a {kind} data set: "
+            + (", ".join(sorted(n for n, s in datasets_registry.items() if s.type == kind)) or "none is registered"),
         )
 
     # columns ----------------------------------------------------------------------------
-    wanted: dict[str, str] = {"text": cfg.text_column}
-    if kind == "text-classification":
-        if cfg.text_pair_column:
-            wanted["text_pair"] = cfg.text_pair_column
-        wanted["label"] = label_col
+    wanted = task.columns(cfg)
     splits: dict[str, "datasets.Dataset"] = {}
     for split, ds in raw.items():
-        splits[split] = _normalise_columns(ds, wanted, where[split])
-
-    label_names: list[str] = []
-    if kind == "text-classification":
-        splits, label_names = _normalise_labels(splits, where, spec)
+        splits[split] = _normalise_columns(ds, wanted, where[split], task.optional_columns)
+    splits, label_names = task.normalise(splits, where, spec)
 
     # splits and caps ---------------------------------------------------------------------
-    splits, origin = _complete_splits(splits, cfg, seed, stratify=kind == "text-classification", where=where)
+    splits, origin = _complete_splits(splits, cfg, seed, stratify=task.stratify(), where=where, groups=task.groups)
     caps = {"train": cfg.max_train_samples, "validation": cfg.max_eval_samples, "test": cfg.max_eval_samples}
     for split, cap in caps.items():
         ds = splits[split]
@@ -176,8 +229,13 @@ def _load_task_data(
         label_names=label_names,
         has_text_pair="text_pair" in wanted,
         name=name,
+        options=options,
     )
     data.fingerprint = fingerprint(data)
+    data.loader = functools.partial(
+        load_named_data, datasets_registry=datasets_registry, cache_dir=cache_dir,
+        base_dir=base_dir, tasks_registry=tasks_registry,
+    )
     log.info("data %s: %s", name, ", ".join(f"{s} {len(d)}" for s, d in data.splits.items()))
     for split in SPLITS:
         log.info("  %s: %d rows, %s", split, len(data.splits[split]), origin[split])
@@ -185,6 +243,15 @@ def _load_task_data(
 
 
 # --- loading ------------------------------------------------------------------------------
+
+
+def _task(kind: str, registry: dict[str, Any] | None) -> Any:
+    from ..tasks import get_task
+
+    try:
+        return get_task(kind, registry)
+    except Exception as exc:  # an unknown task type is the recipe's error
+        raise SourceError(str(exc), key="task.type") from None
 
 
 def _files_name(files: dict[str, str] | None) -> str:
@@ -366,6 +433,13 @@ def _read_file(path: Path, *, key: str) -> "datasets.Dataset":
     import datasets
     import pandas as pd
 
+    # --- task file layouts (#15): CoNLL (.conll) and SQuAD (.json / .json.gz) -----------
+    from .formats import read_task_file
+
+    special = read_task_file(path, key=key)
+    if special is not None:
+        return special
+    # -------------------------------------------------------------------------------------
     suffix = path.suffix.lower()
     if suffix not in FILE_TYPES:
         raise SourceError(
@@ -388,6 +462,9 @@ def _read_file(path: Path, *, key: str) -> "datasets.Dataset":
                 sep="\t" if suffix == ".tsv" else ",",
                 keep_default_na=False,
                 na_values=[""],
+                # (#14) TSV has no quoting (IANA text/tab-separated-values): a '"' is text, as
+                # in STS-B, whose unbalanced quotes otherwise merge rows
+                quoting=3 if suffix == ".tsv" else 0,  # csv.QUOTE_NONE / csv.QUOTE_MINIMAL
             )
         elif suffix == ".jsonl":
             df = pd.read_json(path, lines=True)
@@ -471,13 +548,24 @@ def _missing_column(field_name: str, column: str, columns: list[str], where: str
 _FIELD = {"text": "text_column", "text_pair": "text_pair_column", "label": "label_column"}
 
 
-def _normalise_columns(ds: "datasets.Dataset", wanted: dict[str, str], where: str) -> "datasets.Dataset":
-    """Keep and rename the wanted columns; make text columns strings; drop rows lacking them."""
+def _is_list(feature: Any) -> bool:
+    from datasets import LargeList, List, Sequence
+
+    return isinstance(feature, (Sequence, List, LargeList, list))
+
+
+def _normalise_columns(
+    ds: "datasets.Dataset", wanted: dict[str, str], where: str, optional: dict[str, str] | None = None
+) -> "datasets.Dataset":
+    """Keep and rename the wanted columns (and the ``optional`` ones the data has: normalised
+    name -> source column); make text columns strings; drop rows lacking them."""
     from datasets import Value
 
     for new, old in wanted.items():
         if old not in ds.column_names:
             raise _missing_column(_FIELD[new], old, ds.column_names, where)
+    wanted = {**wanted, **{k: v for k, v in (optional or {}).items()
+                           if v in ds.column_names and k not in wanted and v not in wanted.values()}}
     ds = ds.select_columns(list(dict.fromkeys(wanted.values())))
     # the same source column may be wanted twice (unusual but legal): copy it
     for new, old in wanted.items():
@@ -488,6 +576,8 @@ def _normalise_columns(ds: "datasets.Dataset", wanted: dict[str, str], where: st
                 ds = ds.rename_column(old, new)
     ds = ds.select_columns(list(wanted))
     for col in ("text", "text_pair"):
+        if col in ds.column_names and _is_list(ds.features[col]):
+            continue  # a task whose text is a list of words (token classification) checks it
         if col in ds.column_names and ds.features[col] != Value("string"):
             try:
                 ds = ds.cast_column(col, Value("string"))
@@ -509,99 +599,9 @@ def _normalise_columns(ds: "datasets.Dataset", wanted: dict[str, str], where: st
     return ds
 
 
-def _normalise_labels(
-    splits: dict[str, "datasets.Dataset"], where: dict[str, str], spec: DatasetSpec | None
-) -> tuple[dict[str, "datasets.Dataset"], list[str]]:
-    """Map labels to contiguous int ids shared by all splits; cast to ``ClassLabel``."""
-    from datasets import ClassLabel
-
-    features = [ds.features["label"] for ds in splits.values()]
-    if all(isinstance(f, ClassLabel) for f in features):
-        names = list(features[0].names)
-        if any(list(f.names) != names for f in features):
-            raise SourceError("splits disagree on the label names", key="task.data.label_column")
-        out = {}
-        for split, ds in splits.items():
-            labels = column(ds, "label")
-            n_unlabelled = sum(1 for v in labels if v < 0)
-            if n_unlabelled == len(labels) and split != "train":
-                if "train" not in splits:
-                    raise SourceError(
-                        f"split {split!r} has no labels (all -1) and there is no train split to "
-                        "take labelled rows from",
-                        key="task.data.label_column",
-                        where=where[split] if os.path.isabs(where[split]) else None,
-                    )
-                log.warning("%s: split %r has no labels (all -1); it is made from train instead", where[split], split)
-                continue
-            if n_unlabelled:
-                log.warning("%s: dropped %d unlabelled rows (label -1) from %s", where[split], n_unlabelled, split)
-                ds = ds.filter(lambda b: [v >= 0 for v in b], input_columns="label", batched=True)
-            out[split] = ds
-        return out, names
-
-    values = {split: column(ds, "label") for split, ds in splits.items()}
-    everything = [v for vals in values.values() for v in vals]
-    key = "task.data.label_column"
-
-    if spec is not None and spec.label_names and all(isinstance(v, int) and not isinstance(v, bool) for v in everything):
-        names = list(spec.label_names)
-        bad = sorted({v for v in everything if not 0 <= v < len(names)})
-        if bad:
-            raise SourceError(
-                f"data set {spec.name!r} has label ids {bad[:5]} outside 0..{len(names) - 1}", key=key
-            )
-        return {s: _cast_labels(ds, names) for s, ds in splits.items()}, names
-
-    def as_class(v: Any) -> Any:
-        if isinstance(v, bool):
-            return str(v).lower()
-        if isinstance(v, float):
-            if not v.is_integer():
-                raise SourceError(
-                    f"label {v!r} is not a class (labels must be integers or strings; "
-                    "regression is not supported)",
-                    key=key,
-                    where=next(iter(where.values())),
-                )
-            return int(v)
-        if isinstance(v, (int, str)):
-            return v
-        raise SourceError(f"label {v!r} ({type(v).__name__}) is not a class", key=key)
-
-    classes = [as_class(v) for v in everything]
-    kinds = {type(c) for c in classes}
-    if kinds == {int}:
-        ordered = sorted(set(classes))
-        names = [str(c) for c in ordered]
-    else:
-        classes = [str(c) for c in classes]
-        ordered = sorted(set(classes))
-        names = list(ordered)
-    if len(ordered) < 2:
-        raise SourceError(
-            f"the label column holds {len(ordered)} distinct value(s) {names}; "
-            "classification needs at least 2",
-            key=key,
-            where=next(iter(where.values())),
-        )
-    ids = {c: i for i, c in enumerate(ordered)}
-    out = {}
-    for split, ds in splits.items():
-        mapped = [ids[as_class(v) if kinds == {int} else str(as_class(v))] for v in values[split]]
-        ds = ds.remove_columns("label").add_column("label", mapped)
-        out[split] = _cast_labels(ds, names)
-    return out, names
-
-
-def _cast_labels(ds: "datasets.Dataset", names: list[str]) -> "datasets.Dataset":
-    from datasets import ClassLabel
-
-    return ds.cast_column("label", ClassLabel(names=names))
-
-
 def _complete_splits(
-    splits: dict[str, "datasets.Dataset"], cfg: Any, seed: int, *, stratify: bool, where: dict[str, str]
+    splits: dict[str, "datasets.Dataset"], cfg: Any, seed: int, *, stratify: bool, where: dict[str, str],
+    groups: Any = None,
 ) -> tuple[dict[str, "datasets.Dataset"], dict[str, str]]:
     """Create missing validation/test splits from train, seeded and stratified when possible.
 
@@ -634,13 +634,16 @@ def _complete_splits(
         )
     train = out["train"]
     n_total = len(train)
-    how = f"seed {seed}" + (", stratified by label" if stratify else "")
+    grouped = groups is not None and "train" in splits and groups(splits["train"]) is not None
+    how = f"seed {seed}" + (", stratified by label" if stratify else "") + (", by whole groups" if grouped else "")
     if "test" in need:
-        train, out["test"] = _split_off(train, test_f, seed, stratify, "test", where["train"])
+        train, out["test"] = _split_off(train, test_f, seed, stratify, "test", where["train"], groups)
         origin["test"] = f"split off train ({test_f:.0%} of its {n_total} rows, {how})"
     if "validation" in need:
         rest = 1.0 - (test_f if "test" in need else 0.0)
-        train, out["validation"] = _split_off(train, val_f / rest, seed, stratify, "validation", where["train"])
+        train, out["validation"] = _split_off(
+            train, val_f / rest, seed, stratify, "validation", where["train"], groups
+        )
         origin["validation"] = f"split off train ({val_f:.0%} of its {n_total} rows, {how})"
     out["train"] = train
     if need:
@@ -649,9 +652,12 @@ def _complete_splits(
 
 
 def _split_off(
-    ds: "datasets.Dataset", fraction: float, seed: int, stratify: bool, what: str, where: str
+    ds: "datasets.Dataset", fraction: float, seed: int, stratify: bool, what: str, where: str,
+    groups: Any = None,
 ) -> tuple["datasets.Dataset", "datasets.Dataset"]:
-    """Split ``ceil(fraction * len(ds))`` rows off ``ds``: ``(rest, split)``, both shuffled."""
+    """Split ``ceil(fraction * len(ds))`` rows off ``ds``: ``(rest, split)``, both shuffled;
+    by whole groups when ``groups(ds)`` gives each row's group (a task's, e.g. SQuAD's
+    articles: no article in two splits)."""
     if fraction <= 0.0:
         return ds, ds.select([])
     n_off = math.ceil(fraction * len(ds))
@@ -661,9 +667,47 @@ def _split_off(
             key=f"task.data.{what}_fraction",
             hint="add rows, lower the fraction, or give the split as its own file",
         )
+    keys = groups(ds) if groups is not None else None
+    if keys is not None:
+        rest, off = group_split_indices(keys, n_off, seed)
+        return ds.select(rest), ds.select(off)
     labels = column(ds, "label") if stratify else None
     rest, off = split_indices(len(ds), n_off, seed, labels)
     return ds.select(rest), ds.select(off)
+
+
+def group_split_indices(groups: list[Any], n_off: int, seed: int) -> tuple[list[int], list[int]]:
+    """Split rows by group (article): whole groups go to one side, in a seeded order, until
+    the split-off side holds at least ``n_off`` rows.
+
+    :param groups: the group key of every row (e.g. the article title).
+    :param n_off: rows wanted on the split-off side, ``0 < n_off < len(groups)``.
+    :param seed: ``numpy.random.default_rng(seed)`` orders the groups; the same arguments
+        always give the same indices.
+    :returns: ``(rest, off)``: disjoint row-index lists covering every row, each in row
+        order; no group has rows in both.
+    :raises SourceError: when there are fewer than two groups.
+    """
+    import numpy as np
+
+    keys = list(dict.fromkeys(groups))
+    if len(keys) < 2:
+        raise SourceError(f"{len(keys)} article(s): too few to split by article",
+                          key="task.data.files", hint="give the splits as their own files")
+    order = np.random.default_rng(seed).permutation(len(keys))
+    chosen: set[Any] = set()
+    count = 0
+    sizes: dict[Any, int] = {}
+    for g in groups:
+        sizes[g] = sizes.get(g, 0) + 1
+    for k in order:
+        if count >= n_off or len(chosen) == len(keys) - 1:
+            break
+        chosen.add(keys[k])
+        count += sizes[keys[k]]
+    off = [i for i, g in enumerate(groups) if g in chosen]
+    rest = [i for i, g in enumerate(groups) if g not in chosen]
+    return rest, off
 
 
 def split_indices(
@@ -707,11 +751,6 @@ def split_indices(
     off = rng.permutation(np.concatenate(off_parts))
     rest = rng.permutation(np.concatenate(rest_parts))
     return rest.tolist(), off.tolist()
-
-
-def column(ds: "datasets.Dataset", name: str) -> list[Any]:
-    """A column as a Python list, fast (through Arrow; honours an indices mapping)."""
-    return ds.with_format("arrow")[name].to_pylist()
 
 
 # --- fingerprint --------------------------------------------------------------------------

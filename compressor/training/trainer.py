@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from ..errors import StageError
@@ -33,10 +32,10 @@ TRAINING_ARGS_FILE = "training_args.bin"
 
 
 @dataclass
-class ClassificationSplits:
-    """The splits a classification training run uses.
+class TrainingSplits:
+    """The splits a training run uses.
 
-    :param train: the ``train`` split (columns ``text``, optional ``text_pair``, ``label``).
+    :param train: the ``train`` split (the task's normalised columns).
     :param validation: the ``validation`` split, or ``None`` when the task has none.
     """
 
@@ -44,53 +43,31 @@ class ClassificationSplits:
     validation: "datasets.Dataset | None"
 
 
-def classification_splits(data: "TaskData", strategy: str) -> ClassificationSplits:
-    """Check that ``data`` is a labelled classification task and return its splits.
+def training_splits(data: "TaskData", strategy: str) -> TrainingSplits:
+    """Check that ``data`` can train the task's head and return its splits.
+
+    The task (:meth:`compressor.tasks.Task.check_training_data`) checks its own columns and
+    labels.
 
     :param data: the task's data.
     :param strategy: the calling strategy's name, for messages.
-    :returns: the ``train`` split and the ``validation`` split (``None`` if absent).
-    :raises StageError: when the task is not ``text-classification``, has no ``train`` split,
-        lacks ``text``/``label`` columns, has no label names, or has labels outside
-        ``[0, num_labels)``.
+    :returns: the ``train`` split and the ``validation`` split (``None`` if absent or empty).
+    :raises StageError: when the task cannot be trained from labels (raw-text tasks), has no
+        ``train`` split, lacks its columns, or has labels out of range.
     """
-    if data.type != "text-classification":
+    task = data.task
+    if not task.supervised:
         raise StageError(
-            f"strategy {strategy!r} trains a classifier but the task type is {data.type!r}",
-            expected="task type 'text-classification'",
+            f"strategy {strategy!r} trains a task head from labels, which task "
+            f"{data.type!r} does not have",
+            expected="a task with labels (text-classification, text-regression, "
+            "token-classification, question-answering)",
         )
-    if data.num_labels < 2:
-        raise StageError(
-            f"strategy {strategy!r} needs at least 2 label names, got {data.label_names!r}"
-        )
-    if "train" not in data.splits:
-        raise StageError(
-            f"strategy {strategy!r} needs a 'train' split",
-            expected=f"a 'train' split among {sorted(data.splits)}",
-        )
+    task.check_training_data(data, strategy)
     validation = data.splits.get("validation")
-    for split_name, split in (("train", data.splits["train"]), ("validation", validation)):
-        if split is None:
-            continue
-        missing = [c for c in ("text", "label") if c not in split.column_names]
-        if data.has_text_pair and "text_pair" not in split.column_names:
-            missing.append("text_pair")
-        if missing:
-            raise StageError(
-                f"split {split_name!r} lacks column(s) {missing}",
-                expected="columns 'text', 'label' (and 'text_pair' for pair tasks)",
-            )
-        if len(split) == 0:
-            raise StageError(f"split {split_name!r} is empty")
-        labels = np.asarray(split.with_format("numpy")["label"])
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= data.num_labels:
-            raise StageError(
-                f"split {split_name!r} has labels in [{low}, {high}] but the task has "
-                f"{data.num_labels} label names",
-                expected=f"integer labels in [0, {data.num_labels - 1}]",
-            )
-    return ClassificationSplits(train=data.splits["train"], validation=validation)
+    if validation is not None and len(validation) == 0:
+        validation = None
+    return TrainingSplits(train=data.splits["train"], validation=validation)
 
 
 def check_device_and_precision(config: "TrainingConfig", device: str) -> None:
@@ -114,7 +91,7 @@ def check_device_and_precision(config: "TrainingConfig", device: str) -> None:
             key="fp16",
             hint="on CPU use bf16 (if the CPU supports it) or neither",
         )
-    if config.bf16:
+    if config.bf16 is True:  # "auto" falls back to float32 where bf16 is missing
         if on_cuda:
             if not torch.cuda.is_bf16_supported():
                 name = torch.cuda.get_device_name()
@@ -147,6 +124,45 @@ def check_report_to(config: "TrainingConfig") -> None:
                 key="report_to",
                 hint="pip install tensorboard, or set report_to: none",
             )
+
+
+def use_bf16(config: "TrainingConfig", device: str) -> bool:
+    """Whether a stage trains under bfloat16 autocast.
+
+    :param config: ``bf16``: ``True``/``False`` as given; ``"auto"``: on CUDA when the GPU
+        supports bf16, on CPU when :func:`compressor.hardware.cpu_flags` lists ``amx_bf16`` or
+        ``avx512_bf16`` (``COMPRESSOR_CPUINFO`` fakes another CPU), else ``False``.
+    :param device: ``"cpu"`` or ``"cuda"`` (``"cuda:N"`` accepted).
+    """
+    if config.bf16 != "auto":
+        return bool(config.bf16)
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    from ..hardware import cpu_flags
+
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
+def per_device_batch(batch_size: int, processes: int, *, key: str = "batch_size") -> int:
+    """The examples each process takes per forward pass so that the recipe's batch stays the
+    global batch.
+
+    :param batch_size: the recipe's batch (examples per forward pass over all processes).
+    :param processes: processes of the run (``WORLD_SIZE``).
+    :param key: the config key, for messages.
+    :returns: ``batch_size / processes``.
+    :raises StageError: when ``processes`` does not divide ``batch_size``.
+    """
+    if batch_size % processes:
+        lower = max(processes, batch_size - batch_size % processes)
+        raise StageError(
+            f"{key} {batch_size} does not split evenly over {processes} processes",
+            key=key,
+            expected=f"a multiple of {processes}",
+            hint=f"set {key} to {lower} or {lower + processes}, or launch a number of processes "
+            f"that divides {batch_size}",
+        )
+    return batch_size // processes
 
 
 def cpu_supports_bf16() -> bool:
@@ -197,60 +213,33 @@ def tokenize_split(
     dataset: "datasets.Dataset",
     tokenizer: "PreTrainedTokenizerBase",
     max_length: int,
-    has_text_pair: bool,
+    data: "TaskData",
     *,
     progress: bool = True,
 ) -> "datasets.Dataset":
-    """Tokenise a split with :meth:`datasets.Dataset.map` (truncation, no padding).
+    """Tokenise a split for training with the task's :meth:`~compressor.tasks.Task.tokenize`
+    (truncation, no padding; labels aligned to the inputs).
 
-    :param dataset: columns ``text``, optional ``text_pair``, ``label`` (int).
+    :param dataset: a split with the task's normalised columns.
     :param tokenizer: the model's tokenizer.
     :param max_length: tokens per example after truncation.
-    :param has_text_pair: encode ``(text, text_pair)`` pairs.
+    :param data: the task's data (its task, text-pair flag, label names, options).
     :param progress: show the data set library's progress bar.
-    :returns: a data set with the tokenizer's model inputs (``input_ids``,
-        ``attention_mask``, and ``token_type_ids`` where the tokenizer makes them) and
-        ``labels`` (int64); padding happens per batch in the collator.
+    :returns: the tokenizer's model inputs plus the task's label columns; padding happens
+        per batch in the task's collator.
     """
-
-    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
-        pair = batch["text_pair"] if has_text_pair else None
-        enc = tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
-        enc["labels"] = [int(x) for x in batch["label"]]
-        return dict(enc)
-
-    import datasets
-
-    silence = not progress and datasets.is_progress_bar_enabled()
-    if silence:
-        datasets.disable_progress_bars()
-    try:
-        return dataset.map(
-            encode,
-            batched=True,
-            remove_columns=list(dataset.column_names),
-            desc="tokenizing",
-        )
-    finally:
-        if silence:
-            datasets.enable_progress_bars()
+    return data.task.tokenize(dataset, tokenizer, max_length, data, progress=progress)
 
 
-def compute_accuracy(eval_pred: Any) -> dict[str, float]:
-    """Accuracy of argmax predictions, for ``Trainer(compute_metrics=...)``.
-
-    :param eval_pred: ``(logits (N, C) float, labels (N,) int)`` as numpy arrays.
-    :returns: ``{"accuracy": fraction in [0, 1]}``.
-    """
-    logits, labels = eval_pred
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    preds = np.asarray(logits).argmax(axis=-1)
-    return {"accuracy": float((preds == np.asarray(labels)).mean())}
+def compute_metrics(data: "TaskData") -> Any:
+    """``Trainer(compute_metrics=...)`` of the task (accuracy for classification), or
+    ``None`` when the task watches its validation loss."""
+    return data.task.compute_metrics(data)
 
 
 def training_arguments(
-    config: "TrainingConfig", context: "StageContext", *, has_validation: bool, seed: int
+    config: "TrainingConfig", context: "StageContext", *, has_validation: bool, seed: int,
+    best_metric: tuple[str, bool] | None = ("accuracy", True),
 ) -> "TrainingArguments":
     """Build the Trainer arguments of a training stage.
 
@@ -259,9 +248,27 @@ def training_arguments(
     ``eval_steps`` when set, else every epoch when early stopping is on, else only at the end
     (by the caller).
 
-    :raises StageError: when early stopping is requested without a validation split.
+    Under a launcher with N processes each process takes ``config.batch_size / N`` examples
+    per forward pass (:func:`per_device_batch`): the recipe's batch is the global one.
+    ``group_by_length`` selects transformers' length-grouped sampler, ``dataloader_workers``
+    the data loader's workers, ``bf16: auto`` bfloat16 autocast where the hardware has it
+    (:func:`use_bf16`).
+
+    :param best_metric: ``(metric, greater_is_better)`` that early stopping keeps the best
+        checkpoint by (:meth:`compressor.tasks.Task.training_metric`); ``None``: the
+        validation loss.
+    :raises StageError: when early stopping is requested without a validation split, or
+        the processes do not divide ``batch_size``.
     """
     from transformers import TrainingArguments
+
+    from ..distributed import world_size
+
+    processes = world_size()
+    per_device = per_device_batch(config.batch_size, processes)
+    group = getattr(config, "group_by_length", False)
+
+    best_name, best_greater = best_metric if best_metric is not None else ("loss", False)
 
     early = config.early_stopping_patience is not None
     if (early or config.eval_steps is not None) and not has_validation:
@@ -269,17 +276,27 @@ def training_arguments(
             "early_stopping_patience and eval_steps need a 'validation' split; the task has none",
             key="early_stopping_patience" if early else "eval_steps",
         )
+    save_every = getattr(config, "save_steps", None)
     if config.eval_steps is not None:
         eval_strategy, save_strategy = "steps", "steps"
     elif early:
         eval_strategy, save_strategy = "epoch", "epoch"
     else:
-        eval_strategy, save_strategy = "no", "epoch"
+        eval_strategy, save_strategy = "no", "steps" if save_every is not None else "epoch"
+    if save_every is None:
+        save_every = config.eval_steps if config.eval_steps is not None else 500
+    elif early and config.eval_steps is not None and save_every % config.eval_steps:
+        raise StageError(
+            f"save_steps {save_every} must be a multiple of eval_steps {config.eval_steps} when "
+            "early stopping keeps the best checkpoint",
+            key="save_steps",
+        )
     return TrainingArguments(
         output_dir=str(context.work_dir),
         num_train_epochs=config.epochs,
+        max_steps=config.max_steps if getattr(config, "max_steps", None) is not None else -1,
         learning_rate=config.learning_rate,
-        per_device_train_batch_size=config.batch_size,
+        per_device_train_batch_size=per_device,
         per_device_eval_batch_size=config.eval_batch_size,
         weight_decay=config.weight_decay,
         warmup_steps=float(config.warmup_ratio),  # transformers 5: a float in [0, 1) is a ratio
@@ -288,7 +305,7 @@ def training_arguments(
         eval_strategy=eval_strategy,
         eval_steps=config.eval_steps,
         save_strategy=save_strategy,
-        save_steps=config.eval_steps if config.eval_steps is not None else 500,
+        save_steps=save_every,
         save_total_limit=1,
         # No pickled weights. transformers 5 removed ``save_safetensors`` (passing it is a
         # TypeError): save_pretrained, and so every checkpoint and the saved model, always
@@ -301,18 +318,26 @@ def training_arguments(
         # drops it from the artifact.
         # tests/core/test_no_pickle.py checks all of this.
         load_best_model_at_end=early,
-        metric_for_best_model="accuracy" if early else None,
-        greater_is_better=True if early else None,
+        metric_for_best_model=best_name if early else None,
+        greater_is_better=best_greater if early else None,
         logging_strategy="steps",
         logging_steps=config.logging_steps,
         report_to=getattr(config, "report_to", "none"),
         disable_tqdm=not context.progress,
         use_cpu=context.device == "cpu",
-        dataloader_num_workers=0,
+        dataloader_num_workers=getattr(config, "dataloader_workers", 0),
+        dataloader_persistent_workers=getattr(config, "dataloader_workers", 0) > 0,
+        train_sampling_strategy="group_by_length" if group else "random",
+        # Off: each process's loss is the mean over its own examples and DDP averages the
+        # gradients, i.e. the global mean at equal per-process batches. On (the default),
+        # transformers 5.24 multiplies the loss by the process count for every model whose
+        # forward takes **kwargs, also those (sequence classification) whose loss ignores
+        # num_items_in_batch: gradients N times a single process's.
+        average_tokens_across_devices=False,
         seed=seed,
         data_seed=seed,
         fp16=config.fp16,
-        bf16=config.bf16,
+        bf16=use_bf16(config, context.device),
     )
 
 
@@ -342,8 +367,10 @@ def train_and_evaluate(
 
     :returns: JSON-ready metrics: ``train_loss`` (mean over the run, float),
         ``train_runtime_s`` (s), ``global_step``, ``epochs_trained``,
-        ``resumed_from_checkpoint`` (folder name or ``None``), and when a validation split
-        exists ``validation_accuracy`` (fraction) and ``validation_loss``.
+        ``resumed_from_checkpoint`` (folder name or ``None``), ``global_batch`` (examples
+        per optimiser step over all processes), ``per_device_batch``, ``processes``,
+        ``train_steps_per_second``, and when a validation split exists ``validation_loss`` and ``validation_<metric>`` for each metric the task's
+        ``compute_metrics`` returns (``validation_accuracy`` for classification).
     """
     resume = last_checkpoint(context.work_dir)
     if resume is not None:
@@ -355,20 +382,33 @@ def train_and_evaluate(
         "global_step": int(trainer.state.global_step),
         "epochs_trained": _finite(trainer.state.epoch),
         "resumed_from_checkpoint": Path(resume).name if resume else None,
+        "global_batch": int(
+            trainer.args.per_device_train_batch_size * trainer.args.world_size
+            * trainer.args.gradient_accumulation_steps
+        ),
+        "per_device_batch": int(trainer.args.per_device_train_batch_size),
+        "processes": int(trainer.args.world_size),
+        "train_steps_per_second": _finite(result.metrics.get("train_steps_per_second")),
     }
     if has_validation:
         ev = trainer.evaluate()
-        metrics["validation_accuracy"] = _finite(ev.get("eval_accuracy"))
-        metrics["validation_loss"] = _finite(ev.get("eval_loss"))
-        accuracy = metrics["validation_accuracy"]
+        watched = [k[len("eval_"):] for k in ev if k.startswith("eval_") and k[5:] not in _EVAL_TIMING]
+        for name in watched:
+            metrics[f"validation_{name}"] = _finite(ev.get(f"eval_{name}"))
+        shown = next((n for n in watched if n != "loss"), "loss")
+        value = metrics.get(f"validation_{shown}")
         context.logger.info(
-            "%s: validation accuracy %.4f after %s epochs (%d steps)",
+            "%s: validation %s %.4f after %s epochs (%d steps)",
             context.stage_name,
-            float("nan") if accuracy is None else accuracy,
+            shown,
+            float("nan") if value is None else value,
             metrics["epochs_trained"],
             metrics["global_step"],
         )
     return metrics
+
+
+_EVAL_TIMING = {"runtime", "samples_per_second", "steps_per_second", "epoch"}
 
 
 def save_trained_model(trainer: "Trainer", output_dir: str | Path) -> None:

@@ -17,6 +17,7 @@ from .layers import default_student_layers, select_layers
 from .losses import DistillationLoss, LayerLoss, Projection
 from .student import build_student, count_parameters, find_layer_list, layer_count
 from .trainer import (
+    LABEL_KEYS,
     TEACHER_PREFIX,
     DistillationTrainer,
     attach_heads,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from compressor.strategy import StageContext, Strategy
+    from compressor.task import TaskData
 
     from .plugin import DistillationConfig
 
@@ -37,53 +39,52 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def load_teacher(
-    teacher: "Artifact", num_labels: int, *, require_head: bool = True, **kwargs: Any
+    teacher: "Artifact", data: "TaskData", *, require_head: bool = True, **kwargs: Any
 ) -> "PreTrainedModel":
-    """Load a fine-tuned sequence classifier to serve as teacher.
+    """Load a fine-tuned model of the task (its Auto class) to serve as teacher.
 
-    :param teacher: a PyTorch artifact holding a ``*ForSequenceClassification`` model.
-    :param num_labels: the task's label count.
-    :param require_head: refuse a checkpoint without a trained classification head (needed
-        whenever the teacher's logits are used, i.e. ``alpha_ce > 0``).
+    :param teacher: a PyTorch artifact holding the task's head (``*ForSequenceClassification``,
+        ``*ForTokenClassification``, ``*ForQuestionAnswering``).
+    :param data: the task's data (its task and label count).
+    :param require_head: refuse a checkpoint without a trained task head (needed whenever
+        the teacher's outputs are used, i.e. ``alpha_ce > 0``).
     :param kwargs: passed to ``from_pretrained`` (e.g. ``attn_implementation``).
     :returns: the model, in eval mode, gradients off.
     :raises StageError: when the artifact is not PyTorch, cannot be loaded, has no trained
-        classification head (e.g. a sentence-embedding checkpoint) while one is required, or
-        has another label count.
+        task head (e.g. a sentence-embedding checkpoint) while one is required, or a head
+        that does not fit the task (another label count).
     """
-    from transformers import AutoModelForSequenceClassification
-
+    task = data.task
     if teacher.format != "pytorch":
         raise StageError(
             f"teacher {teacher.name!r} is a {teacher.format} artifact",
             key="teacher",
             expected="a PyTorch artifact (an earlier training stage or the baseline)",
         )
-    extra = {} if require_head else {"num_labels": num_labels, "ignore_mismatched_sizes": True}
+    extra = {} if require_head else {**task.model_kwargs(data), "ignore_mismatched_sizes": True}
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            str(teacher.path), output_loading_info=True, **extra, **kwargs
+        model, info = load_pretrained(
+            task.auto_class(), str(teacher.path), output_loading_info=True, **extra, **kwargs
         )
     except (OSError, ValueError) as exc:
         raise StageError(
-            f"cannot load teacher {teacher.name!r} at {teacher.path} as a sequence "
-            f"classifier: {exc}",
+            f"cannot load teacher {teacher.name!r} at {teacher.path} as a "
+            f"{task.auto_model}: {exc}",
             key="teacher",
         ) from exc
     untrained = sorted(info.get("missing_keys", []))
     if untrained and require_head:
         raise StageError(
-            f"teacher {teacher.name!r} has no trained classification head "
+            f"teacher {teacher.name!r} has no trained {data.type} head "
             f"(newly initialised: {', '.join(untrained)})",
             key="teacher",
             hint="add a 'finetune' stage before this one, or name a fine-tuned artifact as teacher",
         )
-    if model.config.num_labels != num_labels:
-        raise StageError(
-            f"teacher {teacher.name!r} predicts {model.config.num_labels} labels but the "
-            f"task has {num_labels}",
-            key="teacher",
-        )
+    try:
+        task.check_head(model, data, f"teacher {teacher.name}")
+    except StageError as exc:
+        exc.key = "teacher"
+        raise
     model.eval()
     model.requires_grad_(False)
     return model
@@ -262,6 +263,12 @@ def run_distillation(
     :class:`~compressor_distillation.plugin.DistilBERTDistillation`."""
     training.check_device_and_precision(config, context.device)
     mode = resolve_mode(config, context.data.type)
+    if mode == "task" and config.streaming:
+        raise StageError(
+            "streaming reads a raw-text corpus, which only general (MLM) distillation trains on",
+            key="streaming",
+            hint="remove streaming: true, or distil in MLM mode (a masked-lm task or a corpus)",
+        )
     if mode == "task":
         return run_task_distillation(strategy, artifact, config, context)
     return run_mlm_distillation(strategy, artifact, config, context)
@@ -280,17 +287,17 @@ def _loss(config: "DistillationConfig", alpha_cos: float) -> DistillationLoss:
 def run_task_distillation(
     strategy: "Strategy", artifact: "Artifact", config: "DistillationConfig", context: "StageContext"
 ) -> "Artifact":
-    """Task mode: distil a fine-tuned classifier on the task's labelled data."""
-    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
-
+    """Task mode: distil a fine-tuned model of the task on its labelled data."""
     data = context.data
-    if data.type != "text-classification":
+    task = data.task
+    if not task.supervised:
         raise StageError(
-            f"task distillation needs a text-classification task, not {data.type!r}",
+            f"task distillation needs a labelled task, not {data.type!r}",
             key="mode",
-            hint="use mode: mlm (general distillation) on raw text",
+            hint="use mode: mlm (general distillation) on raw text"
+            + (", or distill.embedding for sentence embeddings" if data.type == "sentence-embedding" else ""),
         )
-    splits = training.classification_splits(data, strategy.name)
+    splits = training.training_splits(data, strategy.name)
     seed = context.seed if config.seed is None else config.seed
     kwargs = model_kwargs(config)
 
@@ -299,9 +306,7 @@ def run_task_distillation(
     from transformers import set_seed
 
     set_seed(seed)  # a teacher without a trained head (alpha_ce == 0) gets a seeded one
-    teacher = load_teacher(
-        teacher_artifact, data.num_labels, require_head=config.alpha_ce > 0, **kwargs
-    )
+    teacher = load_teacher(teacher_artifact, data, require_head=config.alpha_ce > 0, **kwargs)
     facts: dict[str, Any] = {"mode": "task", "teacher": teacher_artifact.name}
     if config.student is None:
         student, shape = layer_copy_student(teacher, config, context, seed)
@@ -312,16 +317,14 @@ def run_task_distillation(
         name = artifact.name if config.student == "input" else config.student.model
         s_tok = context.load_tokenizer(Artifact(name=name, path=Path(path)), key="student")
         set_seed(seed)
-        id2label = dict(enumerate(data.label_names))
         try:
             # load_pretrained: from_pretrained, or shapes rebuilt from compressor_structure.json
             student, info = load_pretrained(
-                AutoModelForSequenceClassification, path, num_labels=data.num_labels, id2label=id2label,
-                label2id={v: k for k, v in id2label.items()}, ignore_mismatched_sizes=True,
-                output_loading_info=True, **kwargs,
+                task.auto_class(), path, ignore_mismatched_sizes=True,
+                output_loading_info=True, **task.model_kwargs(data), **kwargs,
             )
         except (OSError, ValueError) as exc:
-            raise StageError(f"cannot load the student {name!r} as a sequence classifier: {exc}",
+            raise StageError(f"cannot load the student {name!r} as a {task.auto_model}: {exc}",
                              key="student") from exc
         new = sorted(info.get("missing_keys", []))
         if new:
@@ -330,6 +333,12 @@ def run_task_distillation(
         facts.update({"student": name, "student_layers": layer_count(student.config)[1],
                       "teacher_layers": layer_count(teacher.config)[1]})
     cross = not same_vocabulary(s_tok, t_tok)
+    if cross and task.token_level:
+        raise StageError(
+            f"a {data.type} student must tokenise as its teacher does: soft targets are per "
+            "token, and token positions differ between the two tokenizers",
+            key="student", hint="use a student with the teacher's tokenizer",
+        )
     pairs = layer_loss_list(config)
     alpha_cos = config.alpha_cos
     if cross:
@@ -362,17 +371,19 @@ def run_task_distillation(
     t_len = training.effective_max_length(t_tok, config.max_length, context)
 
     def tokenize(split: Any, tok: Any, length: int) -> Any:
-        return training.tokenize_split(split, tok, length, data.has_text_pair, progress=context.progress)
+        return training.tokenize_split(split, tok, length, data, progress=context.progress)
 
     train = tokenize(splits.train, s_tok, s_len)
     if cross:
         t_train = tokenize(splits.train, t_tok, t_len)
         for col in t_train.column_names:
-            if col != "labels":
+            if col not in LABEL_KEYS:
                 train = train.add_column(TEACHER_PREFIX + col, t_train[col])
     validation = tokenize(splits.validation, s_tok, s_len) if splits.validation is not None else None
     has_validation = validation is not None
-    args = training.training_arguments(config, context, has_validation=has_validation, seed=seed)
+    args = training.training_arguments(
+        config, context, has_validation=has_validation, seed=seed, best_metric=task.training_metric()
+    )
     if cross:
         args.remove_unused_columns = False  # keep the teacher_* columns
     trainer = DistillationTrainer(
@@ -381,14 +392,15 @@ def run_task_distillation(
         train_dataset=train,
         eval_dataset=validation,
         processing_class=s_tok,
-        data_collator=PairedCollator(s_tok, t_tok) if cross else DataCollatorWithPadding(s_tok),
-        compute_metrics=training.compute_accuracy,
+        data_collator=PairedCollator(s_tok, t_tok) if cross else task.collator(s_tok),
+        compute_metrics=training.compute_metrics(data),
         callbacks=training.callbacks(config),
         teacher=teacher,
         distillation_loss=loss,
         layer_losses=pairs,
         hard_key="loss_task",
         cos_pooling=config.cos_pooling if (cross or config.cos_pooling) else None,
+        task=task,
     )
     metrics = training.train_and_evaluate(trainer, context, has_validation=has_validation)
     shapes = detach_heads(student)
@@ -460,8 +472,9 @@ def run_mlm_distillation(
     masks = fixed_masks(held, tok, config.mlm_probability, seed, config.eval_batch_size)
     teacher_acc = mlm_accuracy(teacher, masks)
     context.logger.info(
-        "%s: general distillation on %s (%d blocks of %d tokens); teacher MLM accuracy %.4f",
-        context.stage_name, corpus_name, len(train), block_size, teacher_acc["mlm_accuracy"],
+        "%s: general distillation on %s (%s blocks of %d tokens); teacher MLM accuracy %.4f",
+        context.stage_name, corpus_name, "streamed" if config.streaming else len(train), block_size,
+        teacher_acc["mlm_accuracy"],
     )
     args = training.training_arguments(config, context, has_validation=False, seed=seed)
     trainer = DistillationTrainer(
@@ -489,7 +502,8 @@ def run_mlm_distillation(
     training.save_trained_model(trainer, context.output_dir)
     facts.update({
         "corpus": corpus_name,
-        "train_blocks": len(train),
+        "train_blocks": None if config.streaming else len(train),
+        "streamed": bool(config.streaming),
         "block_size": block_size,
         "ce_positions": config.ce_positions,
         "projections": shapes,

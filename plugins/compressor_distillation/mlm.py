@@ -11,11 +11,15 @@ and the ``mlm-adapt`` strategy's implementation (heavy: torch, transformers, dat
   elsewhere. The collator draws new masks every time it builds a batch (dynamic masking,
   Liu et al. 2019), so each epoch sees other masks;
 - MLM accuracy is top-1 accuracy at masked positions on held-out blocks, masked once with a
-  fixed seed so that "before" and "after" are measured on the same masks.
+  fixed seed so that "before" and "after" are measured on the same masks;
+- a corpus larger than memory is read as a stream (``corpus.streaming: true``,
+  :func:`stream_corpus` and :func:`stream_blocks`): datasets' streaming ``IterableDataset``,
+  tokenised and packed on the fly, shuffled in a bounded buffer, trained for ``max_steps``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -99,6 +103,37 @@ def group_texts(
     """
     import datasets as hf_datasets
 
+    pack = block_packer(tokenizer, block_size)
+    silence = not progress and hf_datasets.is_progress_bar_enabled()
+    if silence:
+        hf_datasets.disable_progress_bars()
+    try:
+        blocks = dataset.map(
+            pack, batched=True, batch_size=PACK_BATCH, remove_columns=list(dataset.column_names),
+            desc="packing text into blocks",
+        )
+    finally:
+        if silence:
+            hf_datasets.enable_progress_bars()
+    if len(blocks) == 0:
+        raise StageError(
+            f"the corpus is shorter than one block of {block_size} tokens",
+            hint="give more text or a smaller max_length",
+        )
+    return blocks
+
+
+#: Texts tokenised and packed together (the remainder of each group that does not fill a
+#: block is dropped, as in ``run_mlm.py``).
+PACK_BATCH = 1000
+
+
+def block_packer(tokenizer: "PreTrainedTokenizerBase", block_size: int) -> Any:
+    """The batched ``map`` function of :func:`group_texts` and :func:`stream_blocks`:
+    ``{"text": [str, ...]} -> {"input_ids": [[int] * block_size, ...], ...}``.
+
+    :raises StageError: when ``block_size`` leaves fewer than 2 tokens of text.
+    """
     prefix, suffix = special_tokens_around(tokenizer)
     chunk = block_size - len(prefix) - len(suffix)
     if chunk < 2:
@@ -121,22 +156,147 @@ def group_texts(
                 out["token_type_ids"].append([0] * len(ids))
         return out
 
-    silence = not progress and hf_datasets.is_progress_bar_enabled()
-    if silence:
-        hf_datasets.disable_progress_bars()
-    try:
-        blocks = dataset.map(
-            pack, batched=True, batch_size=1000, remove_columns=list(dataset.column_names),
-            desc="packing text into blocks",
+    return pack
+
+
+#: File suffix -> datasets' packaged builder that streams it.
+STREAM_BUILDERS = {
+    ".txt": "text", ".text": "text", ".csv": "csv", ".tsv": "csv", ".json": "json",
+    ".jsonl": "json", ".parquet": "parquet",
+}
+
+#: Texts held out from the head of a stream that has no ``validation`` file, for MLM accuracy.
+STREAM_HELD_OUT_TEXTS = 256
+
+
+@dataclass
+class TextStream:
+    """A raw-text corpus read as a stream (:func:`stream_corpus`).
+
+    :ivar train: ``datasets.IterableDataset`` with one column ``text`` (str); nothing is
+        read until it is iterated.
+    :ivar held_out: held-out texts (an in-memory ``datasets.Dataset``, column ``text``).
+    :ivar name: the corpus's name for messages and lineage.
+    """
+
+    train: Any
+    held_out: "datasets.Dataset"
+    name: str
+
+
+def stream_corpus(corpus: "DataConfig | None", context: "StageContext", *, key: str = "corpus") -> TextStream:
+    """Open a raw-text corpus as a stream: memory stays flat whatever its size.
+
+    Reusable by any strategy that trains on raw text. Sources:
+
+    - ``files``: local files read with datasets' streaming builders (``.txt``: one text per
+      line; ``.csv``/``.tsv``, ``.json``/``.jsonl``, ``.parquet``: the ``text_column``),
+      relative to the recipe's folder; a ``validation`` file is the held-out text, else the
+      first :data:`STREAM_HELD_OUT_TEXTS` texts of ``train`` are held out and skipped;
+    - ``hub``: the hub data set's ``train`` split with ``streaming=True`` (``validation``
+      when it has one, else the head of ``train``);
+    - ``name`` (a registered, packaged data set) or ``None`` (the run's task data): loaded
+      as usual (they fit in memory) and iterated as a stream.
+
+    :param corpus: the stage's ``corpus`` mapping (a :class:`compressor.DataConfig`).
+    :param context: the stage's context (recipe folder, data loading, seed).
+    :param key: the config key, for messages.
+    :returns: a :class:`TextStream`.
+    :raises StageError: a missing file, an unknown file type, a column that is not there,
+        no held-out text, or a hub set that cannot be opened.
+    """
+    import datasets as hf_datasets
+
+    if corpus is None or (corpus.files is None and corpus.hub is None):
+        data = corpus_data(corpus, context, key=key)
+        held = data.splits.get("validation")
+        if held is None or len(held) == 0:
+            raise StageError(f"the corpus {data.name!r} has no 'validation' split", key=key)
+        return TextStream(
+            train=data.splits["train"].select_columns(["text"]).to_iterable_dataset(),
+            held_out=held.select_columns(["text"]),
+            name=data.name,
         )
-    finally:
-        if silence:
-            hf_datasets.enable_progress_bars()
-    if len(blocks) == 0:
+    column = corpus.text_column
+    if corpus.files is not None:
+        unknown = sorted(set(corpus.files) - {"train", "validation", "test"})
+        if unknown or "train" not in corpus.files:
+            raise StageError(
+                f"a streamed corpus reads files 'train' (and 'validation'), got {sorted(corpus.files)}",
+                key=f"{key}.files",
+            )
+        paths = {split: context.resolve_path(f) for split, f in corpus.files.items() if split != "test"}
+        suffixes = {p.suffix.lower() for p in paths.values()}
+        for split, path in paths.items():
+            if not path.is_file():
+                raise StageError(f"corpus file {path} does not exist", key=f"{key}.files.{split}")
+        if len(suffixes) != 1 or next(iter(suffixes)) not in STREAM_BUILDERS:
+            raise StageError(
+                f"cannot stream files of type {sorted(suffixes)}",
+                key=f"{key}.files",
+                expected=f"one of {sorted(STREAM_BUILDERS)} (the same for train and validation)",
+            )
+        suffix = next(iter(suffixes))
+        builder = STREAM_BUILDERS[suffix]
+        options = {"delimiter": "\t"} if suffix == ".tsv" else {}
+        if builder == "text":
+            column = "text"
+        opened = hf_datasets.load_dataset(
+            builder, data_files={s: str(p) for s, p in paths.items()}, streaming=True, **options
+        )
+        name = paths["train"].name
+    else:
+        try:
+            opened = hf_datasets.load_dataset(
+                corpus.hub, corpus.hub_config, streaming=True, trust_remote_code=corpus.trust_remote_code
+            )
+        except Exception as exc:  # noqa: BLE001 - the hub's many failures, one message
+            raise StageError(f"cannot stream the hub data set {corpus.hub!r}: {exc}", key=f"{key}.hub") from exc
+        name = corpus.hub
+    train = opened["train"]
+    if column not in (train.column_names or [column]):
         raise StageError(
-            f"the corpus is shorter than one block of {block_size} tokens",
-            hint="give more text or a smaller max_length",
+            f"the corpus {name!r} has no column {column!r} (columns: {train.column_names})",
+            key=f"{key}.text_column",
         )
+    if column != "text":
+        train = train.rename_column(column, "text")
+    train = train.select_columns(["text"])
+    if "validation" in opened:
+        held_stream = opened["validation"]
+        if column != "text":
+            held_stream = held_stream.rename_column(column, "text")
+        held_rows = list(held_stream.select_columns(["text"]).take(STREAM_HELD_OUT_TEXTS * 8))
+    else:
+        held_rows = list(train.take(STREAM_HELD_OUT_TEXTS))
+        train = train.skip(STREAM_HELD_OUT_TEXTS)
+    held_rows = [r for r in held_rows if isinstance(r.get("text"), str) and r["text"].strip()]
+    if not held_rows:
+        raise StageError(f"the corpus {name!r} gives no held-out text", key=key)
+    held = hf_datasets.Dataset.from_dict({"text": [r["text"] for r in held_rows]})
+    return TextStream(train=train, held_out=held, name=name)
+
+
+def stream_blocks(
+    texts: Any, tokenizer: "PreTrainedTokenizerBase", block_size: int, *, seed: int,
+    shuffle_buffer: int = 10_000,
+) -> Any:
+    """Tokenise and pack a text stream into blocks on the fly (see :func:`group_texts`).
+
+    :param texts: a ``datasets.IterableDataset`` with a ``text`` column.
+    :param tokenizer: the model's tokenizer.
+    :param block_size: tokens per block, special tokens included.
+    :param seed: seed of the shuffle buffer (re-seeded each epoch by the Trainer).
+    :param shuffle_buffer: blocks held in memory for shuffling (0: no shuffle).
+    :returns: an ``IterableDataset`` of blocks (``input_ids``, ``attention_mask``,
+        ``special_tokens_mask``, maybe ``token_type_ids``; ``block_size`` ints each).
+    :raises StageError: when ``block_size`` leaves no room for text.
+    """
+    pack = block_packer(tokenizer, block_size)
+    texts = texts.filter(lambda row: isinstance(row["text"], str) and bool(row["text"].strip()))
+    blocks = texts.map(pack, batched=True, batch_size=PACK_BATCH, remove_columns=["text"])
+    if shuffle_buffer:
+        blocks = blocks.shuffle(seed=seed, buffer_size=shuffle_buffer)
     return blocks
 
 
@@ -265,10 +425,34 @@ def corpus_blocks(
 ) -> tuple["datasets.Dataset", "datasets.Dataset", str]:
     """Train and held-out blocks of the stage's corpus.
 
+    With ``config.streaming`` the train blocks are a stream (:func:`stream_corpus`,
+    :func:`stream_blocks`: an ``IterableDataset`` without a length; the Trainer needs
+    ``max_steps``) and the held-out blocks come from the held-out texts.
+
     :returns: ``(train blocks, held-out blocks, corpus name)``; held-out blocks come from the
         corpus's ``validation`` split (capped at ``config.max_eval_blocks``).
-    :raises StageError: when there is no held-out text.
+    :raises StageError: when there is no held-out text; streaming without ``max_steps``
+        or with ``max_train_blocks``.
     """
+    if getattr(config, "streaming", False):
+        if config.max_steps is None:
+            raise StageError(
+                "a streamed corpus has no length, so training needs a number of steps",
+                key="max_steps",
+                hint="set max_steps (optimiser steps; each takes batch_size x "
+                "gradient_accumulation_steps blocks)",
+            )
+        if config.max_train_blocks is not None:
+            raise StageError(
+                "max_train_blocks samples an in-memory corpus; a streamed one is capped by max_steps",
+                key="max_train_blocks",
+            )
+        stream = stream_corpus(config.corpus, context, key="corpus")
+        held_blocks = group_texts(stream.held_out, tokenizer, block_size, progress=context.progress)
+        if config.max_eval_blocks is not None and len(held_blocks) > config.max_eval_blocks:
+            held_blocks = held_blocks.select(range(config.max_eval_blocks))
+        train = stream_blocks(stream.train, tokenizer, block_size, seed=context.seed)
+        return train, held_blocks, stream.name
     data = corpus_data(config.corpus, context, key="corpus")
     train = group_texts(data.splits["train"], tokenizer, block_size, progress=context.progress)
     held = data.splits.get("validation")
@@ -346,7 +530,8 @@ def run_mlm_adapt(
         "trained": config.train,
         "trainable_params": trainable,
         "new_head_weights": new_weights,
-        "train_blocks": len(train),
+        "train_blocks": len(train) if not config.streaming else None,
+        "streamed": bool(config.streaming),
         "block_size": block_size,
         "heldout_blocks": len(held),
         "mlm_accuracy_before": before["mlm_accuracy"],

@@ -34,6 +34,13 @@ class CorpusMixin(BaseModel):
             "{hub: ...}; null: the texts of the run's task data."
         ),
     )
+    streaming: bool = Field(
+        False,
+        description=(
+            "Read the corpus as a stream, tokenised and packed on the fly (memory stays flat "
+            "for a corpus larger than memory); needs max_steps. Local files or a hub set."
+        ),
+    )
     mlm_probability: float = Field(
         0.15, gt=0, lt=1, description="Share of tokens chosen for prediction (80% [MASK], 10% random, 10% kept)."
     )
@@ -246,13 +253,35 @@ class DistilBERTDistillation(Strategy):
     """
 
     name: ClassVar[str] = "distill.distilbert"
+    requires_roles: ClassVar[tuple[str, ...]] = ("layers",)
     Config: ClassVar[type[DistillationConfig]] = DistillationConfig
     description: ClassVar[str] = (
         "DistilBERT distillation (task or MLM): layers copied from the teacher, KL + CE + cosine loss"
     )
     needs_training_data: ClassVar[bool] = True
     needs_teacher: ClassVar[bool] = True
-    task_types: ClassVar[tuple[str, ...]] = ("text-classification", "masked-lm")
+    task_types: ClassVar[tuple[str, ...]] = ("*",)
+
+    @classmethod
+    def supports_task(cls, task_type: str) -> bool:
+        """Labelled tasks (task mode) and ``masked-lm`` (general distillation)."""
+        return cls.task_refusal(task_type) is None
+
+    @classmethod
+    def task_refusal(cls, task_type: str) -> str | None:
+        from compressor.tasks import get_task
+
+        if task_type == "masked-lm":
+            return None
+        try:
+            task = get_task(task_type)
+        except Exception:  # noqa: BLE001 - an unknown task is refused by name elsewhere
+            return "unknown task type"
+        if task_type == "sentence-embedding":
+            return "sentence embeddings are distilled by distill.embedding (no task head to match)"
+        if not task.supervised:
+            return f"{task_type} has no task head whose outputs a student could match"
+        return None
 
     def apply(self, artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
         """Distil the teacher into a student written to ``context.output_dir``.
@@ -312,7 +341,7 @@ class MLMAdapt(Strategy):
         "Train a masked-LM head (optionally the whole encoder) on raw text; MLM accuracy before/after"
     )
     needs_training_data: ClassVar[bool] = True
-    task_types: ClassVar[tuple[str, ...]] = ("text-classification", "masked-lm")
+    task_types: ClassVar[tuple[str, ...]] = ("*",)
 
     def apply(self, artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
         """Adapt ``artifact``'s MLM head on the corpus; write the masked LM to ``output_dir``.
@@ -328,6 +357,9 @@ class MLMAdapt(Strategy):
 
 @hookimpl
 def compressor_register_strategies(register: Any) -> None:
-    """Register ``distill.distilbert`` and ``mlm-adapt``."""
+    """Register ``distill.distilbert``, ``mlm-adapt`` and ``distill.embedding``."""
+    from .embedding import EmbeddingDistillation  # (#14) imports this module: registered here
+
     register(DistilBERTDistillation)
     register(MLMAdapt)
+    register(EmbeddingDistillation)

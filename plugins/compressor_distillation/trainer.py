@@ -58,6 +58,10 @@ def detach_heads(student: nn.Module) -> dict[str, list[int]]:
     return shapes
 
 
+LABEL_KEYS = ("labels", "start_positions", "end_positions")
+"""Batch keys holding gold targets (class, score, tag ids; answer start and end tokens)."""
+
+
 class DistillationTrainer(Trainer):
     """Trainer whose training loss is the DistilBERT triple loss (Sanh et al. 2019), in task
     or masked-LM form, with optional layer-pair terms.
@@ -84,6 +88,10 @@ class DistillationTrainer(Trainer):
         reference code's default) or ``"masked"`` (only the positions chosen for prediction).
     :param cos_pooling: ``None``: ``L_cos`` on token states (same tokenizer); ``"cls"`` or
         ``"mean"``: on pooled sentence vectors (needed when the tokenizers differ).
+    :param task: task mode: the :class:`compressor.tasks.Task` whose
+        :meth:`~compressor.tasks.Task.soft_targets` the student matches (per example, per
+        token, or the start and end distributions of QA; ``L_ce`` is their mean), and whose
+        head's own loss from the batch's labels is ``L_task``. ``None``: masked-LM mode.
     :param args: other positional and keyword arguments of :class:`transformers.Trainer`.
     """
 
@@ -96,9 +104,11 @@ class DistillationTrainer(Trainer):
         hard_key: str = "loss_task",
         ce_positions: str = "all",
         cos_pooling: str | None = None,
+        task: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.task = task
         # our loss is a per-batch mean: let the Trainer divide by the accumulation steps
         self.model_accepts_loss_kwargs = False
         self.teacher = teacher.to(self.args.device)
@@ -133,10 +143,10 @@ class DistillationTrainer(Trainer):
         if not model.training:
             features = {k: v for k, v in inputs.items() if not k.startswith(TEACHER_PREFIX)}
             return super().compute_loss(model, features, return_outputs, num_items_in_batch)
-        labels = inputs["labels"]
+        targets = {k: v for k, v in inputs.items() if k in LABEL_KEYS}
         features = {
             k: v for k, v in inputs.items()
-            if k != "labels" and not k.startswith(TEACHER_PREFIX)
+            if k not in LABEL_KEYS and not k.startswith(TEACHER_PREFIX)
         }
         teacher_features = {
             k[len(TEACHER_PREFIX):]: v for k, v in inputs.items() if k.startswith(TEACHER_PREFIX)
@@ -145,14 +155,19 @@ class DistillationTrainer(Trainer):
             output_hidden_states=self.needs_hidden_states,
             output_attentions=self.needs_attentions,
         )
-        student_out = model(**features, **flags)
+        # task mode: the head computes its own loss (cross-entropy, MSE, start/end CE)
+        student_out = model(**features, **(targets if self.task is not None else {}), **flags)
         with torch.no_grad():
             self.teacher.eval()
             with self.accelerator.autocast():
                 teacher_out = self.teacher(**teacher_features, **flags)
         s = adapt_outputs(student_out, features)
         t = adapt_outputs(teacher_out, teacher_features)
-        terms = self._terms(model, s, t, labels)
+        if self.task is not None:
+            soft_hard = self._task_terms(student_out, teacher_out, inputs)
+        else:
+            soft_hard = self._mlm_terms(s, t, targets["labels"])
+        terms = self._terms(model, s, t, *soft_hard)
         self._accumulate(terms)
         total = sum(terms[k][0] * terms[k][1] for k in terms)
         return (total, student_out) if return_outputs else total
@@ -163,13 +178,12 @@ class DistillationTrainer(Trainer):
             return heads[key](h)
         return h
 
-    def _terms(
-        self, model: nn.Module, s: Adapted, t: Adapted, labels: torch.Tensor
-    ) -> dict[str, tuple[float, torch.Tensor]]:
-        """``{log key: (weight, value)}`` for every computed term."""
-        loss = self.distillation_loss
+    def _mlm_terms(self, s: Adapted, t: Adapted, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Without a task (masked-LM mode): ``(L_ce, cross-entropy with labels)``; ``L_ce``
+        over the selected token positions of ``(B, S, V)`` logits, or per row of ``(B, C)``
+        logits."""
         s_logits, t_logits = s.logits, t.logits
-        if s_logits.dim() == 3:  # masked LM: one row per selected token position
+        if s_logits.dim() == 3:
             if self.ce_positions == "masked":
                 positions = labels != -100
             elif s.attention_mask is not None:
@@ -178,12 +192,44 @@ class DistillationTrainer(Trainer):
                 positions = torch.ones(s_logits.shape[:2], dtype=torch.bool, device=s_logits.device)
             s_logits, t_logits = select_positions(s_logits, positions), select_positions(t_logits, positions)
         if s_logits.shape[0]:
-            ce = soft_target_loss(s_logits, t_logits, loss.temperature)
+            ce = soft_target_loss(s_logits, t_logits, self.distillation_loss.temperature)
         else:
             ce = s.logits.float().sum() * 0.0
+        return ce, task_loss(s.logits, labels)
+
+    def _task_terms(
+        self, student_out: Any, teacher_out: Any, batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Task mode: ``(L_ce: mean over the task's soft targets, L_task: the head's loss)``.
+
+        A distribution target is the soft-target KL with temperature; a value target (a
+        regression score) is the MSE to the teacher's prediction.
+        """
+        student = self.task.soft_targets(student_out, batch)
+        teacher = {t.name: t for t in self.task.soft_targets(teacher_out, batch)}
+        values = []
+        for target in student:
+            ref = teacher[target.name].values
+            if target.values.shape[0] == 0:
+                values.append(target.values.float().sum() * 0.0)
+            elif target.kind == "distribution":
+                values.append(soft_target_loss(target.values, ref, self.distillation_loss.temperature))
+            else:
+                values.append(torch.nn.functional.mse_loss(target.values.float(), ref.float()))
+        ce = torch.stack(values).mean()
+        hard = getattr(student_out, "loss", None)
+        if hard is None:
+            hard = ce * 0.0
+        return ce, hard.float()
+
+    def _terms(
+        self, model: nn.Module, s: Adapted, t: Adapted, ce: torch.Tensor, hard: torch.Tensor
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """``{log key: (weight, value)}`` for every computed term."""
+        loss = self.distillation_loss
         terms: dict[str, tuple[float, torch.Tensor]] = {
             "loss_ce": (loss.alpha_ce, ce),
-            self.term_keys[1]: (loss.alpha_task, task_loss(s.logits, labels)),
+            self.term_keys[1]: (loss.alpha_task, hard),
         }
         if loss.alpha_cos > 0:
             if self.cos_pooling is not None:

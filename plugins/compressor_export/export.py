@@ -12,8 +12,8 @@ from compressor.onnx_export import (
     export_onnx,
     load_for_export,
     optimize_onnx,
-    run_logits,
     session,
+    task_outputs,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,37 +35,44 @@ def parity_texts(context: "StageContext", split: str, n: int) -> tuple[list[str]
         raise StageError(str(exc.args[0]), key="config.parity_split") from None
     if len(dataset) == 0:
         raise StageError(f"split {split!r} is empty: no parity inputs", key="config.parity_split")
-    rows = dataset[: min(n, len(dataset))]
+    dataset = context.data.task.plain_text(dataset.select(range(min(n, len(dataset)))))
+    rows = dataset[:]
     pairs = list(rows["text_pair"]) if "text_pair" in dataset.column_names else None
     return list(rows["text"]), pairs
 
 
-def logits_pytorch(model: Any, batches: list[dict[str, "np.ndarray"]]) -> "np.ndarray":
-    """Logits of the fp32 PyTorch model on CPU, concatenated over ``batches``.
+def outputs_pytorch(
+    model: Any, batches: list[dict[str, "np.ndarray"]], names: list[str]
+) -> list[dict[str, "np.ndarray"]]:
+    """The named outputs of the fp32 PyTorch model on CPU, one dict per batch.
 
-    :returns: float32 array ``(n, num_labels)`` (``(n * tokens, vocab)`` for masked-lm).
+    :param names: output names (the task's: ``logits``, ``start_logits``/``end_logits``,
+        ``last_hidden_state``).
+    :returns: per batch, name -> float32 array (``(batch, num_labels)``, ``(batch, tokens)``...).
     """
-    import numpy as np
     import torch
 
     out = []
     with torch.inference_mode():
         for batch in batches:
-            logits = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
-            out.append(logits.float().numpy().reshape(-1, logits.shape[-1]))
-    return np.concatenate(out)
+            result = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+            out.append({n: result[n].float().numpy() for n in names})
+    return out
 
 
-def logits_onnx(onnx_file: Path, batches: list[dict[str, "np.ndarray"]]) -> "np.ndarray":
-    """Logits of an ONNX graph with ONNX Runtime on CPU, concatenated over ``batches``."""
+def outputs_onnx(
+    onnx_file: Path, batches: list[dict[str, "np.ndarray"]], names: list[str]
+) -> list[dict[str, "np.ndarray"]]:
+    """The named outputs of an ONNX graph with ONNX Runtime on CPU, one dict per batch."""
     import numpy as np
 
     sess = session(onnx_file)
+    inputs = [i.name for i in sess.get_inputs()]
     out = []
     for batch in batches:
-        logits = run_logits(sess, batch)
-        out.append(logits.reshape(-1, logits.shape[-1]))
-    return np.concatenate(out)
+        values = sess.run(names, {k: batch[k] for k in inputs if k in batch})
+        out.append({n: np.asarray(v, dtype=np.float32) for n, v in zip(names, values)})
+    return out
 
 
 def check_parity(
@@ -79,10 +86,15 @@ def check_parity(
     max_length: int,
     batch_size: int,
 ) -> dict[str, Any]:
-    """Compare the ONNX graph's logits with the PyTorch model's on the same token ids.
+    """Compare the ONNX graph's outputs with the PyTorch model's on the same token ids.
 
-    :returns: ``{"max_abs_diff", "mean_abs_diff", "argmax_agreement", "n"}``: absolute
-        differences of logits (same units as the logits), agreement as a fraction in [0, 1].
+    Every output the task's head exports (:func:`compressor.onnx_export.task_outputs`) is
+    compared.
+
+    :returns: ``{"max_abs_diff", "mean_abs_diff", "argmax_agreement", "n", "outputs"}``:
+        absolute differences over every output element (the outputs' units), agreement of
+        the argmax over the last axis as a fraction in [0, 1].
+    :raises StageError: when the graph's outputs have other shapes than PyTorch's.
     """
     import numpy as np
 
@@ -97,18 +109,26 @@ def check_parity(
             return_tensors="np",
         )
         batches.append({k: np.asarray(v, dtype=np.int64) for k, v in enc.items()})
-    ref = logits_pytorch(load_for_export(source, task_type), batches)
-    got = logits_onnx(onnx_file, batches)
-    if ref.shape != got.shape:
-        raise StageError(
-            f"the ONNX model returns logits of shape {got.shape}, PyTorch {ref.shape}"
-        )
-    diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+    names = list(task_outputs(task_type))
+    ref = outputs_pytorch(load_for_export(source, task_type), batches, names)
+    got = outputs_onnx(onnx_file, batches, names)
+    diffs, agree = [], []
+    for r_batch, g_batch in zip(ref, got):
+        for name in names:
+            r, g = r_batch[name], g_batch[name]
+            if r.shape != g.shape:
+                raise StageError(
+                    f"the ONNX model returns {name} of shape {g.shape}, PyTorch {r.shape}"
+                )
+            diffs.append(np.abs(r.astype(np.float64) - g.astype(np.float64)).ravel())
+            agree.append((r.argmax(-1) == g.argmax(-1)).ravel())
+    diff = np.concatenate(diffs)
     return {
         "max_abs_diff": float(diff.max()),
         "mean_abs_diff": float(diff.mean()),
-        "argmax_agreement": float((ref.argmax(-1) == got.argmax(-1)).mean()),
+        "argmax_agreement": float(np.concatenate(agree).mean()),
         "n": len(texts),
+        "outputs": names,
     }
 
 

@@ -107,11 +107,12 @@ class ExportOnnx(Strategy):
     """
 
     name: ClassVar[str] = "export.onnx"
+    requires_roles: ClassVar[tuple[str, ...]] = ("onnx",)
     Config: ClassVar[type[ExportOnnxConfig]] = ExportOnnxConfig
     description: ClassVar[str] = "ONNX export (torch.onnx), ORT graph optimisation, logit parity check"
     input_formats: ClassVar[tuple[str, ...]] = ("pytorch",)
     produces: ClassVar[str] = "onnx"
-    task_types: ClassVar[tuple[str, ...]] = ("text-classification", "masked-lm")
+    task_types: ClassVar[tuple[str, ...]] = ("*",)
 
     def apply(self, artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
         """Export ``artifact`` to ONNX in ``context.output_dir``.

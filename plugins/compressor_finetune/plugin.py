@@ -23,22 +23,40 @@ class FineTuneConfig(TrainingConfig):
 
 
 class FineTune(Strategy):
-    """Fine-tune the encoder and a sequence-classification head on the task's train split.
+    """Fine-tune the encoder and the task's head on the task's train split.
 
-    The input model is loaded with ``AutoModelForSequenceClassification`` sized for the task's
-    labels: a checkpoint without a classification head (e.g. a sentence-embedding model) gets
-    a freshly initialised one, and a head sized for another label set is replaced. Training
-    uses :class:`transformers.Trainer` on the ``train`` split and measures accuracy on
-    ``validation``. The output artifact holds the model (safetensors) and the tokenizer; its
+    The input model is loaded with the task's Auto class (``AutoModelForSequenceClassification``
+    for classification and regression, ``AutoModelForTokenClassification``,
+    ``AutoModelForQuestionAnswering``) sized for the task: a checkpoint without that head (e.g.
+    a sentence-embedding model) gets a freshly initialised one, and a head sized for another
+    label set is replaced. Training uses :class:`transformers.Trainer` on the ``train`` split
+    with the head's own loss and measures the task's metric on ``validation``. The output artifact holds the model (safetensors) and the tokenizer; its
     lineage ``extra`` records ``train_loss``, ``validation_accuracy``, ``train_runtime_s``,
     ``global_step`` and ``epochs_trained``.
     """
 
     name: ClassVar[str] = "finetune"
     Config: ClassVar[type[FineTuneConfig]] = FineTuneConfig
-    description: ClassVar[str] = "Fine-tune encoder + classification head with transformers' Trainer"
+    description: ClassVar[str] = "Fine-tune encoder + task head with transformers' Trainer"
     needs_training_data: ClassVar[bool] = True
-    task_types: ClassVar[tuple[str, ...]] = ("text-classification",)
+    task_types: ClassVar[tuple[str, ...]] = ("*",)
+
+    @classmethod
+    def supports_task(cls, task_type: str) -> bool:
+        """Tasks whose head trains from labels (:attr:`compressor.tasks.Task.supervised`)."""
+        return cls.task_refusal(task_type) is None
+
+    @classmethod
+    def task_refusal(cls, task_type: str) -> str | None:
+        from compressor.tasks import get_task
+
+        try:
+            task = get_task(task_type)
+        except Exception:  # noqa: BLE001 - an unknown task is refused by name elsewhere
+            return "unknown task type"
+        if not task.supervised:
+            return f"{task_type} has no labelled head to fine-tune"
+        return None
 
     def apply(self, artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
         """Fine-tune ``artifact`` and write the result to ``context.output_dir``.

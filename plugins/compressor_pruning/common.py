@@ -1,7 +1,8 @@
 """Shared pieces of the pruning strategies (heavy: torch, transformers).
 
-- :func:`load_classifier`: the input model, structure file honoured;
-- :func:`importance_batches`: a seeded sample of task examples, tokenised and padded;
+- :func:`load_task_model`: the input model with the task's head, structure file honoured;
+- :func:`importance_batches`: a seeded sample of task examples, tokenised and padded, with
+  the task's loss (:class:`TaskBatches`);
 - :class:`Gates`: multiplicative gates on the input of Linear layers, whose gradients are
   the importance scores of heads (Michel et al. 2019) and FFN neurons (first-order Taylor,
   Molchanov et al. 2017);
@@ -24,13 +25,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from compressor.artifact import Artifact
     from compressor.strategy import StageContext
+    from compressor.task import TaskData
 
 
-def load_classifier(artifact: "Artifact", num_labels: int | None = None) -> "PreTrainedModel":
-    """Load a PyTorch sequence classifier (eval mode), rebuilding shapes if it has a structure file.
+def load_task_model(artifact: "Artifact", data: "TaskData | None" = None) -> "PreTrainedModel":
+    """Load a PyTorch model with the task's head (eval mode), rebuilding shapes if it has a
+    structure file.
 
-    :raises StageError: for a non-PyTorch artifact, an unloadable folder, or a head whose
-        label count differs from the task's.
+    :param data: the task's data; ``None`` loads a sequence classifier.
+    :raises StageError: for a non-PyTorch artifact, an unloadable folder, or a head that does
+        not fit the task (another label count).
     """
     from transformers import AutoModelForSequenceClassification
 
@@ -39,17 +43,42 @@ def load_classifier(artifact: "Artifact", num_labels: int | None = None) -> "Pre
             f"pruning needs a PyTorch artifact; {artifact.name!r} is {artifact.format!r}",
             hint="prune before export and quantisation",
         )
+    auto = data.task.auto_class() if data is not None else AutoModelForSequenceClassification
     try:
-        model = load_pretrained(AutoModelForSequenceClassification, artifact.path)
+        model = load_pretrained(auto, artifact.path)
     except (OSError, ValueError) as exc:
         raise StageError(f"cannot load {artifact.name!r} at {artifact.path}: {exc}") from exc
-    if num_labels is not None and model.config.num_labels != num_labels:
-        raise StageError(
-            f"{artifact.name!r} predicts {model.config.num_labels} labels but the task has {num_labels}",
-            hint="fine-tune the model on the task before pruning it",
-        )
+    if data is not None:
+        data.task.check_head(model, data, artifact.name)
     model.eval()
     return model
+
+
+class TaskBatches(list):
+    """Importance batches (a list of collated batches) that know the task's loss.
+
+    :param batches: collated batches of the task's tokenised rows.
+    :param task: the :class:`compressor.tasks.Task`; :meth:`loss` is its
+        :meth:`~compressor.tasks.Task.loss` (the head's loss from the labels; for sentence
+        embeddings the distance to the unpruned model's embeddings).
+    """
+
+    def __init__(self, batches: list[dict[str, torch.Tensor]], task: Any = None) -> None:
+        super().__init__(batches)
+        self.task = task
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The scalar loss of ``model`` on ``batch``."""
+        if self.task is not None:
+            return self.task.loss(model, batch)
+        return model(**batch).loss
+
+
+def batch_loss(batches: Any, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``batches.loss(model, batch)`` for :class:`TaskBatches`, else the head's own loss."""
+    if isinstance(batches, TaskBatches):
+        return batches.loss(model, batch)
+    return model(**batch).loss
 
 
 def importance_batches(
@@ -61,27 +90,45 @@ def importance_batches(
     batch_size: int,
     max_length: int,
     seed: int,
-) -> list[dict[str, torch.Tensor]]:
-    """A seeded sample of ``samples`` labelled examples, tokenised into padded batches.
+    model: nn.Module | None = None,
+) -> TaskBatches:
+    """A seeded sample of ``samples`` examples of the task, tokenised into padded batches.
 
-    :returns: batches with the tokenizer's inputs and ``labels`` (int64), each tensor of
-        shape ``(batch, tokens)`` (``labels``: ``(batch,)``).
-    :raises StageError: when the split is missing or the task is not classification.
+    :param model: the model before pruning: a task without labels stores its outputs in each
+        batch (:meth:`compressor.tasks.Task.reference_batch`), the reference the loss
+        compares with.
+    :returns: :class:`TaskBatches` with the tokenizer's inputs and the task's labels, each
+        tensor of shape ``(batch, tokens)`` (sequence labels: ``(batch,)``).
+    :raises StageError: when the split is missing, or the task has neither labels nor a loss
+        of its own to score parts by.
     """
-    from transformers import DataCollatorWithPadding
-
     data = context.data
-    if data.type != "text-classification":
-        raise StageError(f"importance scores need labelled data; the task is {data.type!r}")
-    if split not in data.splits:
-        raise StageError(f"no split {split!r} for importance scores", expected=str(sorted(data.splits)))
+    task = data.task
+    if not task_has_importance_loss(task):
+        raise StageError(
+            f"importance scores need a loss; task {data.type!r} has no labels and no loss of its own",
+        )
+    if split not in data.splits or len(data.splits[split]) == 0:
+        raise StageError(f"no (non-empty) split {split!r} for importance scores", expected=str(sorted(data.splits)))
     ds = data.splits[split]
     n = min(samples, len(ds))
     ds = ds.shuffle(seed=seed).select(range(n))
-    encoded = training.tokenize_split(ds, tokenizer, max_length, data.has_text_pair, progress=False)
-    collate = DataCollatorWithPadding(tokenizer)
+    encoded = training.tokenize_split(ds, tokenizer, max_length, data, progress=False)
+    collate = task.collator(tokenizer)
     rows = [encoded[i] for i in range(len(encoded))]
-    return [collate(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+    batches = [collate(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+    if model is not None:
+        with torch.no_grad():
+            batches = [task.reference_batch(model, dict(b)) for b in batches]
+    return TaskBatches(batches, task)
+
+
+def task_has_importance_loss(task: Any) -> bool:
+    """Whether a task gives a loss to score parts by: labels for the head's own loss, or
+    its own :meth:`~compressor.tasks.Task.loss` (sentence embeddings)."""
+    from compressor.tasks import Task
+
+    return bool(task.supervised) or type(task).loss is not Task.loss
 
 
 class Gates:
@@ -137,22 +184,24 @@ class Gates:
 
         return pre
 
-    def accumulate(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> float:
+    def accumulate(self, model: nn.Module, batch: dict[str, torch.Tensor], batches: Any = None) -> float:
         """One forward and backward pass on ``batch``; adds ``|dL/dg|`` to :attr:`grad_abs`.
 
-        :returns: the batch's loss (task cross-entropy, mean over the batch).
+        :param batches: the :class:`TaskBatches` ``batch`` comes from (its task's loss);
+            ``None``: the head's own loss.
+        :returns: the batch's loss (the task's, e.g. cross-entropy, mean over the batch).
         """
         self.mask = batch.get("attention_mask")
         for g in self.gates:
             g.grad = None
-        out = model(**batch)
-        out.loss.backward()
+        loss = batch_loss(batches, model, batch)
+        loss.backward()
         with torch.no_grad():
             for acc, g in zip(self.grad_abs, self.gates):
                 acc += g.grad.abs()
         self.tokens += int(self.mask.sum()) if self.mask is not None else int(batch["input_ids"].numel())
         self.mask = None
-        return float(out.loss.detach())
+        return float(loss.detach())
 
 
 def gate_scores(
@@ -176,7 +225,7 @@ def gate_scores(
     try:
         with Gates(linears, group_size) as gates:
             for batch in batches:
-                gates.accumulate(model, batch)
+                gates.accumulate(model, batch, batches)
         tokens = max(gates.tokens, 1)
         return [g / tokens for g in gates.grad_abs], [a / tokens for a in gates.act_abs]
     finally:
@@ -195,12 +244,12 @@ def save_model(model: "PreTrainedModel", tokenizer: Any, context: "StageContext"
 
 @torch.no_grad()
 def mean_loss(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> float:
-    """Mean task loss over ``batches`` (weighted by batch size), eval mode."""
+    """Mean task loss over ``batches`` (weighted by batch size), eval mode; the task's loss
+    for :class:`TaskBatches`, else the head's own."""
     model.eval()
     total = n = 0.0
     for batch in batches:
-        out = model(**batch)
-        b = batch["labels"].shape[0]
-        total += float(out.loss) * b
+        b = batch["input_ids"].shape[0]
+        total += float(batch_loss(batches, model, batch)) * b
         n += b
     return total / max(n, 1.0)

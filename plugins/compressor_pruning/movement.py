@@ -95,7 +95,7 @@ def _kept_threshold(scores: torch.Tensor, keep: int) -> torch.Tensor:
 class MovementPruner:
     """Movement-pruning masks on every prunable Linear of ``model``.
 
-    :param model: a transformers encoder (layout from :func:`compressor.architecture.encoder_layout`).
+    :param model: a transformers encoder (layout from :func:`compressor.architectures.encoder_layout`).
     :param block: ``(bh, bw)`` block of weights sharing one score; ``(1, 1)`` unstructured.
     :param scope: ``"per-layer"`` (every matrix keeps the same fraction, as the reference
         implementation's TopKBinarizer) or ``"global"`` (one ranking over all matrices).
@@ -226,3 +226,32 @@ def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t
         reduction="batchmean",
         log_target=True,
     ) * (t * t)
+
+
+LABEL_KEYS = ("labels", "start_positions", "end_positions")
+"""Batch keys holding gold targets; the teacher gets the batch without them."""
+
+
+def soft_target_kl_task(
+    task: Any, student_out: Any, teacher_out: Any, batch: dict[str, Any], temperature: float
+) -> torch.Tensor:
+    """:func:`soft_target_kl` over the task's soft targets
+    (:meth:`compressor.tasks.Task.soft_targets`: per example, per labelled token, or the
+    start and end distributions), averaged over them; a value target (regression) is the
+    MSE to the teacher's prediction.
+
+    :returns: a scalar float32 tensor.
+    """
+    import torch.nn.functional as F
+
+    teacher = {t.name: t.values for t in task.soft_targets(teacher_out, batch)}
+    terms = []
+    for target in task.soft_targets(student_out, batch):
+        ref = teacher[target.name]
+        if target.values.shape[0] == 0:
+            terms.append(target.values.float().sum() * 0.0)
+        elif target.kind == "distribution":
+            terms.append(soft_target_kl(target.values, ref, temperature))
+        else:
+            terms.append(F.mse_loss(target.values.float(), ref.float()))
+    return torch.stack(terms).mean()

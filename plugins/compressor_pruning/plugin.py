@@ -205,7 +205,32 @@ class MovementConfig(TrainingConfig):
 
 
 class _Pruning(Strategy):
-    task_types: ClassVar[tuple[str, ...]] = ("text-classification",)
+    """Pruning by importance on task batches: tasks with labels (the head's loss), and tasks
+    with a loss of their own (sentence embeddings: the distance to the unpruned model's)."""
+
+    task_types: ClassVar[tuple[str, ...]] = ("*",)
+    #: trains with the task's labels (movement, gradual magnitude): labelled tasks only
+    trains_on_labels: ClassVar[bool] = False
+
+    @classmethod
+    def supports_task(cls, task_type: str) -> bool:
+        return cls.task_refusal(task_type) is None
+
+    @classmethod
+    def task_refusal(cls, task_type: str) -> str | None:
+        from compressor.tasks import get_task
+
+        from .common import task_has_importance_loss
+
+        try:
+            task = get_task(task_type)
+        except Exception:  # noqa: BLE001 - an unknown task is refused by name elsewhere
+            return "unknown task type"
+        if cls.trains_on_labels and not task.supervised:
+            return f"{cls.name} trains with the task's labels, which {task_type} has none of"
+        if not cls.trains_on_labels and not task_has_importance_loss(task):
+            return f"{task_type} gives no loss to score the model's parts by"
+        return None
 
 
 class HeadPruning(_Pruning):
@@ -214,16 +239,17 @@ class HeadPruning(_Pruning):
     Importance of head ``h``: ``|dL/dxi_h|`` summed over task batches (``xi_h``: a mask on
     the head's output, ``L``: task cross-entropy), divided by the token count and, by
     default, L2-normalised per layer. The least important heads (globally, or per layer)
-    are removed from the weights: transformers' ``prune_heads`` where the architecture
-    supports it (the heads are then in ``config.pruned_heads`` and plain ``from_pretrained``
-    reloads the model), otherwise by shrinking the projections and writing
-    ``compressor_structure.json`` (DeBERTa-v2). MPNet is refused (its shared
-    relative-position bias has a slot per head). Lineage ``extra``: ``head_importance``,
+    are removed from the weights by shrinking the projections the architecture's adapter
+    names (separate or fused query/key/value, per-head biases) and writing
+    ``compressor_structure.json``. Architectures whose adapter refuses heads (MPNet: its
+    shared relative-position bias has a slot per head; docs/architectures.md lists the
+    others) are refused at recipe validation. Lineage ``extra``: ``head_importance``,
     ``removed_heads``, ``heads_before``, ``heads_after``, ``params_before``,
     ``params_after``, ``reload``.
     """
 
     name: ClassVar[str] = "prune.heads"
+    requires_roles: ClassVar[tuple[str, ...]] = ("heads",)
     Config: ClassVar[type[HeadPruningConfig]] = HeadPruningConfig
     description: ClassVar[str] = "Remove attention heads by gradient importance (Michel et al. 2019)"
     needs_training_data: ClassVar[bool] = True
@@ -252,6 +278,7 @@ class FFNPruning(_Pruning):
     """
 
     name: ClassVar[str] = "prune.ffn"
+    requires_roles: ClassVar[tuple[str, ...]] = ("ffn",)
     Config: ClassVar[type[FFNPruningConfig]] = FFNPruningConfig
     description: ClassVar[str] = "Remove FFN neurons by gradient or activation importance"
     needs_training_data: ClassVar[bool] = True
@@ -277,6 +304,7 @@ class LayerDropping(_Pruning):
     """
 
     name: ClassVar[str] = "prune.layers"
+    requires_roles: ClassVar[tuple[str, ...]] = ("layers",)
     Config: ClassVar[type[LayerDropConfig]] = LayerDropConfig
     description: ClassVar[str] = "Drop encoder layers: top, bottom, alternate or by measured importance"
     needs_training_data: ClassVar[bool] = True
@@ -303,7 +331,20 @@ class MagnitudePruning(_Pruning):
     training metrics (gradual).
     """
 
+    # one-shot needs no data at all; ``gradual`` trains on the task's labels and refuses a
+    # task without them when the stage runs
+    task_types: ClassVar[tuple[str, ...]] = ("*",)
+
+    @classmethod
+    def supports_task(cls, task_type: str) -> bool:
+        return True
+
+    @classmethod
+    def task_refusal(cls, task_type: str) -> str | None:
+        return None
+
     name: ClassVar[str] = "prune.magnitude"
+    requires_roles: ClassVar[tuple[str, ...]] = ("weights",)
     Config: ClassVar[type[MagnitudeConfig]] = MagnitudeConfig
     description: ClassVar[str] = "Unstructured magnitude pruning, one-shot or gradual (Zhu & Gupta 2017)"
     needs_training_data: ClassVar[bool] = True
@@ -331,7 +372,9 @@ class MovementPruning(_Pruning):
     ``schedule_history``, ``block``, ``teacher`` and the training metrics.
     """
 
+    trains_on_labels: ClassVar[bool] = True
     name: ClassVar[str] = "prune.movement"
+    requires_roles: ClassVar[tuple[str, ...]] = ("weights",)
     Config: ClassVar[type[MovementConfig]] = MovementConfig
     description: ClassVar[str] = "Movement pruning during fine-tuning, unstructured or blocks (Sanh et al. 2020)"
     needs_training_data: ClassVar[bool] = True

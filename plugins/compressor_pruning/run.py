@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from compressor.architecture import encoder_layout, ffn_widths, head_counts, sparsity_summary
+from compressor.architectures import encoder_layout, ffn_unit_widths, find_layer_list, head_counts, refuse, sparsity_summary
 from compressor.errors import StageError
 from compressor.training import trainer as training
 
-from .common import importance_batches, load_classifier, save_model
+from .common import importance_batches, load_task_model, save_model
 from .structured import (
     drop_layers_,
     ffn_importance,
@@ -32,15 +32,23 @@ def _params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _prepare(artifact: "Artifact", context: "StageContext") -> tuple[Any, Any]:
-    """Tokenizer and model of the input; unsupported architectures fail here, before any work."""
+def _prepare(artifact: "Artifact", context: "StageContext", strategy: "Strategy") -> tuple[Any, Any]:
+    """Tokenizer and model of the input; an architecture whose adapter refuses a role the
+    strategy needs (``requires_roles``), or whose parts are not found, fails here, before any
+    work."""
     tokenizer = context.load_tokenizer(artifact)
-    model = load_classifier(artifact, context.data.num_labels or None)
-    encoder_layout(model)
+    model = load_task_model(artifact, context.data)
+    roles = tuple(getattr(strategy, "requires_roles", ()))
+    for role in roles:
+        refuse(model, role)
+    if set(roles) - {"layers"}:
+        encoder_layout(model)
+    else:
+        find_layer_list(model)
     return model, tokenizer
 
 
-def _batches(config: Any, context: "StageContext", tokenizer: Any) -> list[dict[str, torch.Tensor]]:
+def _batches(config: Any, context: "StageContext", tokenizer: Any, model: Any) -> list[dict[str, torch.Tensor]]:
     max_length = training.effective_max_length(tokenizer, config.max_length, context)
     return importance_batches(
         context,
@@ -50,6 +58,7 @@ def _batches(config: Any, context: "StageContext", tokenizer: Any) -> list[dict[
         batch_size=config.importance_batch_size,
         max_length=max_length,
         seed=context.seed,
+        model=model,
     )
 
 
@@ -64,14 +73,14 @@ def _task_training(
     from transformers import set_seed
 
     data = context.data
-    splits = training.classification_splits(data, strategy.name)
+    splits = training.training_splits(data, strategy.name)
     training.check_device_and_precision(config, context.device)
     seed = context.seed if config.seed is None else config.seed
     set_seed(seed)
     max_length = training.effective_max_length(tokenizer, config.max_length, context)
 
     def tokenize(split: Any) -> Any:
-        return training.tokenize_split(split, tokenizer, max_length, data.has_text_pair, progress=context.progress)
+        return training.tokenize_split(split, tokenizer, max_length, data, progress=context.progress)
 
     train = tokenize(splits.train)
     validation = tokenize(splits.validation) if splits.validation is not None else None
@@ -101,13 +110,9 @@ def _sparse_extra(model: torch.nn.Module, context: "StageContext") -> dict[str, 
 
 def run_heads(strategy: "Strategy", artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
     """See :class:`~compressor_pruning.plugin.HeadPruning`."""
-    from .structured import NO_HEAD_PRUNING_TYPES
-
-    model, tokenizer = _prepare(artifact, context)
+    model, tokenizer = _prepare(artifact, context, strategy)
     layout = encoder_layout(model)
-    if layout.model_type in NO_HEAD_PRUNING_TYPES:  # refuse before scoring
-        prune_heads_(model, {})
-    batches = _batches(config, context, tokenizer)
+    batches = _batches(config, context, tokenizer, model)
     scores = head_importance(model, batches, normalize=config.normalize)
     heads_before = head_counts(model, layout)
     params_before = _params(model)
@@ -132,7 +137,7 @@ def run_heads(strategy: "Strategy", artifact: "Artifact", config: Any, context: 
         "heads_after": heads_after,
         "params_before": params_before,
         "params_after": _params(model),
-        "importance_examples": sum(int(b["labels"].shape[0]) for b in batches),
+        "importance_examples": sum(int(b["input_ids"].shape[0]) for b in batches),
         "reload": "structure-file" if structure else "transformers",
     }
     return context.new_artifact(artifact, strategy.name, config, extra=extra)
@@ -140,15 +145,15 @@ def run_heads(strategy: "Strategy", artifact: "Artifact", config: Any, context: 
 
 def run_ffn(strategy: "Strategy", artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
     """See :class:`~compressor_pruning.plugin.FFNPruning`."""
-    model, tokenizer = _prepare(artifact, context)
-    batches = _batches(config, context, tokenizer)
+    model, tokenizer = _prepare(artifact, context, strategy)
+    batches = _batches(config, context, tokenizer, model)
     scores = ffn_importance(model, batches, config.importance)
-    before = ffn_widths(model)
+    before = ffn_unit_widths(model)
     params_before = _params(model)
     keep = select_neurons(scores, fraction=config.fraction, scope=config.scope, multiple_of=config.multiple_of)
     prune_ffn_(model, keep)
     structure = save_model(model, tokenizer, context)
-    after = ffn_widths(model)
+    after = ffn_unit_widths(model)
     context.logger.info("%s: FFN widths %s -> %s", context.stage_name, before, after)
     extra = {
         "ffn_before": before,
@@ -156,7 +161,7 @@ def run_ffn(strategy: "Strategy", artifact: "Artifact", config: Any, context: "S
         "importance": config.importance,
         "params_before": params_before,
         "params_after": _params(model),
-        "importance_examples": sum(int(b["labels"].shape[0]) for b in batches),
+        "importance_examples": sum(int(b["input_ids"].shape[0]) for b in batches),
         "reload": "structure-file" if structure else "transformers",
     }
     return context.new_artifact(artifact, strategy.name, config, extra=extra)
@@ -164,9 +169,8 @@ def run_ffn(strategy: "Strategy", artifact: "Artifact", config: Any, context: "S
 
 def run_layers(strategy: "Strategy", artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
     """See :class:`~compressor_pruning.plugin.LayerDropping`."""
-    model, tokenizer = _prepare(artifact, context)
-    layout = encoder_layout(model)
-    n = layout.layers.count
+    model, tokenizer = _prepare(artifact, context, strategy)
+    n = find_layer_list(model).count
     trace: list[dict[str, Any]] = []
     if config.selection == "explicit":
         drop = sorted(set(config.layers))
@@ -178,7 +182,7 @@ def run_layers(strategy: "Strategy", artifact: "Artifact", config: Any, context:
                 expected=f"between 1 and {n - 1} layers",
             )
         if config.selection == "importance":
-            batches = _batches(config, context, tokenizer)
+            batches = _batches(config, context, tokenizer, model)
             drop, trace = layer_drop_importance(model, batches, count)
         else:
             drop = pattern_layers(n, count, config.selection)
@@ -207,14 +211,14 @@ def run_magnitude(strategy: "Strategy", artifact: "Artifact", config: Any, conte
         prunable_weights,
     )
 
-    model, tokenizer = _prepare(artifact, context)
+    model, tokenizer = _prepare(artifact, context, strategy)
     extra: dict[str, Any] = {"schedule": config.schedule, "scope": config.scope}
     if config.schedule == "one-shot":
         weights = prunable_weights(model)
         apply_masks_(weights, magnitude_masks(weights, config.sparsity, config.scope))
         save_model(model, tokenizer, context)
     else:
-        from transformers import DataCollatorWithPadding, Trainer
+        from transformers import Trainer
 
         train, validation, args = _task_training(strategy, config, context, tokenizer)
         model.train()
@@ -233,8 +237,8 @@ def run_magnitude(strategy: "Strategy", artifact: "Artifact", config: Any, conte
             train_dataset=train,
             eval_dataset=validation,
             processing_class=tokenizer,
-            data_collator=DataCollatorWithPadding(tokenizer),
-            compute_metrics=training.compute_accuracy,
+            data_collator=context.data.task.collator(tokenizer),
+            compute_metrics=training.compute_metrics(context.data),
             callbacks=[callback, *training.callbacks(config)],
         )
         metrics = training.train_and_evaluate(trainer, context, has_validation=validation is not None)
@@ -250,15 +254,15 @@ def run_magnitude(strategy: "Strategy", artifact: "Artifact", config: Any, conte
 
 def run_movement(strategy: "Strategy", artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
     """See :class:`~compressor_pruning.plugin.MovementPruning`."""
-    from transformers import DataCollatorWithPadding, Trainer
+    from transformers import Trainer
 
-    from .movement import MovementPruner, movement_callback, soft_target_kl
+    from .movement import LABEL_KEYS, MovementPruner, movement_callback, soft_target_kl_task
 
-    model, tokenizer = _prepare(artifact, context)
+    model, tokenizer = _prepare(artifact, context, strategy)
     teacher = None
     if config.teacher is not None:
         teacher_artifact = context.artifact(config.teacher)
-        teacher = load_classifier(teacher_artifact, model.config.num_labels)
+        teacher = load_task_model(teacher_artifact, context.data)
         if context.load_tokenizer(teacher_artifact, key="teacher").get_vocab() != tokenizer.get_vocab():
             raise StageError(
                 f"teacher {config.teacher!r} has another tokenizer than {artifact.name!r}",
@@ -285,6 +289,7 @@ def run_movement(strategy: "Strategy", artifact: "Artifact", config: Any, contex
     if teacher is not None:
         teacher.to(args.device)
     alpha, temperature = config.alpha_distil, config.temperature
+    task = context.data.task
 
     class MovementTrainer(Trainer):
         """Task loss, plus the soft-target loss against the teacher when one is set."""
@@ -294,8 +299,8 @@ def run_movement(strategy: "Strategy", artifact: "Artifact", config: Any, contex
             loss = outputs.loss
             if teacher is not None and model.training:
                 with torch.no_grad():
-                    teacher_logits = teacher(**{k: v for k, v in inputs.items() if k != "labels"}).logits
-                distil = soft_target_kl(outputs.logits, teacher_logits, temperature)
+                    teacher_out = teacher(**{k: v for k, v in inputs.items() if k not in LABEL_KEYS})
+                distil = soft_target_kl_task(task, outputs, teacher_out, inputs, temperature)
                 loss = (1.0 - alpha) * loss + alpha * distil
             return (loss, outputs) if return_outputs else loss
 
@@ -305,8 +310,8 @@ def run_movement(strategy: "Strategy", artifact: "Artifact", config: Any, contex
         train_dataset=train,
         eval_dataset=validation,
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=training.compute_accuracy,
+        data_collator=task.collator(tokenizer),
+        compute_metrics=training.compute_metrics(context.data),
         optimizers=(optimizer, None),
         callbacks=[callback, *training.callbacks(config)],
     )

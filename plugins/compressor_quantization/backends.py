@@ -49,14 +49,15 @@ class DynamicInt8Backend(PyTorchBackend):
         return cls(model, load_tokenizer(Path(artifact.path)), model.config, device="cpu")
 
     @classmethod
-    def loading_snippet(cls, artifact: "Artifact") -> list[str]:
+    def loading_snippet(cls, artifact: "Artifact", task: Any = None) -> list[str]:
         """Rebuild the quantised model as this backend does (``from_pretrained`` cannot)."""
+        auto = task.auto_model if task is not None else "AutoModelForSequenceClassification"
         return [
             "import json, torch",
-            "from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer", "",
+            f"from transformers import AutoConfig, {auto}, AutoTokenizer", "",
             'folder = "path/to/this/folder"',
             f'settings = json.load(open(f"{{folder}}/{QUANTIZATION_FILE}"))',
-            "model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder)).eval()",
+            f"model = {auto}.from_config(AutoConfig.from_pretrained(folder)).eval()",
             "qconfig = (torch.ao.quantization.per_channel_dynamic_qconfig if settings['per_channel']",
             "           else torch.ao.quantization.default_dynamic_qconfig)",
             "model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)",

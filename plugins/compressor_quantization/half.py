@@ -30,10 +30,8 @@ def run_half(
         or not the requested one.
     """
     import torch
-    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
-
     src = Path(artifact.path)
-    auto = AutoModelForMaskedLM if context.data.type == "masked-lm" else AutoModelForSequenceClassification
+    auto = context.data.task.auto_class()
     try:
         model = auto.from_pretrained(src, dtype=torch.float32).eval()
     except (OSError, ValueError) as exc:

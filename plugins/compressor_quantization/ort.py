@@ -122,7 +122,7 @@ def calibration_batches(
     if len(data) == 0:
         raise StageError(f"calibration split {split!r} is empty", key="config.calibration_split")
     index = sorted(random.Random(seed).sample(range(len(data)), min(samples, len(data))))
-    rows = data.select(index)
+    rows = context.data.task.plain_text(data.select(index))
     enc = tokenizer(
         list(rows["text"]),
         list(rows["text_pair"]) if "text_pair" in rows.column_names else None,

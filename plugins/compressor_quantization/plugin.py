@@ -67,7 +67,7 @@ class DynamicInt8(Strategy):
     description: ClassVar[str] = "PyTorch dynamic int8 of Linear layers (torch.ao quantize_dynamic)"
     input_formats: ClassVar[tuple[str, ...]] = ("pytorch",)
     produces: ClassVar[str] = FORMAT_DYNAMIC_INT8
-    task_types: ClassVar[tuple[str, ...]] = ("text-classification", "masked-lm")
+    task_types: ClassVar[tuple[str, ...]] = ("*",)
 
     def apply(self, artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
         """Quantise ``artifact`` and save it to ``context.output_dir``.
@@ -130,11 +130,12 @@ class OrtDynamic(Strategy):
     """
 
     name: ClassVar[str] = "quantize.ort-dynamic"
+    requires_roles: ClassVar[tuple[str, ...]] = ("onnx",)
     Config: ClassVar[type[OrtDynamicConfig]] = OrtDynamicConfig
     description: ClassVar[str] = "ONNX Runtime dynamic int8 (onnxruntime.quantization), preset from CPU flags"
     input_formats: ClassVar[tuple[str, ...]] = ("pytorch", "onnx")
     produces: ClassVar[str] = "onnx"
-    task_types: ClassVar[tuple[str, ...]] = ("text-classification", "masked-lm")
+    task_types: ClassVar[tuple[str, ...]] = ("*",)
     default_optimization: ClassVar[str] = "O2"
 
     def apply(self, artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
@@ -209,13 +210,14 @@ class OrtStatic(Strategy):
     """
 
     name: ClassVar[str] = "quantize.ort-static"
+    requires_roles: ClassVar[tuple[str, ...]] = ("onnx",)
     Config: ClassVar[type[OrtStaticConfig]] = OrtStaticConfig
     description: ClassVar[str] = "ONNX Runtime static int8 with calibration (min-max/entropy/percentiles)"
     needs_training_data: ClassVar[bool] = True
     needs_calibration_data: ClassVar[bool] = True
     input_formats: ClassVar[tuple[str, ...]] = ("pytorch", "onnx")
     produces: ClassVar[str] = "onnx"
-    task_types: ClassVar[tuple[str, ...]] = ("text-classification", "masked-lm")
+    task_types: ClassVar[tuple[str, ...]] = ("*",)
     default_optimization: ClassVar[str] = "none"
 
     def apply(self, artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
@@ -259,7 +261,7 @@ class Half(Strategy):
     description: ClassVar[str] = "fp16 (CUDA) or bf16 (AMX / AVX-512 BF16 CPUs) weights"
     input_formats: ClassVar[tuple[str, ...]] = ("pytorch",)
     produces: ClassVar[str] = FORMAT_HALF
-    task_types: ClassVar[tuple[str, ...]] = ("text-classification", "masked-lm")
+    task_types: ClassVar[tuple[str, ...]] = ("*",)
 
     def apply(self, artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
         """Cast ``artifact`` and save it to ``context.output_dir``.

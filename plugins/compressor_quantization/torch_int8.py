@@ -19,9 +19,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def _auto_class(task_type: str) -> Any:
-    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
+    from compressor.tasks import get_task
 
-    return AutoModelForMaskedLM if task_type == "masked-lm" else AutoModelForSequenceClassification
+    return get_task(task_type).auto_class()
 
 
 def quantize_linear_layers(model: Any, *, per_channel: bool) -> Any:

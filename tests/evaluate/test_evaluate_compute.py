@@ -91,8 +91,8 @@ def test_full_record(make_artifact, make_data, fast_settings, tmp_path):
     assert d["value"] == pytest.approx(s["accuracy"]["accuracy"] - t["accuracy"]["accuracy"])
     assert d["low"] <= d["value"] <= d["high"]
     # predictions on disk reproduce the accuracy
-    labels = np.load(tmp_path / "predictions" / "labels.npy")
-    preds = np.load(tmp_path / s["accuracy"]["predictions_file"])
+    saved = np.load(tmp_path / s["accuracy"]["predictions_file"])
+    labels, preds = saved["label"], saved["prediction"]
     assert (labels == preds).mean() == pytest.approx(s["accuracy"]["accuracy"])
     # the matrix: 2 batch sizes x 2 lengths, FLOPs per length, GFLOP/s beside the peak
     assert [(e["batch_size"], e["sequence_length"]) for e in s["latency"]] == [

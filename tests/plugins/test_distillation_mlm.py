@@ -193,7 +193,7 @@ def test_task_student_from_a_headless_teacher_needs_alpha_ce_zero(
     make_context, tiny_encoder_dir: Path
 ) -> None:
     teacher = Artifact(name="baseline", path=tiny_encoder_dir)
-    with pytest.raises(StageError, match="no trained classification head"):
+    with pytest.raises(StageError, match="no trained text-classification head"):
         DistilBERTDistillation().apply(teacher, DistillationConfig(**FAST), make_context("a"))
     config = DistillationConfig(alpha_ce=0.0, alpha_cos=0.0, alpha_task=1.0, **FAST)
     art = DistilBERTDistillation().apply(teacher, config, make_context("b"))

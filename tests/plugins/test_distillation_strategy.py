@@ -93,7 +93,7 @@ def test_distillation_trainer_keeps_the_teacher_frozen(
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     student, _ = build_student(teacher, [0, 3])
     tok = AutoTokenizer.from_pretrained(finetuned_teacher.path)
-    train = tokenize_split(task_data.split("train"), tok, 32, False, progress=False)
+    train = tokenize_split(task_data.split("train"), tok, 32, task_data, progress=False)
     args = TrainingArguments(
         output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=8, logging_steps=1,
         report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True,
@@ -113,7 +113,7 @@ def test_distillation_trainer_keeps_the_teacher_frozen(
 
 
 def test_teacher_without_trained_head_is_refused(make_context, tiny_encoder_dir: Path) -> None:
-    with pytest.raises(StageError, match="no trained classification head") as exc:
+    with pytest.raises(StageError, match="no trained text-classification head") as exc:
         DistilBERTDistillation().apply(
             baseline(tiny_encoder_dir), DistillationConfig(**FAST), make_context()
         )

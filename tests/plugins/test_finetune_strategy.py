@@ -86,14 +86,16 @@ def test_text_pair_tasks_are_encoded_as_pairs(tokenizer) -> None:
     import datasets
 
     ds = datasets.Dataset.from_dict({"text": ["good w1"], "text_pair": ["bad w2"], "label": [1]})
-    enc = training.tokenize_split(ds, tokenizer, 32, has_text_pair=True, progress=False)
+    data = TaskData(type="text-classification", splits={"train": ds}, label_names=["a", "b"],
+                    has_text_pair=True)
+    enc = training.tokenize_split(ds, tokenizer, 32, data, progress=False)
     assert enc.column_names == ["input_ids", "token_type_ids", "attention_mask", "labels"]
     assert enc[0]["token_type_ids"] == [0, 0, 0, 0, 1, 1, 1] and enc[0]["labels"] == 1
 
 
 def test_masked_lm_task_is_refused(make_context, tiny_bert_dir: Path, task_data: TaskData) -> None:
     raw = TaskData(type="masked-lm", splits=task_data.splits)
-    with pytest.raises(StageError, match="text-classification"):
+    with pytest.raises(StageError, match="masked-lm.* does not have"):
         FineTune().apply(baseline(tiny_bert_dir), FineTuneConfig(), make_context(data=raw))
 
 

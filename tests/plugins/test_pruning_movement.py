@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from compressor.architecture import structure_summary
+from compressor.architectures import structure_summary
 from compressor.artifact import Artifact
 from compressor.errors import StageError
 from compressor.evaluate.backends import PyTorchBackend

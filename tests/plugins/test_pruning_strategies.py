@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compressor.architecture import ffn_widths, head_counts, structure_summary
+from compressor.architectures import ffn_widths, head_counts, structure_summary
 from compressor.artifact import Artifact
 from compressor.evaluate.backends import PyTorchBackend
 from compressor.structure import has_structure

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compressor.architecture import ffn_widths, head_counts
+from compressor.architectures import ffn_widths, head_counts
 from compressor.errors import StageError
 from compressor.structure import load_pretrained, save_pretrained
 from compressor_pruning.structured import (
@@ -131,7 +131,7 @@ def test_removing_masked_heads_leaves_logits_unchanged(arch: str, tmp_path) -> N
     the kept heads compute exactly what they computed, so the logits do not change."""
     from transformers import AutoModelForSequenceClassification as Auto
 
-    from compressor.architecture import encoder_layout
+    from compressor.architectures import encoder_layout
 
     model = tiny_model(arch)
     layout = encoder_layout(model)
@@ -182,7 +182,7 @@ def test_removing_dead_neurons_leaves_logits_unchanged(arch: str, tmp_path) -> N
     """Neurons whose outgoing weights are zero contribute nothing: removing them keeps the logits."""
     from transformers import AutoModelForSequenceClassification as Auto
 
-    from compressor.architecture import encoder_layout
+    from compressor.architectures import encoder_layout
 
     model = tiny_model(arch)
     layout = encoder_layout(model)
@@ -219,7 +219,7 @@ def test_uniform_ffn_reloads_with_plain_transformers(tmp_path) -> None:
 def test_dropping_layers_matches_skipping_them(arch: str, tmp_path) -> None:
     from transformers import AutoModelForSequenceClassification as Auto
 
-    from compressor.architecture import encoder_layout
+    from compressor.architectures import encoder_layout
 
     model = tiny_model(arch)
     layout = encoder_layout(model)

@@ -23,7 +23,7 @@ def test_plugin_manager_registers_both_strategies() -> None:
     assert plugins.strategy("finetune") is FineTune
     assert plugins.strategy("distill.distilbert") is DistilBERTDistillation
     assert plugins.infos["finetune"].strategies == ["finetune"]
-    assert plugins.infos["distillation"].strategies == ["distill.distilbert", "mlm-adapt"]
+    assert plugins.infos["distillation"].strategies == ["distill.distilbert", "mlm-adapt", "distill.embedding"]  # (#14)
 
 
 def test_capability_flags() -> None:
@@ -31,8 +31,11 @@ def test_capability_flags() -> None:
     assert DistilBERTDistillation.needs_training_data and DistilBERTDistillation.needs_teacher
     for cls in (FineTune, DistilBERTDistillation):
         assert cls.input_formats == ("pytorch",) and cls.produces == "pytorch"
-        assert "text-classification" in cls.task_types and cls.description
-    assert DistilBERTDistillation.task_types == ("text-classification", "masked-lm")
+        assert cls.supports_task("text-classification") and cls.description
+        assert cls.supports_task("token-classification") and cls.supports_task("question-answering")
+    # distillation also covers general (masked-LM) distillation; fine-tuning needs labels
+    assert DistilBERTDistillation.supports_task("masked-lm") and not FineTune.supports_task("masked-lm")
+    assert "distill.embedding" in DistilBERTDistillation.task_refusal("sentence-embedding")
 
 
 def test_plugin_modules_import_without_torch() -> None:

@@ -97,8 +97,11 @@ def test_version_0_results_json_is_read(tmp_path):
     assert record.precision == "bf16" and record.fingerprint == raw[0]["fingerprint"]
     assert record.accuracy.ci.accuracy == tuple(raw[0]["accuracy"]["ci"]["accuracy"])
     assert record.machine.instruction_sets is None  # not recorded then
-    # written back: the same keys and values, plus the version
-    assert record.to_json() == {"schema_version": SCHEMA_VERSION, **raw[0]}
+    # written back: the same keys and values, plus the version and what version 2 makes
+    # explicit (a classification record whose headline metric is accuracy)
+    expected = {"schema_version": SCHEMA_VERSION, **raw[0], "task_type": "text-classification"}
+    expected["accuracy"] = {**raw[0]["accuracy"], "primary": "accuracy"}
+    assert record.to_json() == expected
     text = write_report(tmp_path / "again", [record], title="old").read_text()
     assert "under-test" in text and "**CPU instruction sets**: not recorded" in text
     assert render_table([record]) in text

@@ -13,7 +13,8 @@ def test_registered_through_the_plugin_manager():
     from compressor.plugins import Plugins
 
     plugins = Plugins().load(entry_points_enabled=False)
-    assert sorted(plugins.datasets) == ["mr-snippets", "news-articles", "trec50", "trec6"]
+    assert sorted(plugins.datasets) == ["mr-snippets", "news-articles", "trec50", "trec6",
+                                        "vader-amazon", "vader-nyt", "vader-tweets"]
     assert sorted(plugins.model_sources) == ["hub", "local", "packaged"]
     info = plugins.infos["compressor.sources.builtin"]
     assert info.hooks == ["compressor_register_datasets", "compressor_register_model_sources"]
