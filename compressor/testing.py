@@ -646,7 +646,8 @@ def check_config_roundtrip(strategy: "str | type[Strategy]", config: dict[str, A
     return validated
 
 
-def _recipe_text(name: str, model_dir: Path, files: dict[str, str], stages: list[dict[str, Any]], evaluation: dict[str, Any]) -> str:
+def _recipe_text(name: str, model_dir: Path, files: dict[str, str], stages: list[dict[str, Any]],
+                 evaluation: dict[str, Any], task_type: str | None = None) -> str:
     import yaml
 
     recipe = {
@@ -654,7 +655,7 @@ def _recipe_text(name: str, model_dir: Path, files: dict[str, str], stages: list
         "name": name,
         "seed": 0,
         "model": {"name": str(model_dir), "source": "local"},
-        "task": {"data": {"files": files}},
+        "task": {**({"type": task_type} if task_type else {}), "data": {"files": files}},
         "evaluation": evaluation,
         "stages": stages,
     }
@@ -689,7 +690,14 @@ def check_rejects_unknown_keys(
     tmp_path.mkdir(parents=True, exist_ok=True)
     recipe = tmp_path / "unknown-key.yaml"
     stages = [{"name": "stage", "strategy": cls.name, "config": bad}]
-    recipe.write_text(_recipe_text("unknown-key", tmp_path, {"train": "train.csv"}, stages, {}), encoding="utf-8")
+    # a task the strategy accepts: the config check comes after the task check
+    task_type = next(
+        (t for t in ("text-classification", *sorted(plugins.tasks)) if cls.supports_task(t)), None
+    )
+    recipe.write_text(
+        _recipe_text("unknown-key", tmp_path, {"train": "train.csv"}, stages, {}, task_type),
+        encoding="utf-8",
+    )
     try:
         load_recipe(recipe, plugins=plugins)
     except RecipeError as exc:

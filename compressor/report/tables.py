@@ -121,7 +121,8 @@ def metric_header(results: Sequence[EvaluationRecord], which: str = "headline") 
             headers.add(f"{metric.label if metric else name} (%)")
     if len(headers) == 1:
         return headers.pop()
-    return "quality (x100)" if which == "headline" else "task metric (x100)"
+    unit = "(%)" if headers and all(h.endswith("(%)") for h in headers) else "(x100)"
+    return f"quality {unit}" if which == "headline" else f"task metric {unit}"
 
 
 def short_metric(results: Sequence[EvaluationRecord]) -> str:

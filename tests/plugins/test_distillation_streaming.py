@@ -87,13 +87,13 @@ def test_bad_stream_sources_are_clear_errors(tmp_path, make_context, files, colu
 @pytest.fixture(scope="module")
 def mlm_teacher(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Artifact:
     import torch
-    from transformers import BertForMaskedLM
-
-    from conftest import tiny_bert_config
+    from transformers import BertConfig, BertForMaskedLM
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("mlm-teacher")
-    BertForMaskedLM(tiny_bert_config(tokenizer)).save_pretrained(folder)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    BertForMaskedLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return Artifact(name="baseline", path=folder)
 
