@@ -380,6 +380,33 @@ def column(ds: "datasets.Dataset", name: str) -> list[Any]:
     return ds.with_format("arrow")[name].to_pylist()
 
 
+def class_label_kwargs(data: "TaskData | None") -> dict[str, Any]:
+    """``num_labels``, ``id2label`` and ``label2id`` of a head over ``data.label_names``
+    (``{}`` without label names)."""
+    if data is None or not data.label_names:
+        return {}
+    id2label = dict(enumerate(data.label_names))
+    return {"num_labels": data.num_labels, "id2label": id2label,
+            "label2id": {v: k for k, v in id2label.items()}}
+
+
+def tokenize_sequences(
+    split: "datasets.Dataset", tokenizer: Any, max_length: int, data: "TaskData", label: Any,
+    *, progress: bool = False,
+) -> "datasets.Dataset":
+    """Tokenise ``text`` (and ``text_pair``) with one ``labels`` value per example, made by
+    ``label(value)`` (``int`` for classes, ``float`` for scores); truncation, no padding."""
+    pair = data.has_text_pair
+
+    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        enc = tokenizer(batch["text"], batch["text_pair"] if pair else None,
+                        truncation=True, max_length=max_length)
+        enc["labels"] = [label(x) for x in batch["label"]]
+        return dict(enc)
+
+    return tokenize_texts(split, encode, progress=progress)
+
+
 def tokenize_texts(
     split: "datasets.Dataset", encode: Any, *, progress: bool, desc: str = "tokenizing"
 ) -> "datasets.Dataset":

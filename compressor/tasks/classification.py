@@ -12,7 +12,16 @@ import logging
 import os
 
 from ..errors import CompressorError, SourceError, StageError
-from .base import Metric, Scored, SoftTarget, Task, column, predict_batches, tokenize_texts
+from .base import (
+    Metric,
+    Scored,
+    SoftTarget,
+    Task,
+    class_label_kwargs,
+    column,
+    predict_batches,
+    tokenize_sequences,
+)
 
 log = logging.getLogger(__name__)
 
@@ -198,11 +207,7 @@ class TextClassification(Task):
                 )
 
     def model_kwargs(self, data: "TaskData | None") -> dict[str, Any]:
-        if data is None or not data.label_names:
-            return {}
-        id2label = dict(enumerate(data.label_names))
-        return {"num_labels": data.num_labels, "id2label": id2label,
-                "label2id": {v: k for k, v in id2label.items()}}
+        return class_label_kwargs(data)
 
     def check_head(self, model: Any, data: "TaskData", what: str) -> None:
         if data.num_labels and model.config.num_labels != data.num_labels:
@@ -213,15 +218,7 @@ class TextClassification(Task):
 
     def tokenize(self, split: "datasets.Dataset", tokenizer: Any, max_length: int, data: "TaskData",
                  *, progress: bool = False) -> "datasets.Dataset":
-        pair = data.has_text_pair
-
-        def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
-            enc = tokenizer(batch["text"], batch["text_pair"] if pair else None,
-                            truncation=True, max_length=max_length)
-            enc["labels"] = [int(x) for x in batch["label"]]
-            return dict(enc)
-
-        return tokenize_texts(split, encode, progress=progress)
+        return tokenize_sequences(split, tokenizer, max_length, data, int, progress=progress)
 
     def training_metric(self) -> tuple[str, bool]:
         return "accuracy", True

@@ -21,7 +21,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CompressorError, SourceError, StageError
-from .base import Metric, Scored, SoftTarget, Task, predict_batches, tokenize_texts
+from .base import Metric, Scored, SoftTarget, Task, predict_batches, tokenize_sequences
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -182,15 +182,7 @@ class TextRegression(Task):
 
     def tokenize(self, split: "datasets.Dataset", tokenizer: Any, max_length: int, data: "TaskData",
                  *, progress: bool = False) -> "datasets.Dataset":
-        pair = data.has_text_pair
-
-        def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
-            enc = tokenizer(batch["text"], batch["text_pair"] if pair else None,
-                            truncation=True, max_length=max_length)
-            enc["labels"] = [float(x) for x in batch["label"]]
-            return dict(enc)
-
-        return tokenize_texts(split, encode, progress=progress)
+        return tokenize_sequences(split, tokenizer, max_length, data, float, progress=progress)
 
     def training_metric(self) -> tuple[str, bool]:
         return "pearson", True

@@ -28,7 +28,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CompressorError, SourceError, StageError
-from .base import Metric, Scored, SoftTarget, Task, predict_batches, tokenize_texts
+from .base import Metric, Scored, SoftTarget, Task, class_label_kwargs, predict_batches, tokenize_texts
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -240,11 +240,7 @@ class TokenClassification(Task):
     # --- model ----------------------------------------------------------------------------
 
     def model_kwargs(self, data: "TaskData | None") -> dict[str, Any]:
-        if data is None or not data.label_names:
-            return {}
-        id2label = dict(enumerate(data.label_names))
-        return {"num_labels": data.num_labels, "id2label": id2label,
-                "label2id": {v: k for k, v in id2label.items()}}
+        return class_label_kwargs(data)
 
     def check_head(self, model: Any, data: "TaskData", what: str) -> None:
         if data.num_labels and model.config.num_labels != data.num_labels:
