@@ -77,6 +77,9 @@ class Strategy:
     :cvar task_types: task types (``TaskData.type``) the strategy supports; ``("*",)``
         accepts every registered task. Recipe validation refuses a stage whose task type is
         not listed (``RecipeError``), with :meth:`task_refusal`'s reason.
+    :cvar needs_labels: the stage trains from the task's labels (a task head's loss):
+        :meth:`task_refusal` refuses a task without them (:attr:`compressor.tasks.Task.
+        supervised` false: ``sentence-embedding``, ``masked-lm``) with that reason.
     :cvar requires_roles: architecture roles the strategy needs (keys of
         :data:`compressor.architectures.ROLES`: ``"layers"``, ``"heads"``, ``"ffn"``,
         ``"weights"``, ``"onnx"``). Recipe validation and the run, before any stage, read the
@@ -98,18 +101,34 @@ class Strategy:
     input_formats: ClassVar[tuple[ModelFormat, ...]] = ("pytorch",)
     produces: ClassVar[ModelFormat] = "pytorch"
     task_types: ClassVar[tuple[str, ...]] = ("text-classification",)
+    needs_labels: ClassVar[bool] = False
     requires_roles: ClassVar[tuple[str, ...]] = ()
     trains: ClassVar[bool | None] = None
 
     @classmethod
     def supports_task(cls, task_type: str) -> bool:
-        """Whether the strategy accepts a run of ``task_type`` (see :attr:`task_types`)."""
-        return "*" in cls.task_types or task_type in cls.task_types
+        """Whether the strategy accepts a run of ``task_type``: :meth:`task_refusal` gives no
+        reason to refuse it."""
+        return cls.task_refusal(task_type) is None
 
     @classmethod
     def task_refusal(cls, task_type: str) -> str | None:
-        """Why the strategy cannot handle ``task_type`` (shown by ``compressor validate``), or
-        ``None`` for no particular reason. Override to explain a refusal."""
+        """Why the strategy refuses a run of ``task_type`` (what ``compressor validate``
+        prints), or ``None`` when it accepts it: a type not in :attr:`task_types`, an unknown
+        type, or, with :attr:`needs_labels`, a task without labels. Override to add reasons
+        of the strategy's own, returning ``super().task_refusal(task_type)`` otherwise."""
+        if "*" not in cls.task_types and task_type not in cls.task_types:
+            return f"it handles task type{'s' if len(cls.task_types) > 1 else ''} {', '.join(cls.task_types)}"
+        if cls.needs_labels:
+            from .errors import CompressorError
+            from .tasks import get_task
+
+            try:
+                task = get_task(task_type)
+            except CompressorError:
+                return "unknown task type"
+            if not task.supervised:
+                return f"it trains from the task's labels, and {task_type} has none"
         return None
 
     def apply(self, artifact: Artifact, config: Any, context: "StageContext") -> Artifact:

@@ -140,10 +140,10 @@ class EmbeddingDistillation(Strategy):
 
     @classmethod
     def task_refusal(cls, task_type: str) -> str | None:
-        return (
-            "it matches sentence embeddings (task type sentence-embedding); for a task head "
-            "use distill.distilbert"
-        )
+        if task_type not in cls.task_types:
+            return ("it matches sentence embeddings (task type sentence-embedding); for a task "
+                    "head use distill.distilbert")
+        return None
 
     def apply(self, artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
         """Distil the teacher's sentence embeddings into a student written to ``output_dir``.

@@ -261,27 +261,16 @@ class DistilBERTDistillation(Strategy):
     needs_training_data: ClassVar[bool] = True
     needs_teacher: ClassVar[bool] = True
     task_types: ClassVar[tuple[str, ...]] = ("*",)
-
-    @classmethod
-    def supports_task(cls, task_type: str) -> bool:
-        """Labelled tasks (task mode) and ``masked-lm`` (general distillation)."""
-        return cls.task_refusal(task_type) is None
+    needs_labels: ClassVar[bool] = True
 
     @classmethod
     def task_refusal(cls, task_type: str) -> str | None:
-        from compressor.tasks import get_task
-
+        """Labelled tasks (task mode) and ``masked-lm`` (general distillation)."""
         if task_type == "masked-lm":
             return None
-        try:
-            task = get_task(task_type)
-        except Exception:  # noqa: BLE001 - an unknown task is refused by name elsewhere
-            return "unknown task type"
         if task_type == "sentence-embedding":
             return "sentence embeddings are distilled by distill.embedding (no task head to match)"
-        if not task.supervised:
-            return f"{task_type} has no task head whose outputs a student could match"
-        return None
+        return super().task_refusal(task_type)
 
     def apply(self, artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
         """Distil the teacher into a student written to ``context.output_dir``.

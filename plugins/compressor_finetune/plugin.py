@@ -40,23 +40,7 @@ class FineTune(Strategy):
     description: ClassVar[str] = "Fine-tune encoder + task head with transformers' Trainer"
     needs_training_data: ClassVar[bool] = True
     task_types: ClassVar[tuple[str, ...]] = ("*",)
-
-    @classmethod
-    def supports_task(cls, task_type: str) -> bool:
-        """Tasks whose head trains from labels (:attr:`compressor.tasks.Task.supervised`)."""
-        return cls.task_refusal(task_type) is None
-
-    @classmethod
-    def task_refusal(cls, task_type: str) -> str | None:
-        from compressor.tasks import get_task
-
-        try:
-            task = get_task(task_type)
-        except Exception:  # noqa: BLE001 - an unknown task is refused by name elsewhere
-            return "unknown task type"
-        if not task.supervised:
-            return f"{task_type} has no labelled head to fine-tune"
-        return None
+    needs_labels: ClassVar[bool] = True
 
     def apply(self, artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
         """Fine-tune ``artifact`` and write the result to ``context.output_dir``.

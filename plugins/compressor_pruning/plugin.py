@@ -209,15 +209,14 @@ class _Pruning(Strategy):
     with a loss of their own (sentence embeddings: the distance to the unpruned model's)."""
 
     task_types: ClassVar[tuple[str, ...]] = ("*",)
-    #: trains with the task's labels (movement, gradual magnitude): labelled tasks only
-    trains_on_labels: ClassVar[bool] = False
-
-    @classmethod
-    def supports_task(cls, task_type: str) -> bool:
-        return cls.task_refusal(task_type) is None
 
     @classmethod
     def task_refusal(cls, task_type: str) -> str | None:
+        """A strategy that trains on labels (``needs_labels``: movement) needs a labelled task;
+        the others need a loss to score parts by (labels, or the task's own loss)."""
+        refusal = super().task_refusal(task_type)
+        if refusal is not None or cls.needs_labels:
+            return refusal
         from compressor.tasks import get_task
 
         from .common import task_has_importance_loss
@@ -226,9 +225,7 @@ class _Pruning(Strategy):
             task = get_task(task_type)
         except Exception:  # noqa: BLE001 - an unknown task is refused by name elsewhere
             return "unknown task type"
-        if cls.trains_on_labels and not task.supervised:
-            return f"{cls.name} trains with the task's labels, which {task_type} has none of"
-        if not cls.trains_on_labels and not task_has_importance_loss(task):
+        if not task_has_importance_loss(task):
             return f"{task_type} gives no loss to score the model's parts by"
         return None
 
@@ -319,7 +316,7 @@ class LayerDropping(_Pruning):
         return run_layers(self, artifact, config, context)
 
 
-class MagnitudePruning(_Pruning):
+class MagnitudePruning(Strategy):
     """Unstructured magnitude pruning of the encoder layers' Linear weights.
 
     ``one-shot`` zeroes the smallest ``|w|`` at once (follow with ``finetune`` to recover);
@@ -334,15 +331,6 @@ class MagnitudePruning(_Pruning):
     # one-shot needs no data at all; ``gradual`` trains on the task's labels and refuses a
     # task without them when the stage runs
     task_types: ClassVar[tuple[str, ...]] = ("*",)
-
-    @classmethod
-    def supports_task(cls, task_type: str) -> bool:
-        return True
-
-    @classmethod
-    def task_refusal(cls, task_type: str) -> str | None:
-        return None
-
     name: ClassVar[str] = "prune.magnitude"
     requires_roles: ClassVar[tuple[str, ...]] = ("weights",)
     Config: ClassVar[type[MagnitudeConfig]] = MagnitudeConfig
@@ -372,7 +360,7 @@ class MovementPruning(_Pruning):
     ``schedule_history``, ``block``, ``teacher`` and the training metrics.
     """
 
-    trains_on_labels: ClassVar[bool] = True
+    needs_labels: ClassVar[bool] = True
     name: ClassVar[str] = "prune.movement"
     requires_roles: ClassVar[tuple[str, ...]] = ("weights",)
     Config: ClassVar[type[MovementConfig]] = MovementConfig

@@ -158,7 +158,7 @@ def test_a_strategy_that_cannot_handle_the_task_is_refused_with_the_reason(tmp_p
         """))
     with pytest.raises(RecipeError) as info:
         load_recipe(path, plugins=plugins)
-    assert "masked-lm has no labelled head to fine-tune" in info.value.message
+    assert "it trains from the task's labels, and masked-lm has none" in info.value.message
     assert info.value.where == f"{path}:8"
 
 
@@ -171,4 +171,4 @@ def test_the_task_strategy_table_in_the_docs_is_generated_from_the_strategies() 
         "docs/tasks.md's table is stale; regenerate it with python -m compressor.schema --task-table"
     )
     # it says what validation does: finetune refuses a task without labels, with the reason
-    assert "| `finetune` | no: masked-lm has no labelled head to fine-tune |" in text
+    assert "| `finetune` | no: it trains from the task's labels, and masked-lm has none |" in text
