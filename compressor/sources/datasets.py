@@ -434,7 +434,7 @@ def _read_file(path: Path, *, key: str) -> "datasets.Dataset":
     import pandas as pd
 
     # --- task file layouts (#15): CoNLL (.conll) and SQuAD (.json / .json.gz) -----------
-    from .formats import read_task_file
+    from .formats import check_file, read_task_file
 
     special = read_task_file(path, key=key)
     if special is not None:
@@ -448,13 +448,7 @@ def _read_file(path: Path, *, key: str) -> "datasets.Dataset":
             where=str(path),
             expected=", ".join(FILE_TYPES),
         )
-    if not path.is_file():
-        raise SourceError(
-            "file not found" if not path.exists() else "not a file",
-            key=key,
-            where=str(path),
-            hint="paths are relative to the recipe's folder",
-        )
+    check_file(path, key)
     try:
         if suffix in (".csv", ".tsv"):
             df = pd.read_csv(

@@ -51,10 +51,10 @@ def read_task_file(path: Path, *, key: str) -> "datasets.Dataset | None":
     """
     name = path.name.lower()
     if name.endswith(".conll"):
-        _check_file(path, key)
+        check_file(path, key)
         return read_conll(path, key=key)
     if name.endswith(".json.gz") or name.endswith(".json"):
-        _check_file(path, key)
+        check_file(path, key)
         doc = _load_json(path, key)
         if doc is None or not is_squad(doc):
             if name.endswith(".json.gz"):
@@ -70,7 +70,8 @@ def read_task_file(path: Path, *, key: str) -> "datasets.Dataset | None":
     return None
 
 
-def _check_file(path: Path, key: str) -> None:
+def check_file(path: Path, key: str) -> None:
+    """:raises SourceError: naming ``key`` and ``path`` when ``path`` is not an existing file."""
     if not path.is_file():
         raise SourceError(
             "file not found" if not path.exists() else "not a file",
@@ -195,7 +196,7 @@ def read_squad(path: Path, *, key: str = "task.data.files") -> "datasets.Dataset
         unanswerable questions are not supported), or an answer whose ``text`` is not at
         ``answer_start`` in its context.
     """
-    _check_file(path, key)
+    check_file(path, key)
     doc = _load_json(path, key)
     if not is_squad(doc):
         raise SourceError("not SQuAD-format JSON", key=key, where=str(path),
