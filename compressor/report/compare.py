@@ -187,6 +187,7 @@ def compare_runs(
 def _write(out: Path, comparison: Comparison, *, title: str, runs: dict[str, Path]) -> list[Path]:
     from ..io import write_bytes_atomic, write_json_atomic, write_text_atomic
     from .content import Figure, comparison_content, pareto_figure
+    from .tables import headline_label
     from .figures import pareto_png
     from .flat import render_csv
     from .html import render_html_document
@@ -206,7 +207,7 @@ def _write(out: Path, comparison: Comparison, *, title: str, runs: dict[str, Pat
         write_bytes_atomic(out / fname, png)
         files.append(out / fname)
         figures.append(pareto_figure(device, file=fname, png=png, alt=f"Pareto plot: {label}",
-                                     figure_id=Path(fname).stem))
+                                     figure_id=Path(fname).stem, metric=headline_label(recs)))
     content = comparison_content(comparison, title=title, runs=runs, figures=figures)
     write_text_atomic(out / COMPARE_MD, render_markdown(content))
     write_text_atomic(out / COMPARE_HTML, render_html_document(content))

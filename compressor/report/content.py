@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..evaluate.metrics import METRICS
 from ..evaluate.records import EvaluationRecord, Kernels
 from .details import detail_tables
-from .tables import batch_sizes, by_device, table_cells
+from .tables import batch_sizes, by_device, headline_label, metric_header, short_metric, table_cells
 
 if TYPE_CHECKING:  # pragma: no cover
     from .compare import Comparison
@@ -405,20 +405,33 @@ def _run_line(manifest: Mapping[str, Any] | None) -> Line | None:
 
 def notes_lines(results: Sequence[EvaluationRecord]) -> list[Line]:
     """The notes under the tables: what each column means and how far to trust it."""
+    short = short_metric(results)
+    if short == "acc":
+        quality = [
+            line("accuracy and the task metric are on the evaluation split; "
+                 f"{METRICS['f1'].label}: {METRICS['f1'].description} "
+                 f"{METRICS['macro_f1'].label}: {METRICS['macro_f1'].description}"),
+            line("acc ±95% (pts): half-width of a 95% interval for accuracy (bootstrap, or "
+                 "normal approximation when none was recorded); accuracy differences smaller "
+                 "than it are within sampling noise."),
+        ]
+    else:
+        quality = [
+            line(f"{metric_header(results)}: the task's headline metric on the evaluation split, "
+                 "x100; the other columns are its other metrics."),
+            line(f"{short} ±95% (pts): half-width of the bootstrap 95% interval of "
+                 f"{headline_label(results)}; differences smaller than it are within sampling noise."),
+        ]
     notes = [
-        line("accuracy and the task metric are on the evaluation split; "
-             f"{METRICS['f1'].label}: {METRICS['f1'].description} "
-             f"{METRICS['macro_f1'].label}: {METRICS['macro_f1'].description}"),
-        line("acc ±95% (pts): half-width of a 95% normal-approximation interval for accuracy; "
-             "accuracy differences smaller than it are within sampling noise."),
+        *quality,
         line(f"params: {METRICS['params'].description} disk: {METRICS['disk_mb'].description}"),
         line("pXX bsN (ms): percentile of per-call latency at batch size N (linear "
              "interpolation); throughput (seq/s): batch size / median call time."),
     ]
     if any(r.reference for r in results):
         notes.append(line(
-            "vs: the model's reference (teacher or parent); acc Δ (pts): model minus "
-            "reference accuracy in percentage points; speedup (x): reference p50 / model p50 "
+            f"vs: the model's reference (teacher or parent); {short} Δ (pts): model minus "
+            f"reference {headline_label(results)} in points (x100); speedup (x): reference p50 / model p50 "
             "(>1 is faster); size ratio: model / reference bytes on disk (<1 is smaller)."
         ))
     if any(r.latency_interleaved_with for r in results):
@@ -442,8 +455,9 @@ def notes_lines(results: Sequence[EvaluationRecord]) -> list[Line]:
 def resource_notes(results: Sequence[EvaluationRecord]) -> list[Line]:
     """Notes explaining the detail tables' methods and what the CPU's instruction sets mean."""
     notes = [
-        line("Accuracy intervals: percentile bootstrap over the evaluation examples "
-             "(fixed seed); acc Δ: paired bootstrap of model minus reference on the same examples "
+        line(f"{headline_label(results)[0].upper()}{headline_label(results)[1:]} intervals: percentile "
+             "bootstrap over the evaluation examples (texts, pairs, sentences or questions; fixed "
+             f"seed); {short_metric(results)} Δ: paired bootstrap of model minus reference on the same examples "
              "and resamples; ", strong("within noise"), " means the interval contains 0."),
         line("Latency: warm-up, then interleaved timed rounds until each p50's order-statistic "
              "95% interval is within the target (\"stable\"), or a run/time cap; per-call samples "
@@ -486,14 +500,15 @@ def _detail_sections(results: Sequence[EvaluationRecord]) -> list[Section]:
 
 
 def pareto_figure(device: str, *, file: str | None = None, png: bytes | None = None,
-                  alt: str | None = None, figure_id: str | None = None) -> Figure:
-    """The content of one Pareto plot (``pareto-<device>``)."""
+                  alt: str | None = None, figure_id: str | None = None, metric: str = "accuracy") -> Figure:
+    """The content of one Pareto plot (``pareto-<device>``); ``metric``: the headline
+    metric's name (:func:`~compressor.report.tables.headline_label`)."""
     return Figure(
         id=figure_id or f"pareto-{device}",
-        alt=alt or (f"Pareto plot ({device}): accuracy vs p50 latency, marker area by disk size, "
+        alt=alt or (f"Pareto plot ({device}): {metric} vs p50 latency, marker area by disk size, "
                     "Pareto-optimal models as red stars"),
-        caption="Accuracy vs p50 latency; marker area by disk size; Pareto-optimal models as "
-                "red stars joined by the front.",
+        caption=f"{metric[0].upper()}{metric[1:]} vs p50 latency; marker area by disk size; "
+                "Pareto-optimal models as red stars joined by the front.",
         file=file,
         png=png,
     )

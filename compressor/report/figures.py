@@ -1,4 +1,5 @@
-"""The Pareto plot: accuracy vs p50 latency, marker area by disk size, optimal models marked.
+"""The Pareto plot: the task's headline metric (accuracy, entity F1, Spearman...) vs p50
+latency, marker area by disk size, optimal models marked.
 
 matplotlib with the Agg backend (no display needed), imported inside the functions.
 """
@@ -12,7 +13,7 @@ from typing import Any
 
 from ..evaluate.records import EvaluationRecord, as_records
 from ..evaluate.stats import pareto_front
-from .tables import Records, accuracy_value, batch_sizes, by_device, disk_bytes, latency_at
+from .tables import Records, accuracy_value, batch_sizes, by_device, disk_bytes, latency_at, metric_header
 
 
 def plot_batch_size(results: Sequence[EvaluationRecord]) -> int | None:
@@ -24,7 +25,8 @@ def plot_batch_size(results: Sequence[EvaluationRecord]) -> int | None:
 
 
 def pareto_points(results: Records) -> list[dict[str, Any]]:
-    """One point per record with accuracy and latency: ``{"model", "accuracy" (fraction),
+    """One point per record with a headline metric and latency: ``{"model", "accuracy" (the
+    headline metric as a fraction),
     "p50_ms", "disk_mb", "optimal"}``; ``optimal`` marks the Pareto front (higher accuracy,
     lower p50 at :func:`plot_batch_size`, the record's primary sequence length)."""
     results = as_records(results)
@@ -48,7 +50,7 @@ def pareto_png(results: Records, *, title: str) -> bytes | None:
     """A PNG of the Pareto plot of ``results`` (one device), or ``None`` without points.
 
     x: p50 latency (ms, log scale when it spans more than 10x) at :func:`plot_batch_size`;
-    y: accuracy (%); marker area proportional to disk size; Pareto-optimal models drawn as
+    y: the headline metric (x100, labelled by :func:`metric_header`); marker area proportional to disk size; Pareto-optimal models drawn as
     filled stars joined by the front, the others as open circles; each point labelled.
     """
     import matplotlib
@@ -86,7 +88,7 @@ def pareto_png(results: Records, *, title: str) -> bytes | None:
         if min(lat) > 0 and max(lat) / min(lat) > 10:
             ax.set_xscale("log")
         ax.set_xlabel(f"p50 latency (ms), batch {bs}" + (f", {length} tokens" if length else ""))
-        ax.set_ylabel("accuracy (%)")
+        ax.set_ylabel(metric_header(results))
         ax.set_title(title, fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.margins(x=0.25, y=0.2)

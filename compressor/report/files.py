@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import CompressorError
 from ..evaluate.records import EvaluationRecord, as_records, load_records
-from .tables import Records
+from .tables import Records, headline_label
 
 RESULTS_FILE = "results.json"
 
@@ -52,7 +52,7 @@ def write_report(
     for device, png in pareto_plots(records, title=title).items():
         name = f"pareto-{device}.png"
         write_bytes_atomic(run_dir / name, png)
-        figures[device] = pareto_figure(device, file=name, png=png)
+        figures[device] = pareto_figure(device, file=name, png=png, metric=headline_label(records))
     content = report_content(records, title=title, manifest=manifest, figures=figures)
     write_text_atomic(run_dir / HTML_FILE, render_html_document(content))
     path = run_dir / REPORT_FILE

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .content import ReportContent, pareto_figure, report_content
-from .tables import Records
+from .tables import Records, headline_label
 
 if TYPE_CHECKING:  # pragma: no cover
     import jinja2
@@ -71,7 +71,7 @@ def render_html(
     """
     from ..evaluate.records import as_records
 
-    figures = {d: pareto_figure(d, png=png) for d, png in (images or {}).items()}
-    return render_html_document(
-        report_content(as_records(results), title=title, manifest=manifest, figures=figures)
-    )
+    records = as_records(results)
+    metric = headline_label(records)
+    figures = {d: pareto_figure(d, png=png, metric=metric) for d, png in (images or {}).items()}
+    return render_html_document(report_content(records, title=title, manifest=manifest, figures=figures))

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .content import Line, ReportContent, Table, pareto_figure, report_content
-from .tables import Records
+from .tables import Records, headline_label
 
 REPORT_FILE = "report.md"
 
@@ -70,6 +70,7 @@ def render_report(
     """
     from ..evaluate.records import as_records
 
-    plots = {d: pareto_figure(d, file=f) for d, f in (figures or {}).items()}
-    return render_markdown(report_content(as_records(results), title=title, manifest=manifest,
-                                          figures=plots))
+    records = as_records(results)
+    metric = headline_label(records)
+    plots = {d: pareto_figure(d, file=f, metric=metric) for d, f in (figures or {}).items()}
+    return render_markdown(report_content(records, title=title, manifest=manifest, figures=plots))

@@ -125,6 +125,12 @@ def metric_header(results: Sequence[EvaluationRecord], which: str = "headline") 
     return f"quality {unit}" if which == "headline" else f"task metric {unit}"
 
 
+def headline_label(results: Sequence[EvaluationRecord]) -> str:
+    """The headline metric's name without its unit (``"accuracy"``, ``"entity F1"``), for
+    plot captions and notes."""
+    return metric_header(results).rsplit(" (", 1)[0]
+
+
 def short_metric(results: Sequence[EvaluationRecord]) -> str:
     """The headline metric's short name for Δ columns (``acc`` for accuracy)."""
     names = {headline(r) for r in results if r.accuracy is not None}

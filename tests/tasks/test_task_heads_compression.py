@@ -4,6 +4,7 @@ each, ORT int8 keeps the answers, and pruning scores parts with the head's own l
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,19 @@ def test_export_and_ort_int8_keep_every_output_and_the_scores(head: str, request
     for name in names:
         assert _metric(exported, name) == pytest.approx(_metric(fp32, name), abs=1e-9), name
     assert _metric(quantized, primary) >= learned - 0.1
+
+    # the report, its notes and its Pareto plot follow the task's headline metric
+    import matplotlib.axes
+
+    from compressor.report import write_report
+
+    labels: list[str] = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylabel", lambda ax, text, **kw: labels.append(text))
+    report = write_report(tmp_path / "run", [fp32, exported, quantized], title="t").read_text()
+    header = "entity F1 (%)" if head == "ner" else "exact match (%)"
+    assert re.search(rf"\|\s+{re.escape(header)}\s+\|", report), report
+    assert "acc ±95%" not in report and labels == [header]
+    assert f"{header[:-4]} vs p50 latency" in report  # the plot's description
 
 
 def test_question_answering_heads_are_scored_by_the_span_loss(qa, tmp_path) -> None:
