@@ -155,3 +155,21 @@ def test_half_bf16_runs_in_bf16_and_refuses_without_hardware(baseline, make_cont
     ref = _fp32_logits(baseline.path, texts)
     assert got.dtype == np.float32 and (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
     assert backend_for(art, registry).devices_for(art) == ("cpu", "cuda")
+
+
+def test_ort_dynamic_per_channel_has_one_weight_scale_per_output_column(baseline, make_context, task_data, monkeypatch):
+    import onnx
+    from onnx import numpy_helper
+
+    monkeypatch.setattr("compressor_quantization.ort.cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr("compressor_quantization.ort.machine", lambda: "x86_64")
+    art = qplugin.OrtDynamic().apply(baseline, qplugin.OrtDynamicConfig(per_channel=True), make_context("ort-pc"))
+    assert art.lineage.extra["per_channel"] is True
+    graph = onnx.load(str(art.path / "model.onnx")).graph
+    scales = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("_scale")}
+    vectors = [s for s in scales.values() if s.ndim == 1 and s.size > 1]
+    assert vectors and all(np.unique(v).size > 1 for v in vectors)  # one scale per column, not one copied
+    texts = task_data.split("test")["text"][:32]
+    got, _ = _backend_logits(art, {}, texts)
+    ref = _fp32_logits(baseline.path, texts)
+    assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
