@@ -26,7 +26,7 @@ from compressor_quantization import plugin as qplugin
 
 SETTINGS = EvaluationSettings(
     batch_sizes=[1], sequence_length=16, threads=1, warmup=1, min_runs=2, max_runs=4,
-    min_time_s=0.0, accuracy_batch_size=16,
+    min_time_s=0.0, accuracy_batch_size=16, flops=False, memory=False,
 )
 
 
