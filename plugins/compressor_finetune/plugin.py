@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import Field
+
 from compressor.hookspecs import hookimpl
 from compressor.strategy import Strategy
 
@@ -19,7 +21,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class FineTuneConfig(TrainingConfig):
-    """Config of :class:`FineTune`: the training hyper-parameters of :class:`TrainingConfig`."""
+    """Config of :class:`FineTune`: the training hyper-parameters of :class:`TrainingConfig`,
+    plus the learning rate of a newly initialised task head."""
+
+    head_learning_rate: float | None = Field(
+        None,
+        gt=0,
+        le=1.0,
+        description=(
+            "Peak learning rate of the task head's newly initialised weights (those the input "
+            "checkpoint lacks, listed in the stage's new_head_weights), warmed up and decayed "
+            "with the rest; null: learning_rate. A higher head rate (e.g. 1e-3) lets a head "
+            "learn on an encoder whose token states vary little, such as a sentence-embedding "
+            "checkpoint fine-tuned for tagging."
+        ),
+    )
 
 
 class FineTune(Strategy):
@@ -30,7 +46,9 @@ class FineTune(Strategy):
     ``AutoModelForQuestionAnswering``) sized for the task: a checkpoint without that head (e.g.
     a sentence-embedding model) gets a freshly initialised one, and a head sized for another
     label set is replaced. Training uses :class:`transformers.Trainer` on the ``train`` split
-    with the head's own loss and measures the task's metric on ``validation``. The output artifact holds the model (safetensors) and the tokenizer; its
+    with the head's own loss and measures the task's metric on ``validation``; a fresh head may
+    train at its own ``head_learning_rate`` (AdamW parameter groups). The output artifact
+    holds the model (safetensors) and the tokenizer; its
     lineage ``extra`` records ``train_loss``, ``validation_accuracy``, ``train_runtime_s``,
     ``global_step`` and ``epochs_trained``.
     """
