@@ -217,13 +217,14 @@ class _Pruning(Strategy):
         refusal = super().task_refusal(task_type)
         if refusal is not None or cls.needs_labels:
             return refusal
+        from compressor.errors import CompressorError
         from compressor.tasks import get_task
 
         from .common import task_has_importance_loss
 
         try:
             task = get_task(task_type)
-        except Exception:  # noqa: BLE001 - an unknown task is refused by name elsewhere
+        except CompressorError:
             return "unknown task type"
         if not task_has_importance_loss(task):
             return f"{task_type} gives no loss to score the model's parts by"
