@@ -8,13 +8,19 @@ the library error it found) with a message saying what is wrong.
 - :func:`check_rejects_unknown_keys`: a misspelled key is an error, and in a recipe the
   error names the file, line and key.
 - :func:`check_runs_in_recipe`: a recipe using the strategy runs through the real
-  orchestrator on a tiny random model of one architecture (:data:`ARCHITECTURES`): the
-  artifact is written where it belongs, has the promised format and lineage, reloads in
-  the evaluator's backend and gives finite logits, and the evaluator
-  (:func:`compressor.evaluate.evaluate_artifacts`) measures accuracy, size and latency.
+  orchestrator on a tiny random model of one architecture (:data:`ARCHITECTURES`) and one
+  task (:data:`TASKS`: classification, token classification or extractive QA, with tiny
+  CSV, CoNLL or SQuAD files): the artifact is written where it belongs, has the promised
+  format and lineage, reloads in the evaluator's backend and scores the task with finite
+  outputs, and the evaluator (:func:`compressor.evaluate.evaluate_artifacts`) measures the
+  task's metric, size and latency.
 - :func:`check_clear_errors`: on an input folder that is not a model, ``apply`` raises a
   :class:`compressor.CompressorError` (a message for the user), not a bare exception.
 - :func:`check_strategy` runs them all; :class:`StrategyConformance` is a test-class base.
+
+A strategy that accepts a task (:meth:`compressor.Strategy.supports_task`) is run on it:
+:func:`check_strategy` and :class:`StrategyConformance` cover every task of :data:`TASKS` the
+strategy supports.
 
 Unit tests of a strategy's own logic call ``apply`` directly: :func:`apply_strategy` (one
 call, checked as the orchestrator checks it) or :func:`make_context` (a
@@ -64,6 +70,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "sentence_transformers_files",
     "ARCHITECTURES",
+    "NER_TAGS",
+    "TASKS",
+    "TINY_QA_OPTIONS",
     "FAST_EVALUATION",
     "StrategyConformance",
     "TOKENIZER_MODELS",
@@ -78,6 +87,7 @@ __all__ = [
     "make_context",
     "plugins_with",
     "skip_on_unsupported_hardware",
+    "supported_tasks",
     "tiny_model",
     "tiny_task_data",
     "tiny_tokenizer",
@@ -101,6 +111,19 @@ FAST_EVALUATION: dict[str, Any] = {
     "max_runs": 2,
     "min_time_s": 0.0,
 }
+
+#: Tasks the kit builds tiny data and models for -> labels of the head (classes, IOB2 tags;
+#: a QA head has two outputs, start and end).
+TASKS: dict[str, int] = {"text-classification": 2, "token-classification": 5, "question-answering": 2}
+
+#: Tags of the tiny token-classification task (``O`` first, as the task orders them).
+NER_TAGS = ["O", "B-negative", "I-negative", "B-positive", "I-positive"]
+
+#: ``task.options`` of the tiny QA task: windows that fit a tiny model's 64 positions, so
+#: that most contexts are cut into two or more windows.
+TINY_QA_OPTIONS: dict[str, int] = {"max_seq_length": 24, "doc_stride": 6, "max_query_length": 6, "max_answer_length": 5}
+
+INTENSIFIERS = ("very", "really")
 
 _TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 
@@ -303,29 +326,44 @@ def _modernbert_tokenizer(tokens: tuple[str, ...], merges: tuple[tuple[str, str]
     )
 
 
-def tiny_model(architecture: str, path: str | Path, *, num_labels: int = 2, seed: int = 0) -> Path:
-    """Save a randomly initialised tiny sequence classifier and its tokenizer to ``path``.
+def tiny_model(
+    architecture: str, path: str | Path, *, num_labels: int | None = None, seed: int = 0,
+    task: str = "text-classification",
+) -> Path:
+    """Save a randomly initialised tiny model with the head of ``task`` and its tokenizer to
+    ``path``.
 
     :param architecture: a key of :data:`ARCHITECTURES` (``"bert"``, ``"roberta"``, ...).
     :param path: folder to write (created); Hugging Face layout, safetensors weights.
-    :param num_labels: classes of the classification head.
+    :param num_labels: outputs of the head per example (classification) or per token (token
+        classification); default: those of :func:`tiny_task_data` for ``task`` (2 classes,
+        5 IOB2 tags; a QA head always has 2, start and end).
     :param seed: ``torch.manual_seed`` for the initialisation.
+    :param task: one of :data:`TASKS`; the model is the task's Auto class
+        (``AutoModelForSequenceClassification``, ``...ForTokenClassification``,
+        ``...ForQuestionAnswering``).
     :returns: ``path``. The model has hidden size 32, 2 layers, 2 heads, FFN 64 (about 21k
         parameters besides the embeddings); the tokenizer is the family's real kind
         (:func:`tiny_tokenizer`, :data:`TOKENIZER_MODELS`): WordPiece with 37 to 38 tokens,
         byte-level BPE with about 360, Unigram with about 110. The config's special-token ids
         are the tokenizer's.
-    :raises ValueError: for an unknown architecture.
+    :raises ValueError: for an unknown architecture or task.
     """
     import torch
-    from transformers import AutoModelForSequenceClassification
 
+    from .tasks import get_task
+
+    if task not in TASKS:
+        raise ValueError(f"unknown conformance task {task!r}; known: {list(TASKS)}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tok = tiny_tokenizer(architecture)
-    config = _config(architecture, tok, num_labels)
+    config = _config(architecture, tok, num_labels if num_labels is not None else TASKS[task])
+    if task == "token-classification" and num_labels is None:
+        config.id2label = dict(enumerate(NER_TAGS))
+        config.label2id = {t: i for i, t in enumerate(NER_TAGS)}
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_config(config)
+    model = get_task(task).auto_class().from_config(config)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
@@ -342,6 +380,54 @@ def _rows(n: int, seed: int) -> dict[str, list[Any]]:
         rng.shuffle(words)
         texts.append(" ".join(words))
     return {"text": texts, "label": labels}
+
+
+def _task_rows(task: str, n: int, seed: int) -> dict[str, list[Any]]:
+    """``n`` rows of the tiny ``task``, in the columns the task's ``normalise`` takes.
+
+    - ``text-classification``: :func:`_rows`.
+    - ``token-classification``: the same sentences as word lists; the cue word is an entity
+      of its polarity (``B-positive``), and an intensifier right before it (``very``,
+      ``really``) starts the entity (``B-positive I-positive``); every other word is ``O``.
+    - ``question-answering``: the question ``what is it`` over a context of the same
+      sentence followed by 8 more neutral words; the answer is the cue word (its character
+      offset in ``answer_start``); 4 articles (``title``) per split.
+    """
+    base = _rows(n, seed)
+    if task == "text-classification":
+        return base
+    if task == "token-classification":
+        tokens, tags = [], []
+        for text, y in zip(base["text"], base["label"]):
+            words = text.split()
+            kind = "positive" if y else "negative"
+            row = []
+            for j, w in enumerate(words):
+                if w in POSITIVE or w in NEGATIVE:
+                    cue = j > 0 and words[j - 1] in INTENSIFIERS
+                    if cue:
+                        row[-1] = f"B-{kind}"
+                    row.append(f"I-{kind}" if cue else f"B-{kind}")
+                else:
+                    row.append("O")
+            tokens.append(words)
+            tags.append(row)
+        return {"text": tokens, "label": tags}
+    if task == "question-answering":
+        rng = random.Random(seed + 1000)
+        out: dict[str, list[Any]] = {"id": [], "title": [], "text": [], "text_pair": [], "label": []}
+        for i, text in enumerate(base["text"]):
+            words = text.split()
+            k = next(j for j, w in enumerate(words) if w in POSITIVE or w in NEGATIVE)
+            context = " ".join(words + rng.sample(FILLER, 8))
+            start = len(" ".join(words[:k])) + (1 if k else 0)
+            out["id"].append(f"s{seed}-q{i}")
+            out["title"].append(f"s{seed}-article-{i % 4}")
+            out["text"].append("what is it")
+            out["text_pair"].append(context)
+            out["label"].append({"text": [words[k]], "answer_start": [start]})
+        return out
+    raise ValueError(f"unknown conformance task {task!r}; known: {list(TASKS)}")
 
 
 def sentence_transformers_files(
@@ -376,58 +462,102 @@ def sentence_transformers_files(
     return folder
 
 
-def tiny_task_data(n_train: int = 64, n_eval: int = 32, *, seed: int = 0) -> "TaskData":
-    """A small learnable binary sentiment task (``train``/``validation``/``test``).
+def tiny_task_data(
+    n_train: int = 64, n_eval: int = 32, *, seed: int = 0, task: str = "text-classification"
+) -> "TaskData":
+    """A small learnable task (``train``/``validation``/``test``) of type ``task``.
 
-    Each row is five neutral words and one cue word (``good``, ``awful``, ...), shuffled; the
-    label is 1 when the cue is positive, 0 when negative; labels are balanced.
+    Each sentence is five neutral words and one cue word (``good``, ``awful``, ...),
+    shuffled; the cues are balanced between positive and negative (:func:`_task_rows`):
+
+    - ``text-classification`` (``tiny-sentiment``): the label is 1 when the cue is positive,
+      0 when negative; columns ``text`` and ``label`` (int64), ``label_names``
+      ``["negative", "positive"]``;
+    - ``token-classification`` (``tiny-ner``): the cue is a ``positive`` or ``negative``
+      entity, with an intensifier before it when there is one; ``label_names``
+      :data:`NER_TAGS`;
+    - ``question-answering`` (``tiny-qa``): ``what is it`` over a 14-word context, answered
+      by the cue word; ``options`` :data:`TINY_QA_OPTIONS`.
 
     :param n_train: rows of ``train``.
     :param n_eval: rows of ``validation`` and of ``test`` each.
     :param seed: seed of the sentences (split ``i`` of train/validation/test uses
         ``seed + i``): the same arguments give the same rows.
-    :returns: a :class:`compressor.TaskData` named ``tiny-sentiment``, type
-        ``text-classification``, columns ``text`` and ``label`` (int64), ``label_names``
-        ``["negative", "positive"]``.
+    :param task: one of :data:`TASKS`.
+    :returns: a :class:`compressor.TaskData`, normalised by the task as a recipe's data is.
+    :raises ValueError: for an unknown task.
     """
     import datasets
 
     from .task import TaskData
+    from .tasks import get_task
 
-    splits = {
-        name: datasets.Dataset.from_dict(_rows(n, seed + i))
-        for i, (name, n) in enumerate((("train", n_train), ("validation", n_eval), ("test", n_eval)))
-    }
+    if task not in TASKS:
+        raise ValueError(f"unknown conformance task {task!r}; known: {list(TASKS)}")
+    sizes = (("train", n_train), ("validation", n_eval), ("test", n_eval))
+    raw = {name: datasets.Dataset.from_dict(_task_rows(task, n, seed + i)) for i, (name, n) in enumerate(sizes)}
+    if task == "text-classification":
+        return TaskData(type=task, splits=raw, label_names=["negative", "positive"], name="tiny-sentiment")
+    from .sources.datasets import _quiet_datasets
+
+    handler = get_task(task)
+    with _quiet_datasets():
+        splits, names = handler.normalise(raw, {name: f"tiny {name} split" for name in raw}, None)
+    qa = task == "question-answering"
     return TaskData(
-        type="text-classification",
-        splits=splits,
-        label_names=["negative", "positive"],
-        name="tiny-sentiment",
+        type=task, splits=splits, label_names=names, has_text_pair=qa,
+        name="tiny-qa" if qa else "tiny-ner",
+        options=handler.Options.model_validate(TINY_QA_OPTIONS) if qa else None,
     )
 
 
-def write_tiny_task_files(folder: str | Path, n_train: int = 64, n_eval: int = 32, *, seed: int = 0) -> dict[str, str]:
-    """Write the :func:`tiny_task_data` splits as CSV files for a recipe's ``task.data.files``.
+def write_tiny_task_files(
+    folder: str | Path, n_train: int = 64, n_eval: int = 32, *, seed: int = 0,
+    task: str = "text-classification",
+) -> dict[str, str]:
+    """Write the :func:`tiny_task_data` splits as files for a recipe's ``task.data.files``:
+    CSV (``text,label``) for classification, CoNLL (``word<TAB>tag``, a blank line between
+    sentences) for token classification, SQuAD v1.1 JSON for question answering.
 
-    :param folder: where ``train.csv``, ``validation.csv`` and ``test.csv`` are written
-        (created).
+    :param folder: where ``train``, ``validation`` and ``test`` files are written (created).
     :param n_train: rows of ``train``.
     :param n_eval: rows of ``validation`` and of ``test`` each.
     :param seed: as for :func:`tiny_task_data`.
+    :param task: one of :data:`TASKS`.
     :returns: split name -> file name (relative to ``folder``).
+    :raises ValueError: for an unknown task.
     """
     import csv
 
+    if task not in TASKS:
+        raise ValueError(f"unknown conformance task {task!r}; known: {list(TASKS)}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
     for i, (name, n) in enumerate((("train", n_train), ("validation", n_eval), ("test", n_eval))):
-        rows = _rows(n, seed + i)
-        with open(folder / f"{name}.csv", "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["text", "label"])
-            writer.writerows(zip(rows["text"], rows["label"]))
-        files[name] = f"{name}.csv"
+        rows = _task_rows(task, n, seed + i)
+        if task == "token-classification":
+            files[name] = f"{name}.conll"
+            lines = ["\n".join(f"{w}\t{t}" for w, t in zip(ws, ts)) for ws, ts in zip(rows["text"], rows["label"])]
+            (folder / files[name]).write_text("\n\n".join(lines) + "\n", encoding="utf-8")
+        elif task == "question-answering":
+            files[name] = f"{name}.json"
+            articles: dict[str, list[dict[str, Any]]] = {}
+            for qid, title, question, context, answers in zip(
+                rows["id"], rows["title"], rows["text"], rows["text_pair"], rows["label"]
+            ):
+                articles.setdefault(title, []).append({"context": context, "qas": [{
+                    "id": qid, "question": question,
+                    "answers": [{"text": t, "answer_start": a} for t, a in zip(answers["text"], answers["answer_start"])],
+                }]})
+            doc = {"version": "1.1", "data": [{"title": t, "paragraphs": ps} for t, ps in articles.items()]}
+            (folder / files[name]).write_text(json.dumps(doc), encoding="utf-8")
+        else:
+            files[name] = f"{name}.csv"
+            with open(folder / files[name], "w", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["text", "label"])
+                writer.writerows(zip(rows["text"], rows["label"]))
     return files
 
 
@@ -647,7 +777,8 @@ def check_config_roundtrip(strategy: "str | type[Strategy]", config: dict[str, A
 
 
 def _recipe_text(name: str, model_dir: Path, files: dict[str, str], stages: list[dict[str, Any]],
-                 evaluation: dict[str, Any], task_type: str | None = None) -> str:
+                 evaluation: dict[str, Any], task_type: str | None = None,
+                 options: dict[str, Any] | None = None) -> str:
     import yaml
 
     recipe = {
@@ -655,7 +786,8 @@ def _recipe_text(name: str, model_dir: Path, files: dict[str, str], stages: list
         "name": name,
         "seed": 0,
         "model": {"name": str(model_dir), "source": "local"},
-        "task": {**({"type": task_type} if task_type else {}), "data": {"files": files}},
+        "task": {**({"type": task_type} if task_type else {}), "data": {"files": files},
+                 **({"options": options} if options else {})},
         "evaluation": evaluation,
         "stages": stages,
     }
@@ -715,13 +847,15 @@ def check_artifact_reloads(
     expected_format: str | None = None,
     plugins: "Plugins | None" = None,
 ) -> Any:
-    """The artifact's folder reloads as written and its model gives finite logits.
+    """The artifact's folder reloads as written and its model scores the task with finite
+    outputs.
 
     :param artifact: an artifact returned by a strategy.
-    :param data: the task (its ``test`` texts are fed to the model).
+    :param data: the task (its first 8 ``test`` rows are fed to the model).
     :param expected_format: the strategy's ``produces``.
     :param plugins: where plugin backends are looked up (default: the process-wide plugins).
-    :returns: the logits, float32 array of shape ``(n, num_labels)``.
+    :returns: for classification the logits, float32 ``(n, num_labels)``; for any other
+        task its :class:`compressor.tasks.Scored` (``task.score`` on those rows).
     """
     import numpy as np
 
@@ -738,8 +872,14 @@ def check_artifact_reloads(
         again, task_type=data.type, threads=1
     )
     try:
-        split = data.split("test")
-        texts = list(split["text"][:8])
+        split = data.split("test").select(range(min(8, len(data.split("test")))))
+        if data.type != "text-classification":
+            scored = data.task.score(backend, split, data, batch_size=4)
+            assert len(scored) == len(split), (len(scored), len(split))
+            for name, values in scored.arrays.items():
+                assert np.isfinite(np.asarray(values, dtype=np.float64)).all(), f"non-finite {name}"
+            return scored
+        texts = list(split["text"])
         batch = backend.encode(texts, padding=True, max_length=32)
         logits = backend.predict_logits(batch)
     finally:
@@ -758,17 +898,20 @@ def check_runs_in_recipe(
     plugins: "Plugins | None" = None,
     before: Iterable[tuple[str, dict[str, Any]]] = (),
     evaluation: dict[str, Any] | None = None,
+    task: str = "text-classification",
 ) -> "RunResult":
     """Run a recipe that applies the strategy to a tiny model, then check what it made.
 
-    The recipe: a tiny random ``architecture`` classifier (:func:`tiny_model`), the tiny
-    sentiment task as CSV files, the ``before`` stages (e.g. ``[("finetune", {...})]`` for a
+    The recipe: a tiny random ``architecture`` model with the head of ``task``
+    (:func:`tiny_model`), the tiny task as files (:func:`write_tiny_task_files`: CSV, CoNLL
+    or SQuAD JSON), the ``before`` stages (e.g. ``[("finetune", {...})]`` for a
     strategy that needs a trained or an ONNX input), then the strategy with ``config``;
     evaluation with :data:`FAST_EVALUATION`. Checks: the run succeeds; the stage's artifact
     is in ``artifacts/NN-<stage>`` with format ``strategy.produces`` and a lineage naming
     the strategy, its validated config and its parent; it reloads
-    (:func:`check_artifact_reloads`); and its evaluation record has accuracy on the test
-    split, a parameter count, bytes on disk and a positive p50 latency.
+    (:func:`check_artifact_reloads`); and its evaluation record has the task's headline
+    metric on the test split (accuracy, entity F1, exact match) as a fraction, a parameter
+    count, bytes on disk and a positive p50 latency.
 
     :returns: the :class:`compressor.pipeline.RunResult`.
     :raises pytest.skip.Exception: where a stage or the evaluator refused this machine's
@@ -776,7 +919,7 @@ def check_runs_in_recipe(
     """
     cls, plugins = _resolve(strategy, plugins)
     with skip_on_unsupported_hardware(cls.name):
-        return _run_in_recipe(cls, config, architecture, Path(tmp_path), plugins, before, evaluation)
+        return _run_in_recipe(cls, config, architecture, Path(tmp_path), plugins, before, evaluation, task)
 
 
 def _run_in_recipe(
@@ -787,12 +930,13 @@ def _run_in_recipe(
     plugins: "Plugins",
     before: Iterable[tuple[str, dict[str, Any]]],
     evaluation: dict[str, Any] | None,
+    task: str,
 ) -> "RunResult":
     """The body of :func:`check_runs_in_recipe`."""
     from .pipeline import run
 
-    model_dir = tiny_model(architecture, tmp_path / f"tiny-{architecture}")
-    files = write_tiny_task_files(tmp_path)
+    model_dir = tiny_model(architecture, tmp_path / f"tiny-{architecture}", task=task)
+    files = write_tiny_task_files(tmp_path, task=task)
     stages = [
         {"name": f"before{i}", "strategy": name, "config": cfg, "evaluate": False}
         for i, (name, cfg) in enumerate(before)
@@ -800,7 +944,8 @@ def _run_in_recipe(
     stages.append({"name": "under-test", "strategy": cls.name, "config": config})
     recipe = tmp_path / "conformance.yaml"
     recipe.write_text(
-        _recipe_text("conformance", model_dir, files, stages, {**FAST_EVALUATION, **(evaluation or {})}),
+        _recipe_text("conformance", model_dir, files, stages, {**FAST_EVALUATION, **(evaluation or {})},
+                     task, TINY_QA_OPTIONS if task == "question-answering" else None),
         encoding="utf-8",
     )
     result = run(recipe, run_dir=tmp_path / "run", plugins=plugins, progress=False)
@@ -809,31 +954,20 @@ def _run_in_recipe(
     assert art.lineage.strategy == cls.name and art.lineage.stage == "under-test"
     assert art.lineage.parent == (stages[-2]["name"] if len(stages) > 1 else "baseline")
     assert art.lineage.config == cls.Config.model_validate(config).model_dump(mode="json")
-    from .task import TaskData
-
-    data = TaskData(
-        type="text-classification",
-        splits=_load_csv_splits(tmp_path, files),
-        label_names=["negative", "positive"],
-        name="tiny",
-    )
-    check_artifact_reloads(art, data, expected_format=cls.produces, plugins=plugins)
+    check_artifact_reloads(art, tiny_task_data(task=task), expected_format=cls.produces, plugins=plugins)
     record = next(r for r in result.results if r["model"] == "under-test")
     assert record["strategy"] == cls.name and record["format"] == cls.produces
     acc = record["accuracy"]
-    assert acc is not None and acc["n"] > 0 and 0.0 <= acc["accuracy"] <= 1.0, acc
+    assert acc is not None and acc["n"] > 0, acc
+    headline = acc.get("primary") or "accuracy"
+    value = acc["metrics"][headline] if headline in acc.get("metrics", {}) else acc.get(headline)
+    assert value is not None and 0.0 <= value <= 1.0, (headline, acc)
     assert record["size"]["params"] > 0 and record["size"]["disk_bytes"] > 0, record["size"]
     if (evaluation or {}).get("latency", True):
         assert record["latency"] and all(l["p50_ms"] > 0 for l in record["latency"]), record["latency"]
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert manifest["status"] == "done", manifest.get("error")
     return result
-
-
-def _load_csv_splits(folder: Path, files: dict[str, str]) -> dict[str, Any]:
-    import datasets
-
-    return {k: datasets.Dataset.from_csv(str(folder / v)) for k, v in files.items()}
 
 
 def check_clear_errors(
@@ -894,17 +1028,32 @@ def check_strategy(
     architectures: Iterable[str] = ("bert",),
     plugins: "Plugins | None" = None,
     before: Iterable[tuple[str, dict[str, Any]]] = (),
+    tasks: Iterable[str] | None = None,
 ) -> None:
-    """Every check of this module, one architecture after another.
+    """Every check of this module: the recipe run on each architecture (with the first of
+    the tasks), then on each other task (with the first architecture).
 
+    :param tasks: tasks of :data:`TASKS` to run; default: every one the strategy supports
+        (:meth:`~compressor.Strategy.supports_task`).
     :raises pytest.skip.Exception: at the first check that meets a hardware refusal.
     """
     tmp_path = Path(tmp_path)
-    check_config_roundtrip(strategy, config, plugins=plugins)
-    check_rejects_unknown_keys(strategy, config, tmp_path / "keys", plugins=plugins)
-    check_clear_errors(strategy, config, tmp_path / "errors", plugins=plugins)
-    for arch in architectures:
-        check_runs_in_recipe(strategy, config, arch, tmp_path / arch, plugins=plugins, before=before)
+    cls, plugins = _resolve(strategy, plugins)
+    check_config_roundtrip(cls, config, plugins=plugins)
+    check_rejects_unknown_keys(cls, config, tmp_path / "keys", plugins=plugins)
+    check_clear_errors(cls, config, tmp_path / "errors", plugins=plugins)
+    runs = supported_tasks(cls, tasks)
+    archs = list(architectures)
+    for i, task in enumerate(runs):
+        for arch in archs if i == 0 else archs[:1]:
+            check_runs_in_recipe(cls, config, arch, tmp_path / task / arch, plugins=plugins, before=before, task=task)
+
+
+def supported_tasks(strategy: "str | type[Strategy]", tasks: Iterable[str] | None = None, *,
+                    plugins: "Plugins | None" = None) -> list[str]:
+    """The tasks of ``tasks`` (default :data:`TASKS`) that ``strategy`` supports, in order."""
+    cls, _ = _resolve(strategy, plugins)
+    return [t for t in (TASKS if tasks is None else tasks) if cls.supports_task(t)]
 
 
 class StrategyConformance:
@@ -916,6 +1065,9 @@ class StrategyConformance:
     :cvar config: a minimal valid config (``{}`` when the defaults are enough).
     :cvar architectures: names from :data:`ARCHITECTURES` the strategy supports.
     :cvar before: stages run before it, ``[(strategy, config), ...]``.
+    :cvar tasks: tasks of :data:`TASKS` to run on (``None``: every one the strategy
+        supports); the architectures run with the first, the other tasks with the first
+        architecture.
     :cvar plugins: a zero-argument callable returning loaded plugins (default: installed).
     """
 
@@ -923,6 +1075,7 @@ class StrategyConformance:
     config: dict[str, Any] = {}
     architectures: tuple[str, ...] = ("bert",)
     before: tuple[tuple[str, dict[str, Any]], ...] = ()
+    tasks: tuple[str, ...] | None = None
     plugins: Callable[[], "Plugins"] | None = None
 
     def _plugins(self) -> "Plugins | None":
@@ -937,8 +1090,25 @@ class StrategyConformance:
     def test_clear_errors(self, tmp_path: Path) -> None:
         check_clear_errors(self.strategy, self.config, tmp_path, plugins=self._plugins())
 
+    def _tasks(self) -> list[str]:
+        tasks = supported_tasks(self.strategy, self.tasks, plugins=self._plugins())
+        if not tasks:
+            import pytest
+
+            pytest.skip(f"{self.strategy} supports none of the tasks {list(self.tasks or TASKS)}")
+        return tasks
+
     def test_runs_on_each_architecture(self, tmp_path: Path) -> None:
+        task = self._tasks()[0]
         for arch in self.architectures:
             check_runs_in_recipe(
-                self.strategy, self.config, arch, tmp_path / arch, plugins=self._plugins(), before=self.before
+                self.strategy, self.config, arch, tmp_path / arch, plugins=self._plugins(),
+                before=self.before, task=task,
+            )
+
+    def test_runs_on_each_task(self, tmp_path: Path) -> None:
+        for task in self._tasks()[1:]:
+            check_runs_in_recipe(
+                self.strategy, self.config, self.architectures[0], tmp_path / task,
+                plugins=self._plugins(), before=self.before, task=task,
             )

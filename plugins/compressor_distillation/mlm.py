@@ -42,19 +42,36 @@ def corpus_data(corpus: "DataConfig | None", context: "StageContext", *, key: st
         ``context.base_dir``, the recipe's folder, or the working directory when the
         orchestrator does not set it), loaded with the run's data sets and cache
         (:meth:`compressor.StageContext.load_data`); ``None`` uses the run's task data (any
-        task: only ``text`` is read).
+        task, as :func:`task_text` turns it into raw text).
     :param context: the stage's context (seed, task data, data loading).
     :param key: the config key, for messages.
     :returns: task data with at least a ``train`` split holding a ``text`` column.
     :raises StageError: when the corpus cannot be loaded or has no ``train`` rows.
     """
-    data = context.data if corpus is None else context.load_data(corpus, task_type="masked-lm", key=key)
+    if corpus is None:
+        import dataclasses
+
+        data = context.data
+        data = dataclasses.replace(data, splits={name: task_text(data, split) for name, split in data.splits.items()})
+    else:
+        data = context.load_data(corpus, task_type="masked-lm", key=key)
     train = data.splits.get("train")
     if train is None or len(train) == 0 or "text" not in train.column_names:
         raise StageError(
             f"the corpus {data.name!r} has no 'train' rows with a 'text' column", key=key
         )
     return data
+
+
+def task_text(data: "TaskData", split: "datasets.Dataset") -> "datasets.Dataset":
+    """A task split as raw text, one string per row in ``text``: the task's
+    :meth:`~compressor.tasks.Task.plain_text` (a NER sentence's words joined by spaces), and
+    for pairs (a QA question and its context, an NLI premise and hypothesis) both texts
+    joined by a space, as BERT's masked LM reads both segments."""
+    plain = data.task.plain_text(split)
+    if "text_pair" in plain.column_names:
+        plain = plain.map(lambda row: {"text": f"{row['text']} {row['text_pair']}"})
+    return plain.select_columns(["text"])
 
 
 def special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:

@@ -2,8 +2,9 @@
 
 The default suite runs each strategy through the whole kit on one tiny architecture,
 rotating through :data:`compressor.testing.ARCHITECTURES` so that every architecture is
-exercised by some strategy; ``-m slow`` runs every strategy on every architecture it
-supports.
+exercised by some strategy, and on one of the other tasks it supports (token
+classification or extractive QA, alternating); ``-m slow`` runs every strategy on every
+architecture and every task it supports.
 
 A strategy whose defaults are not a valid (or a quick) config gets a minimal one in
 :data:`CASES`; a strategy that takes no PyTorch input is fed by a registered strategy that
@@ -110,3 +111,23 @@ def test_runs_on_every_supported_architecture(name: str, architecture: str, tmp_
     if not _runnable(name):
         pytest.skip(f"{name} does not take text-classification tasks")
     testing.check_runs_in_recipe(name, _case(name)["config"], architecture, tmp_path, before=_before(name))
+
+
+OTHER_TASKS = [t for t in testing.TASKS if t != "text-classification"]
+
+
+@pytest.mark.parametrize(
+    ("name", "task"), [(name, OTHER_TASKS[i % len(OTHER_TASKS)]) for i, name in enumerate(_strategies())]
+)
+def test_runs_on_another_task(name: str, task: str, tmp_path: Path) -> None:
+    if task not in testing.supported_tasks(name):
+        pytest.skip(f"{name} does not take {task} tasks: {get_plugins().strategies[name].task_refusal(task)}")
+    testing.check_runs_in_recipe(name, _case(name)["config"], "bert", tmp_path, before=_before(name), task=task)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "task"), [(name, task) for name in _strategies() for task in OTHER_TASKS])
+def test_runs_on_every_supported_task(name: str, task: str, tmp_path: Path) -> None:
+    if task not in testing.supported_tasks(name):
+        pytest.skip(f"{name} does not take {task} tasks: {get_plugins().strategies[name].task_refusal(task)}")
+    testing.check_runs_in_recipe(name, _case(name)["config"], "bert", tmp_path, before=_before(name), task=task)

@@ -230,3 +230,19 @@ def test_input_artifact_as_the_student(make_context, finetuned_teacher: Artifact
     extra = art.lineage.extra
     assert extra["student"] == "pruned" and extra["student_layers"] == 4 and not extra["cross_tokenizer"]
     assert art.lineage.parent == "pruned" and art.lineage.reference == "finetune"
+
+
+def test_task_text_turns_tagged_words_and_qa_pairs_into_raw_text() -> None:
+    from compressor import testing
+    from compressor_distillation.mlm import task_text
+
+    ner = testing.tiny_task_data(4, 2, task="token-classification")
+    text = task_text(ner, ner.splits["train"])
+    assert text.column_names == ["text"]
+    assert text["text"] == [" ".join(words) for words in ner.splits["train"]["text"]]
+    qa = testing.tiny_task_data(4, 2, task="question-answering")
+    text = task_text(qa, qa.splits["test"])
+    rows = qa.splits["test"]
+    assert text["text"] == [f"{q} {c}" for q, c in zip(rows["text"], rows["text_pair"])]
+    # every answer is in the raw text the masked LM reads
+    assert all(a["text"][0] in t for a, t in zip(rows["label"], text["text"]))
