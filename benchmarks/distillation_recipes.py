@@ -6,7 +6,8 @@ and saved as ``recipe.capped.yaml`` in the run directory):
 
 - ``ablation``: the teacher stage is replaced by an existing fine-tuned teacher folder
   (``--teacher``, used as the run's model and named ``baseline``), the students train on
-  ``--max-train-samples`` rows for ``--epochs`` epochs, for the ``--seeds`` given;
+  ``--max-train-samples`` rows for ``--epochs`` epochs, for the ``--seeds`` and ``--rows``
+  given;
 - ``general``: masked-LM stages train on at most ``--max-train-blocks`` blocks of the corpus
   (``--max-eval-blocks`` held out), and ``--adapt-train`` / ``--adapt-lr`` may override
   the ``mlm-adapt`` stage's ``train`` and learning rate; the fine-tuning stages are unchanged;
@@ -38,13 +39,14 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-ROWS = ["triple", "ce-only", "no-ce", "no-cos", "no-task", "random-init"]
+ROWS = ["triple", "ce-only", "no-ce", "no-cos", "no-task", "random-init", "uniform"]
 PAPER = {  # Sanh et al. 2019, Table 4, GLUE macro-score points vs the triple loss
     "no-ce": "-2.96 (row '0 - Lcos - Lmlm')",
     "no-cos": "-1.46 (row 'Lce - 0 - Lmlm')",
     "no-task": "-0.31 (row 'Lce - Lcos - 0', L_mlm removed)",
     "random-init": "-3.69",
     "ce-only": "not in the table",
+    "uniform": "not in the table (the paper takes one layer out of two)",
     "triple": "0 (reference)",
 }
 
@@ -60,6 +62,10 @@ def _write(recipe: dict, out: Path) -> Path:
 def ablation(args: argparse.Namespace) -> Path:
     recipe = yaml.safe_load((ROOT / "recipes/ablation.yaml").read_text())
     seeds = {int(s) for s in args.seeds.split(",")}
+    rows = set(args.rows.split(",")) if args.rows else set(ROWS)
+    unknown = rows - set(ROWS)
+    if unknown:
+        raise SystemExit(f"unknown rows {sorted(unknown)}; known: {ROWS}")
     recipe["name"] = Path(args.out).name
     recipe["model"] = {"name": str(Path(args.teacher).resolve()), "source": "local"}
     recipe["task"]["data"]["max_train_samples"] = args.max_train_samples or None
@@ -67,6 +73,8 @@ def ablation(args: argparse.Namespace) -> Path:
     stages = []
     for stage in recipe["stages"]:
         if stage["strategy"] != "distill.distilbert" or stage["config"]["seed"] not in seeds:
+            continue
+        if stage["name"].rsplit("-s", 1)[0] not in rows:
             continue
         stage["config"].update(teacher="baseline", epochs=args.epochs)
         stages.append(stage)
@@ -129,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--max-train-samples", type=int, default=2000, help="0: the whole train split")
     a.add_argument("--epochs", type=float, default=1.0)
     a.add_argument("--seeds", default="0,1,2")
+    a.add_argument("--rows", default="", help=f"comma-separated rows of {ROWS}; default: all")
     g = sub.add_parser("general")
     g.add_argument("--out", required=True)
     g.add_argument("--max-train-blocks", type=int, default=600)
