@@ -120,7 +120,7 @@ TASKS: dict[str, int] = {"text-classification": 2, "token-classification": 5, "q
 NER_TAGS = ["O", "B-negative", "I-negative", "B-positive", "I-positive"]
 
 #: ``task.options`` of the tiny QA task: windows that fit a tiny model's 64 positions, so
-#: that most contexts are cut into two or more windows.
+#: that every context is cut into two or more windows.
 TINY_QA_OPTIONS: dict[str, int] = {"max_seq_length": 24, "doc_stride": 6, "max_query_length": 6, "max_answer_length": 5}
 
 INTENSIFIERS = ("very", "really")
@@ -390,8 +390,9 @@ def _task_rows(task: str, n: int, seed: int) -> dict[str, list[Any]]:
       of its polarity (``B-positive``), and an intensifier right before it (``very``,
       ``really``) starts the entity (``B-positive I-positive``); every other word is ``O``.
     - ``question-answering``: the question ``what is it`` over a context of the same
-      sentence followed by 8 more neutral words; the answer is the cue word (its character
-      offset in ``answer_start``); 4 articles (``title``) per split.
+      sentence followed by 16 more neutral words (22 words, so that every context is cut
+      into two or more windows of :data:`TINY_QA_OPTIONS`); the answer is the cue word (its
+      character offset in ``answer_start``); 4 articles (``title``) per split.
     """
     base = _rows(n, seed)
     if task == "text-classification":
@@ -419,7 +420,7 @@ def _task_rows(task: str, n: int, seed: int) -> dict[str, list[Any]]:
         for i, text in enumerate(base["text"]):
             words = text.split()
             k = next(j for j, w in enumerate(words) if w in POSITIVE or w in NEGATIVE)
-            context = " ".join(words + rng.sample(FILLER, 8))
+            context = " ".join(words + rng.sample(FILLER, 16))
             start = len(" ".join(words[:k])) + (1 if k else 0)
             out["id"].append(f"s{seed}-q{i}")
             out["title"].append(f"s{seed}-article-{i % 4}")
@@ -476,7 +477,7 @@ def tiny_task_data(
     - ``token-classification`` (``tiny-ner``): the cue is a ``positive`` or ``negative``
       entity, with an intensifier before it when there is one; ``label_names``
       :data:`NER_TAGS`;
-    - ``question-answering`` (``tiny-qa``): ``what is it`` over a 14-word context, answered
+    - ``question-answering`` (``tiny-qa``): ``what is it`` over a 22-word context, answered
       by the cue word; ``options`` :data:`TINY_QA_OPTIONS`.
 
     :param n_train: rows of ``train``.

@@ -66,6 +66,18 @@ def test_answers_are_the_cue_word_at_its_offset() -> None:
     assert not titles  # no article in two splits
 
 
+@pytest.mark.parametrize("arch", ["bert", "roberta", "xlm-roberta"])
+def test_every_qa_context_spans_several_windows(arch: str) -> None:
+    data = testing.tiny_task_data(16, 8, task="question-answering")
+    opts = testing.TINY_QA_OPTIONS
+    tok = testing.tiny_tokenizer(arch)
+    split = data.splits["test"]
+    enc = tok(list(split["text"]), list(split["text_pair"]), truncation="only_second",
+              max_length=opts["max_seq_length"], stride=opts["doc_stride"], return_overflowing_tokens=True)
+    windows = [list(enc["overflow_to_sample_mapping"]).count(i) for i in range(len(split))]
+    assert min(windows) >= 2, windows
+
+
 @pytest.mark.parametrize("task", list(testing.TASKS))
 def test_tiny_model_has_the_task_head(task: str, tmp_path: Path) -> None:
     import json
