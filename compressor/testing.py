@@ -353,8 +353,7 @@ def tiny_model(
 
     from .tasks import get_task
 
-    if task not in TASKS:
-        raise ValueError(f"unknown conformance task {task!r}; known: {list(TASKS)}")
+    _check_task(task)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tok = tiny_tokenizer(architecture)
@@ -380,6 +379,12 @@ def _rows(n: int, seed: int) -> dict[str, list[Any]]:
         rng.shuffle(words)
         texts.append(" ".join(words))
     return {"text": texts, "label": labels}
+
+
+def _check_task(task: str) -> None:
+    """:raises ValueError: when ``task`` is not a key of :data:`TASKS`."""
+    if task not in TASKS:
+        raise ValueError(f"unknown conformance task {task!r}; known: {list(TASKS)}")
 
 
 def _task_rows(task: str, n: int, seed: int) -> dict[str, list[Any]]:
@@ -493,8 +498,7 @@ def tiny_task_data(
     from .task import TaskData
     from .tasks import get_task
 
-    if task not in TASKS:
-        raise ValueError(f"unknown conformance task {task!r}; known: {list(TASKS)}")
+    _check_task(task)
     sizes = (("train", n_train), ("validation", n_eval), ("test", n_eval))
     raw = {name: datasets.Dataset.from_dict(_task_rows(task, n, seed + i)) for i, (name, n) in enumerate(sizes)}
     if task == "text-classification":
@@ -530,8 +534,7 @@ def write_tiny_task_files(
     """
     import csv
 
-    if task not in TASKS:
-        raise ValueError(f"unknown conformance task {task!r}; known: {list(TASKS)}")
+    _check_task(task)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
