@@ -8,19 +8,24 @@ refused before anything loads it when one of its files asks for:
 - **remote code**: an ``auto_map`` (at any depth) in ``config.json``,
   ``tokenizer_config.json``, ``processor_config.json`` or ``preprocessor_config.json``;
 - **internal attention/experts state**: ``_attn_implementation_internal`` or
-  ``_experts_implementation_internal``. transformers 5.24 skips these keys when it reads a
-  config (``PreTrainedConfig.__init__``) and no ``save_pretrained`` writes them, so only a
-  crafted file carries them;
+  ``_experts_implementation_internal``. transformers 5.24 and 5.25 skip these keys when they
+  read a config (``PreTrainedConfig.__init__``) and no ``save_pretrained`` writes them, so
+  only a crafted file carries them;
 - **hub kernels** (transformers 5's ``kernels`` integration,
   ``transformers/integrations/hub_kernels.py``): an ``attn_implementation`` or
   ``_attn_implementation`` (a string, or a dict per sub-config) other than the built-in
   ``eager``, ``sdpa``, ``flex_attention`` and ``paged|eager``. A value of the form
   ``org/repo[@revision][:function]`` (``hub_kernels.is_kernel``) makes the model's
-  ``__init__`` download and import that repository's code (``get_kernel``); in transformers
-  5.24 ``config.json``'s ``attn_implementation`` is read into ``config._attn_implementation``
-  and checked at ``__init__``, so a folder's config alone triggers it.
-  ``flash_attention_2/3/4`` silently become ``kernels-community/flash-attn*`` hub kernels when
-  the ``flash_attn`` package is missing and ``kernels`` is installed. The same applies to an
+  ``__init__`` download and import that repository's code (``get_kernel``); ``config.json``'s
+  ``attn_implementation`` is read into ``config._attn_implementation`` and checked at
+  ``__init__`` (``_check_and_adjust_attn_implementation``), so a folder's config alone
+  triggers it. The private spelling ``_attn_implementation`` (and
+  ``_experts_implementation``) did the same up to transformers 5.24; 5.25 drops it from
+  config files like the internal keys (``ignored_keys`` in ``PreTrainedConfig.__init__``),
+  but it stays refused, since ``pyproject.toml`` admits every transformers 5 from 5.3
+  (:data:`PRIVATE_IMPLEMENTATION_KEYS`). ``flash_attention_2/3/4`` silently become
+  ``kernels-community/flash-attn*`` hub kernels when the ``flash_attn`` package is missing
+  and ``kernels`` is installed (a dependency of transformers since 5.25). The same applies to an
   ``experts_implementation`` other than ``eager``, ``grouped_mm`` and ``batched_mm``
   (``deepgemm`` and ``sonicmoe`` load ``kernels-community`` code), to the kernel switches
   ``use_kernels``, ``kernel_config`` and ``allow_all_kernels`` (``from_pretrained``
@@ -69,6 +74,10 @@ BUILTIN_ATTENTION = frozenset({"eager", "sdpa", "flex_attention", "paged|eager"}
 
 EXPERTS_KEYS = ("experts_implementation", "_experts_implementation")
 BUILTIN_EXPERTS = frozenset({"eager", "grouped_mm", "batched_mm"})
+
+PRIVATE_IMPLEMENTATION_KEYS = ("_attn_implementation", "_experts_implementation")
+"""Private spellings of the attention and experts keys: transformers 5.3 to 5.24 read them from
+a config file as the public keys, 5.25 ignores them; refused for the versions that read them."""
 
 KERNEL_SWITCH_KEYS = ("use_kernels", "kernel_config", "allow_all_kernels")
 
@@ -192,6 +201,8 @@ def scan_config(file: Path, data: Any) -> list[Finding]:
             check = _attention_reason if key in ATTENTION_KEYS else _experts_reason
             reasons = [r for r in map(check, _implementation_values(value)) if r]
             why = "; ".join(dict.fromkeys(reasons)) or None
+            if why and key in PRIVATE_IMPLEMENTATION_KEYS:
+                why += " (transformers 5.3 to 5.24 read this private key; 5.25 ignores it)"
         elif key in KERNEL_SWITCH_KEYS and value not in (None, False, {}):
             why = "asks for transformers' hub kernels (downloaded code)"
         elif key == QUANTIZATION_KEY and value:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -325,19 +326,47 @@ class LocalModelSource:
 # --- hub ----------------------------------------------------------------------------------
 
 
+#: network-failure exceptions of the HTTP clients huggingface_hub has used: httpx2 (2.x),
+#: httpx (1.x), requests (0.x); only a client already imported can have raised one
+_CLIENT_NETWORK_ERRORS = (
+    ("httpx2", ("TransportError",)),
+    ("httpx", ("TransportError",)),
+    ("requests", ("ConnectionError", "Timeout")),
+)
+
+
+def _client_network_errors() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = []
+    for module_name, names in _CLIENT_NETWORK_ERRORS:
+        module = sys.modules.get(module_name)
+        for name in names:
+            cls = getattr(module, name, None)
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                found.append(cls)
+    return tuple(found)
+
+
 def _is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` from ``snapshot_download`` means the hub could not be reached.
+
+    huggingface_hub turns a connection failure, a timeout or offline mode (``HF_HUB_OFFLINE``)
+    into ``LocalEntryNotFoundError`` when the snapshot is not cached; its HTTP client's own
+    errors (a proxy error, a failure while downloading files) come through as they are.
+    """
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
-    if isinstance(exc, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)):
-        return True
-    try:
-        import requests
+    known = (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)
+    return isinstance(exc, known + _client_network_errors())
 
-        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    return False
+
+def _root_cause(exc: BaseException) -> str:
+    """``Type: first line`` of the innermost cause of ``exc`` (what the HTTP client said)."""
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 class HubModelSource:
@@ -400,7 +429,7 @@ class HubModelSource:
                 raise
             raise SourceError(
                 f"the Hugging Face Hub is unreachable and {name!r} is not in the local hub cache "
-                f"({type(exc).__name__})",
+                f"({_root_cause(exc)})",
                 key="model.name",
                 hint="use a packaged model (model.source: packaged; "
                 f"{', '.join(PACKAGED_MODELS)}) or a local folder holding config.json",

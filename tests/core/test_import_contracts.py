@@ -21,7 +21,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-pytest.importorskip("importlinter", reason="pip install import-linter (the test extra)")
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = ROOT / "pyproject.toml"
@@ -35,6 +34,20 @@ def _config() -> dict:
 
 def _contract_ids() -> list[str]:
     return [c["id"] for c in _config()["contracts"]]
+
+
+def test_import_linter_is_installed() -> None:
+    """import-linter is a test dependency: without it these tests fail (never skip), or the
+    contracts would go unchecked without a word."""
+    assert importlib.util.find_spec("importlinter") is not None, (
+        "import-linter is not installed, so the import contracts cannot be checked; it is in the "
+        'test extra: pip install -e ".[test]"'
+    )
+
+
+def test_import_linter_is_a_test_dependency() -> None:
+    extra = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["optional-dependencies"]["test"]
+    assert any(req.replace("_", "-").lower().startswith("import-linter") for req in extra)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import zipfile
 from pathlib import Path
 
@@ -171,27 +172,77 @@ def test_unknown_source_name(model_sources, tmp_path):
     assert err.value.key == "model.source" and err.value.hint == "did you mean 'packaged'?"
 
 
-def _unreachable(*args, **kwargs):
-    import requests
+def _closed_port_url() -> str:
+    """An http URL on this machine where nothing listens: connecting is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
-    raise requests.ConnectionError("Failed to resolve 'huggingface.co'")
+
+@pytest.fixture(params=["connection-refused", "offline-mode"])
+def hub_unreachable(request, monkeypatch, tmp_path):
+    """The installed huggingface_hub's own ``snapshot_download``, with an empty hub cache and a
+    hub it cannot reach: an endpoint where nothing listens, or ``HF_HUB_OFFLINE``. Whatever HTTP
+    client that huggingface_hub uses (httpx2, httpx or requests) raises what it really raises."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    if request.param == "connection-refused":
+        monkeypatch.setattr(constants, "ENDPOINT", _closed_port_url())
+    else:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return request.param
 
 
-def test_hub_unreachable(monkeypatch, tmp_path):
-    import huggingface_hub
+def test_hub_unreachable(hub_unreachable, tmp_path):
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", _unreachable)
     with pytest.raises(SourceError) as err:
         HubModelSource().resolve("org/some-model", cache_dir=tmp_path, revision="main")
     e = err.value
+    assert isinstance(e.__cause__, LocalEntryNotFoundError)  # what snapshot_download raises
     assert e.key == "model.name" and "unreachable" in e.message
+    # the message names what the HTTP client said, not only huggingface_hub's wrapper
+    said = "OfflineModeIsEnabled" if hub_unreachable == "offline-mode" else "Error"
+    assert "LocalEntryNotFoundError" not in e.message and said in e.message
     assert "packaged" in e.hint and "all-minilm-l6-v2" in e.hint and "local folder" in e.hint
 
 
-def test_hub_fallback_suggests_packaged_model(monkeypatch, tmp_path, model_sources):
+def test_hub_client_errors_that_come_through_unwrapped(monkeypatch, tmp_path):
+    """huggingface_hub re-raises its HTTP client's proxy errors, and errors while downloading
+    files, as they are: raise the installed client's own error through huggingface_hub's session."""
     import huggingface_hub
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", _unreachable)
+    raised = []
+
+    def client_error(*args, **kwargs):
+        try:
+            huggingface_hub.get_session().get(_closed_port_url() + "/api/models/org/m")
+        except Exception as exc:
+            raised.append(exc)
+            raise
+        raise AssertionError("nothing listens there, the request cannot succeed")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", client_error)
+    with pytest.raises(SourceError) as err:
+        HubModelSource().resolve("org/m", cache_dir=tmp_path)
+    assert err.value.__cause__ is raised[0] and "unreachable" in err.value.message
+    assert type(raised[0]).__name__ in err.value.message
+
+
+def test_hub_other_errors_are_not_called_unreachable(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not the network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        HubModelSource().resolve("org/m", cache_dir=tmp_path)
+
+
+def test_hub_fallback_suggests_packaged_model(hub_unreachable, tmp_path, model_sources):
     with pytest.raises(SourceError) as err:
         resolve_model("sentence-transformers/all-MiniLM-L6-v2x", "auto", sources=model_sources, cache_dir=tmp_path)
     assert err.value.hint.startswith("did you mean 'all-minilm-l6-v2'? (packaged")

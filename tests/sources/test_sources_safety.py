@@ -188,18 +188,112 @@ def test_check_runs_for_every_source_after_it_resolves(model_copy: Path) -> None
     ) == str(model_copy)
 
 
-def test_transformers_acts_on_the_keys_that_are_refused(model_copy: Path) -> None:
-    """Pins what the installed transformers (5.24) does with these config keys: the public
-    and private attention keys reach ``config._attn_implementation`` (a hub kernel is then
-    fetched when the model is built), the internal key is dropped."""
+def _transformers_release() -> tuple[int, int]:
+    import transformers
+    from packaging.version import Version
+
+    major, minor = Version(transformers.__version__).release[:2]
+    return major, minor
+
+
+#: the attention keys of config.json: (key, whether the installed transformers acts on it)
+ATTENTION_KEY_READ = [
+    ("attn_implementation", lambda version: True),
+    # private spelling: read as the public key up to 5.24; 5.25 adds it to PreTrainedConfig's
+    # ignored_keys. Refused by safety.py either way (PRIVATE_IMPLEMENTATION_KEYS).
+    ("_attn_implementation", lambda version: version < (5, 25)),
+    ("_attn_implementation_internal", lambda version: False),
+]
+EXPERTS_KEY_READ = [
+    ("experts_implementation", lambda version: True),
+    ("_experts_implementation", lambda version: version < (5, 25)),
+    ("_experts_implementation_internal", lambda version: False),
+]
+
+
+@pytest.mark.parametrize("key,reads", [pytest.param(k, r, id=k) for k, r in ATTENTION_KEY_READ])
+def test_transformers_acts_on_the_keys_that_are_refused(
+    model_copy: Path, monkeypatch: pytest.MonkeyPatch, key: str, reads: Callable[[tuple[int, int]], bool]
+) -> None:
+    """Pins what the installed transformers does with a hub-kernel name under each attention
+    key of config.json, down to the kernel download that ``from_pretrained`` starts (stubbed
+    here: ``load_and_register_attn_kernel`` fetches the repository with ``get_kernel``). When
+    this fails, transformers changed how it reads the key: follow it in compressor/safety.py
+    (a key that is read must be refused; one that no supported version reads may go)."""
+    from transformers import AutoConfig, AutoModel
+    from transformers.integrations import hub_kernels
+
+    assert key in scan_keys(model_copy, {key: "org/k"})  # safety.py refuses it
+
+    fetched: list[str] = []
+
+    class KernelFetched(Exception):
+        pass
+
+    def fetch(name: str, *args: Any, **kwargs: Any) -> None:
+        fetched.append(name)
+        raise KernelFetched(name)
+
+    monkeypatch.setattr(hub_kernels, "load_and_register_attn_kernel", fetch)
+    edit_json(model_copy / "config.json", **{key: "org/k"})
+    if reads(_transformers_release()):
+        assert AutoConfig.from_pretrained(model_copy)._attn_implementation == "org/k"
+        with pytest.raises(KernelFetched):
+            AutoModel.from_pretrained(model_copy)
+        assert fetched == ["org/k"]
+    else:
+        assert AutoConfig.from_pretrained(model_copy)._attn_implementation is None
+        AutoModel.from_pretrained(model_copy)  # loads with a built-in attention
+        assert fetched == []
+
+
+@pytest.mark.parametrize("key,reads", [pytest.param(k, r, id=k) for k, r in EXPERTS_KEY_READ])
+def test_transformers_reads_the_experts_keys_that_are_refused(
+    model_copy: Path, key: str, reads: Callable[[tuple[int, int]], bool]
+) -> None:
+    """The same for the experts keys, as far as the config (BERT has no experts layers)."""
     from transformers import AutoConfig
 
-    edit_json(model_copy / "config.json", attn_implementation="kernels-community/flash-attn2")
-    assert AutoConfig.from_pretrained(model_copy)._attn_implementation == "kernels-community/flash-attn2"
-    edit_json(model_copy / "config.json", attn_implementation=None, _attn_implementation="org/k")
-    assert AutoConfig.from_pretrained(model_copy)._attn_implementation == "org/k"
-    edit_json(model_copy / "config.json", _attn_implementation=None, _attn_implementation_internal="org/k")
-    assert AutoConfig.from_pretrained(model_copy)._attn_implementation is None
+    assert key in scan_keys(model_copy, {key: "sonicmoe"})
+    edit_json(model_copy / "config.json", **{key: "sonicmoe"})
+    expected = "sonicmoe" if reads(_transformers_release()) else None
+    assert AutoConfig.from_pretrained(model_copy)._experts_implementation == expected
+
+
+def test_transformers_turns_flash_attention_into_a_hub_kernel(
+    model_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``flash_attention_2`` without the flash_attn package becomes the
+    kernels-community/flash-attn2 hub kernel where ``kernels`` is usable (transformers 5.25
+    depends on it), which is why safety.py refuses it."""
+    from transformers import AutoModel
+    from transformers.integrations import hub_kernels
+    from transformers.utils import is_flash_attn_2_available, is_kernels_available
+
+    assert "attn_implementation" in scan_keys(model_copy, {"attn_implementation": "flash_attention_2"})
+    if is_flash_attn_2_available() or not is_kernels_available():
+        pytest.skip("the fallback needs kernels and no flash_attn package")
+    fetched: list[str] = []
+
+    def fetch(name: str, *args: Any, **kwargs: Any) -> None:
+        fetched.append(name)
+        raise ImportError(name)
+
+    monkeypatch.setattr(hub_kernels, "load_and_register_attn_kernel", fetch)
+    edit_json(model_copy / "config.json", attn_implementation="flash_attention_2")
+    with pytest.raises(ImportError):
+        AutoModel.from_pretrained(model_copy)
+    assert fetched == ["kernels-community/flash-attn2"]
+
+
+def scan_keys(model_copy: Path, changes: dict[str, Any]) -> list[str]:
+    """The keys safety.py refuses in a copy of ``model_copy`` with ``changes`` in its config."""
+    probe = Path(shutil.copytree(model_copy, model_copy.with_name(model_copy.name + "-probe")))
+    try:
+        edit_json(probe / "config.json", **changes)
+        return [f.key for f in scan_model_folder(probe)]
+    finally:
+        shutil.rmtree(probe)
 
 
 def test_trusted_pickle_weights_load_with_weights_only(model_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
