@@ -12,13 +12,14 @@ from .artifact import Artifact, Lineage, write_json_atomic
 from .errors import CompressorError, HardwareUnsupported, PluginError, RecipeError, SourceError, StageError
 from .hookspecs import hookimpl
 from .recipe import DataConfig, Recipe, load_recipe
-from .strategy import StageContext, Strategy, StrategyConfig
+from .strategy import ChainInput, StageContext, Strategy, StrategyConfig
 from .task import TaskData
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Artifact",
+    "ChainInput",
     "CompressorError",
     "DataConfig",
     "HardwareUnsupported",

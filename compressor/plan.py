@@ -246,9 +246,12 @@ def check_format_chain(
         ``stages[i].strategy``, with the formats the strategy takes, the stage that made the
         input, and the earlier artifacts it could start from instead.
     """
+    from .strategy import ChainInput
+
     recipe = loaded.recipe
     formats: dict[str, str] = {"baseline": baseline_format}
     made_by: dict[str, str] = {}
+    chain: dict[str, ChainInput] = {"baseline": ChainInput("baseline", baseline_format)}
     for i, (stage, source) in enumerate(zip(recipe.stages, stage_inputs(recipe.stages))):
         cls = strategies[stage.strategy]
         have = formats[source]
@@ -278,8 +281,40 @@ def check_format_chain(
                 expected=f"an input in {' or '.join(repr(t) for t in takes)} format; {made}",
                 hint=hint,
             )
+        given = chain[source]
+        check_chain_refusal(loaded, i, cls, given)
         formats[stage.name] = cls.produces
         made_by[stage.name] = f"stage {stage.name!r} ({stage.strategy})"
+        chain[stage.name] = ChainInput(
+            stage.name, cls.produces, (*given.made_by, stage.strategy), given.quantized or cls.quantizes
+        )
+
+
+def check_chain_refusal(loaded: "LoadedRecipe", i: int, cls: type["Strategy"], given: Any) -> None:
+    """Stage ``i``'s :meth:`~compressor.Strategy.chain_refusal` of its input, as a recipe
+    error.
+
+    :raises RecipeError: at ``stages[i].strategy`` with the strategy's reason and how the
+        input was made.
+    """
+    from pydantic import ValidationError
+
+    stage = loaded.recipe.stages[i]
+    try:
+        config = cls.Config.model_validate(stage.config)
+    except ValidationError:  # reported by the config check, with its own key and line
+        return
+    reason = cls.chain_refusal(config, given)
+    if reason is None:
+        return
+    made = (f"made by {' -> '.join(given.made_by)}" if given.made_by else "the input model")
+    raise RecipeError(
+        f"stage {stage.name!r} ({stage.strategy}) cannot run on its input {given.name!r}: {reason}",
+        where=loaded.where(("stages", i, "strategy")),
+        key=f"stages[{i}].strategy",
+        expected=f"an input {stage.strategy} takes; {given.name!r} is a {given.format!r} model {made}",
+        hint="reorder the stages, or start this stage from another artifact with 'input:'",
+    )
 
 
 def training_stages(

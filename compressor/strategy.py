@@ -42,6 +42,24 @@ if TYPE_CHECKING:  # pragma: no cover
     from .task import TaskData
 
 
+@dataclass(frozen=True)
+class ChainInput:
+    """What recipe validation knows of a stage's input before anything runs
+    (:meth:`Strategy.chain_refusal`).
+
+    :param name: the input artifact's name (``"baseline"`` or an earlier stage's name).
+    :param format: its format: the ``produces`` of the strategy that made it, or the
+        recipe's model's format for the baseline.
+    :param made_by: the strategies that made it, oldest first (empty for the baseline).
+    :param quantized: one of those strategies quantises (:attr:`Strategy.quantizes`).
+    """
+
+    name: str
+    format: ModelFormat
+    made_by: tuple[str, ...] = ()
+    quantized: bool = False
+
+
 class StrategyConfig(BaseModel):
     """Base class for strategy configs: unknown keys are errors, values are validated."""
 
@@ -85,6 +103,9 @@ class Strategy:
         ``"weights"``, ``"onnx"``). Recipe validation and the run, before any stage, read the
         model's ``config.json`` and refuse the stage when its architecture adapter refuses
         one of them (``RecipeError`` with the adapter's reason).
+    :cvar quantizes: the artifact ``apply`` returns holds quantised weights (int8, or a
+        half-precision cast): :class:`ChainInput` tells later stages so, and a quantiser
+        refuses such an input at validation time (:meth:`chain_refusal`).
     :cvar trains: the stage trains data-parallel through transformers' Trainer: under a
         launcher (``accelerate launch``, ``torchrun``) every process runs ``apply`` and
         rank 0's ``output_dir`` is the one kept; ``False``: ``apply`` runs on rank 0 alone
@@ -104,6 +125,23 @@ class Strategy:
     needs_labels: ClassVar[bool] = False
     requires_roles: ClassVar[tuple[str, ...]] = ()
     trains: ClassVar[bool | None] = None
+    quantizes: ClassVar[bool] = False
+
+    @classmethod
+    def chain_refusal(cls, config: Any, given: "ChainInput") -> str | None:
+        """Why this stage cannot take the input the recipe's chain gives it, or ``None``.
+
+        Recipe validation (``compressor validate``, and the run before any stage) calls it
+        for every stage after the format check (:attr:`input_formats`), so that a chain that
+        cannot work is refused before any training, never mid-run. Override it for what
+        depends on the config and on how the input was made (e.g. a quantiser refusing an
+        already quantised input, or a setting that only applies to one input format).
+
+        :param config: the stage's validated ``Config`` instance.
+        :param given: what is known of the input before anything runs.
+        :returns: the reason, phrased to follow "this stage cannot run: ", or ``None``.
+        """
+        return None
 
     @classmethod
     def supports_task(cls, task_type: str) -> bool:
@@ -264,33 +302,32 @@ class StageContext:
         key: str | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Load a PyTorch model through :func:`compressor.structure.load_pretrained`.
+        """Load a model as a ``torch.nn.Module``, through its format's handler.
 
-        Pruned models whose shapes ``from_pretrained`` cannot rebuild from ``config.json``
-        (a ``compressor_structure.json`` beside the weights) load like any other.
+        The handler is the evaluation backend registered for the artifact's format
+        (:meth:`compressor.evaluate.backends.Backend.load_model`): for ``"pytorch"``,
+        :func:`compressor.structure.load_pretrained`, so pruned models whose shapes
+        ``from_pretrained`` cannot rebuild from ``config.json`` (a
+        ``compressor_structure.json`` beside the weights) load like any other.
 
-        :param source: a ``"pytorch"`` :class:`~compressor.Artifact`, or a model folder
-            (relative: see :meth:`resolve_path`).
+        :param source: an :class:`~compressor.Artifact`, or a model folder (relative: see
+            :meth:`resolve_path`; a folder with a ``lineage.json`` is read as the artifact it
+            holds, any other as ``"pytorch"``).
         :param auto_class: a transformers auto class or model class; default
             ``AutoModelForMaskedLM`` for a ``masked-lm`` task, else
             ``AutoModelForSequenceClassification``.
         :param key: the config key naming ``source``, for error messages.
-        :param kwargs: passed to ``load_pretrained`` (``dtype``, ``attn_implementation``,
-            ``num_labels``, ``output_loading_info``...; see its limits for structured models).
+        :param kwargs: passed to the loader (``dtype``, ``attn_implementation``,
+            ``num_labels``, ``output_loading_info``...; see ``load_pretrained`` for its limits
+            on structured models).
         :returns: the model, as ``from_pretrained`` returns it (a ``(model, info)`` pair with
             ``output_loading_info=True``).
-        :raises compressor.errors.StageError: when ``source`` is an artifact of another
-            format, or the folder cannot be loaded as ``auto_class`` (the message names the
-            artifact, its folder and the loader's reason).
+        :raises compressor.errors.StageError: when ``source``'s format holds no PyTorch
+            module (ONNX, dynamic int8), or the folder cannot be loaded as ``auto_class`` (the
+            message names the artifact, its folder and the loader's reason).
         """
         from .errors import CompressorError, StageError
 
-        if isinstance(source, Artifact) and source.format != "pytorch":
-            raise StageError(
-                f"{source.name!r} is a {source.format!r} artifact; it cannot be loaded as a PyTorch model",
-                key=key,
-                expected="a PyTorch artifact",
-            )
         if auto_class is None:
             import transformers
 
@@ -299,19 +336,59 @@ class StageContext:
                 if self.data.type == "masked-lm"
                 else transformers.AutoModelForSequenceClassification
             )
-        from .structure import load_pretrained
-
-        name, path = self._source(source)
+        artifact = self._artifact(source)
         try:
-            return load_pretrained(auto_class, path, **kwargs)
-        except (OSError, ValueError, KeyError, CompressorError) as exc:
-            reason = exc.message if isinstance(exc, CompressorError) else f"{type(exc).__name__}: {exc}"
+            return self.format_handler(artifact).load_model(artifact, auto_class, **kwargs)
+        except CompressorError as exc:
             raise StageError(
-                f"cannot load {name!r} at {path} with {getattr(auto_class, '__name__', auto_class)}: {reason}",
+                exc.message,
                 key=key,
-                hint="the folder must hold a model written by save_pretrained (config.json, "
-                "safetensors weights)",
+                expected=exc.expected,
+                hint=exc.hint or "the folder must hold a model written by save_pretrained "
+                "(config.json, safetensors weights)",
             ) from exc
+
+    def save_model(self, model: Any, tokenizer: Any = None, *, format: ModelFormat = "pytorch") -> Path:
+        """Write ``model`` (and its tokenizer) into :attr:`output_dir` through the format's
+        handler (:meth:`compressor.evaluate.backends.Backend.save_model`; for ``"pytorch"``:
+        safetensors plus a structure file when the shapes differ from what the config builds).
+
+        :returns: :attr:`output_dir`.
+        :raises compressor.errors.StageError: for a format no handler writes.
+        """
+        from .errors import CompressorError, StageError
+
+        handler = self.format_handler(Artifact(name=self.stage_name, path=self.output_dir, format=format))
+        try:
+            handler.save_model(model, self.output_dir, tokenizer)
+        except CompressorError as exc:
+            raise StageError(f"cannot save {self.stage_name!r}: {exc.message}", hint=exc.hint) from exc
+        return Path(self.output_dir)
+
+    def format_handler(self, artifact: Artifact) -> Any:
+        """The handler class of ``artifact``'s format: the evaluation backend registered for
+        it (:func:`compressor.evaluate.backends.backend_for` with the run's plugins).
+
+        :raises compressor.errors.StageError: for a format no installed plugin handles.
+        """
+        from .errors import CompressorError, StageError
+        from .evaluate.backends import backend_for
+
+        try:
+            return backend_for(artifact, self._plugins().backends)
+        except CompressorError as exc:
+            raise StageError(exc.message, expected=exc.expected, hint=exc.hint) from exc
+
+    def _artifact(self, source: "Artifact | str | Path") -> Artifact:
+        """``source`` as an artifact: itself, the artifact a folder holds, or a ``"pytorch"``
+        model folder named after it."""
+        if isinstance(source, Artifact):
+            return source
+        path = self.resolve_path(source)
+        try:
+            return Artifact.load(path)
+        except (OSError, ValueError, KeyError, TypeError):
+            return Artifact(name=path.name or str(path), path=path)
 
     def load_data(self, data: Any, *, task_type: str | None = None, key: str | None = None) -> "TaskData":
         """Load another data set than the task's (an MLM corpus, a calibration set).

@@ -56,7 +56,7 @@ import functools
 import json
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 from .errors import CompressorError, HardwareUnsupported, RecipeError
 
@@ -128,9 +128,11 @@ INTENSIFIERS = ("very", "really")
 _TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 
 
-def _config(architecture: str, tokenizer: Any, num_labels: int) -> Any:
+def _config(architecture: str, tokenizer: Any, num_labels: int, overrides: Mapping[str, Any] | None = None) -> Any:
     """The tiny model config of ``architecture``, with the tokenizer's vocabulary size and
-    special-token ids (RoBERTa-family position ids start after the padding id)."""
+    special-token ids (RoBERTa-family position ids start after the padding id), and
+    ``overrides`` passed to the config's constructor (so that derived fields, such as
+    ModernBERT's ``layer_types``, follow them)."""
     import transformers as T
 
     ids = dict(
@@ -138,7 +140,7 @@ def _config(architecture: str, tokenizer: Any, num_labels: int) -> Any:
         bos_token_id=tokenizer.cls_token_id,
         eos_token_id=tokenizer.sep_token_id,
     )
-    common = dict(_TINY, vocab_size=len(tokenizer), num_labels=num_labels, **ids)
+    common = {**dict(_TINY, vocab_size=len(tokenizer), num_labels=num_labels, **ids), **(overrides or {})}
     if architecture == "bert":
         return T.BertConfig(max_position_embeddings=64, **common)
     if architecture == "roberta":
@@ -147,7 +149,8 @@ def _config(architecture: str, tokenizer: Any, num_labels: int) -> Any:
         return T.XLMRobertaConfig(max_position_embeddings=66, type_vocab_size=1, **common)
     if architecture == "distilbert":
         return T.DistilBertConfig(
-            vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+            vocab_size=len(tokenizer), dim=common["hidden_size"], n_layers=common["num_hidden_layers"],
+            n_heads=common["num_attention_heads"], hidden_dim=common["intermediate_size"],
             max_position_embeddings=64, num_labels=num_labels, pad_token_id=tokenizer.pad_token_id,
         )
     if architecture == "electra":
@@ -328,7 +331,7 @@ def _modernbert_tokenizer(tokens: tuple[str, ...], merges: tuple[tuple[str, str]
 
 def tiny_model(
     architecture: str, path: str | Path, *, num_labels: int | None = None, seed: int = 0,
-    task: str = "text-classification",
+    task: str = "text-classification", config: Mapping[str, Any] | None = None,
 ) -> Path:
     """Save a randomly initialised tiny model with the head of ``task`` and its tokenizer to
     ``path``.
@@ -342,6 +345,9 @@ def tiny_model(
     :param task: one of :data:`TASKS`; the model is the task's Auto class
         (``AutoModelForSequenceClassification``, ``...ForTokenClassification``,
         ``...ForQuestionAnswering``).
+    :param config: config attributes set over the tiny ones, e.g.
+        ``{"num_attention_heads": 4, "num_hidden_layers": 4}`` (a head count must divide
+        the hidden size, 32).
     :returns: ``path``. The model has hidden size 32, 2 layers, 2 heads, FFN 64 (about 21k
         parameters besides the embeddings); the tokenizer is the family's real kind
         (:func:`tiny_tokenizer`, :data:`TOKENIZER_MODELS`): WordPiece with 37 to 38 tokens,
@@ -357,7 +363,7 @@ def tiny_model(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tok = tiny_tokenizer(architecture)
-    config = _config(architecture, tok, num_labels if num_labels is not None else TASKS[task])
+    config = _config(architecture, tok, num_labels if num_labels is not None else TASKS[task], config)
     if task == "token-classification" and num_labels is None:
         config.id2label = dict(enumerate(NER_TAGS))
         config.label2id = {t: i for i, t in enumerate(NER_TAGS)}

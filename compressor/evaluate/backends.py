@@ -1,4 +1,17 @@
-"""Inference backends: the only code that knows how a model format is loaded and run.
+"""Format handlers and inference backends: the only code that knows how a model format is
+loaded, saved and run.
+
+Each artifact format has one :class:`Backend` class, its **format handler** (after Olive's
+model handlers). Every strategy, the evaluator, the exporter and the model card go through
+it; no other module branches on a format name. A handler class owns:
+
+- :meth:`Backend.load_model`: the model as a ``torch.nn.Module`` for a strategy to transform
+  or train (formats that are not one refuse with a :class:`~compressor.errors.CompressorError`);
+- :meth:`Backend.save_model`: writing such a module back in the format;
+- :meth:`Backend.load`: the model plus tokenizer for inference (what the evaluator times);
+- :meth:`Backend.size_bytes`: bytes on disk of the weights;
+- :meth:`Backend.loading_snippet` and :attr:`Backend.library_name`: the model card's "how to
+  load".
 
 The evaluator talks to a :class:`Backend` only: :meth:`Backend.load` it from an artifact,
 :meth:`Backend.encode` texts into a backend-native batch, then :meth:`Backend.predict_logits`
@@ -77,6 +90,9 @@ class Backend(abc.ABC):
     #: Whether models of this runtime share one thread pool (PyTorch: yes; each ONNX Runtime
     #: session has its own, so two sessions are timed apart like two runtimes).
     shared_thread_pool: ClassVar[bool] = True
+    #: The library that loads the format outside compressor (the model card's
+    #: ``library_name``).
+    library_name: ClassVar[str] = "transformers"
 
     def __init__(self, model: Any, tokenizer: Any, config: Any, *, device: str = "cpu") -> None:
         self.model = model
@@ -99,6 +115,40 @@ class Backend(abc.ABC):
         :raises CompressorError: if the directory cannot be loaded, or the device is not
             usable.
         """
+
+    @classmethod
+    def load_model(cls, artifact: "Artifact", auto_class: Any, **kwargs: Any) -> Any:
+        """The artifact's model as a ``torch.nn.Module`` that a strategy can transform.
+
+        Default: refused; formats that hold a PyTorch model override it.
+
+        :param artifact: the model to load.
+        :param auto_class: a transformers auto class or model class (the task's head).
+        :param kwargs: loader options (``dtype``, ``attn_implementation``, label overrides,
+            ``output_loading_info``; see :func:`compressor.structure.load_pretrained`).
+        :raises CompressorError: when the format holds no PyTorch model, or the folder cannot
+            be loaded.
+        """
+        raise CompressorError(
+            f"{artifact.name!r} is a {artifact.format!r} model; it cannot be loaded as a PyTorch module",
+            expected="a PyTorch model (format 'pytorch')",
+            hint="put this stage before the stage that converts the model to "
+            f"{artifact.format!r}",
+        )
+
+    @classmethod
+    def save_model(cls, model: Any, path: str | Path, tokenizer: Any = None) -> None:
+        """Write ``model`` (a ``torch.nn.Module``) and its tokenizer to ``path`` in this
+        format, so that :meth:`load_model` and :meth:`load` read it back.
+
+        :raises CompressorError: for a format that cannot be written from a module.
+        """
+        raise CompressorError(f"the {cls.name} backend cannot write a PyTorch module")
+
+    @classmethod
+    def size_bytes(cls, artifact: "Artifact") -> int:
+        """Bytes on disk of the model's weight files (default: :meth:`Artifact.size_bytes`)."""
+        return artifact.size_bytes()
 
     @classmethod
     def devices_for(cls, artifact: "Artifact") -> tuple[str, ...]:
@@ -265,34 +315,41 @@ class PyTorchBackend(Backend):
     def load(
         cls, artifact: "Artifact", *, task_type: str, threads: int, device: str = "cpu"
     ) -> "PyTorchBackend":
-        model = cls.load_model(artifact, task_type=task_type)
+        from ..tasks import get_task
+
+        model = cls.load_model(artifact, get_task(task_type).auto_class())
         model.eval()
         return cls(model.to(device), load_tokenizer(Path(artifact.path)), model.config, device=device)
 
     @classmethod
-    def load_model(cls, artifact: "Artifact", *, task_type: str, **kwargs: Any) -> Any:
-        """The task's Auto class (:attr:`compressor.tasks.Task.auto_model`)
-        ``.from_pretrained(artifact.path)``.
-
-        A folder with a ``compressor_structure.json`` (shapes ``from_pretrained`` cannot
-        rebuild from the config, e.g. per-layer FFN widths) is loaded through
+    def load_model(cls, artifact: "Artifact", auto_class: Any, **kwargs: Any) -> Any:
+        """``auto_class.from_pretrained(artifact.path)``, or, for a folder with a
+        ``compressor_structure.json`` (shapes ``from_pretrained`` cannot rebuild from the
+        config: per-layer head counts or FFN widths after pruning),
         :func:`compressor.structure.load_pretrained`, which rebuilds them first.
 
-        :param kwargs: passed to ``from_pretrained`` (e.g. ``dtype="auto"``).
+        :param kwargs: passed to the loader (e.g. ``dtype=torch.float32``).
         :raises CompressorError: if the directory cannot be loaded.
         """
         from ..structure import load_pretrained
-        from ..tasks import get_task
 
-        auto = get_task(task_type).auto_class()
         path = Path(artifact.path)
         try:
-            return load_pretrained(auto, path, **kwargs)
-        except (OSError, ValueError) as exc:
+            return load_pretrained(auto_class, path, **kwargs)
+        except (OSError, ValueError, KeyError) as exc:
             raise CompressorError(
-                f"cannot load PyTorch model {artifact.name!r} from {path}: {exc}",
+                f"cannot load artifact {artifact.name!r} at {path} as "
+                f"{getattr(auto_class, '__name__', auto_class)}: {type(exc).__name__}: {exc}",
                 hint="the directory must be written by model.save_pretrained(dir)",
             ) from exc
+
+    @classmethod
+    def save_model(cls, model: Any, path: str | Path, tokenizer: Any = None) -> None:
+        """:func:`compressor.structure.save_pretrained`: safetensors, plus a structure file
+        when the module's shapes differ from what its config builds (pruned models)."""
+        from ..structure import save_pretrained
+
+        save_pretrained(model, path, tokenizer)
 
     @classmethod
     def loading_snippet(cls, artifact: "Artifact", task: Any = None) -> list[str]:
@@ -373,6 +430,7 @@ class OnnxRuntimeBackend(Backend):
     formats = ("onnx",)
     tensor_type = "np"
     devices = ("cpu", "cuda")
+    library_name = "onnx"
 
     def __init__(
         self, model: Any, tokenizer: Any, config: Any, onnx_path: Path, *, device: str = "cpu"

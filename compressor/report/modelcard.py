@@ -32,7 +32,7 @@ def _task(records: Sequence[EvaluationRecord]) -> Any:
         return None
 
 
-def _front_matter(artifact: Any, records: Sequence[EvaluationRecord]) -> dict[str, Any]:
+def _front_matter(artifact: Any, records: Sequence[EvaluationRecord], library_name: str) -> dict[str, Any]:
     first = records[0]
     acc = first.accuracy
     task = _task(records)
@@ -45,7 +45,7 @@ def _front_matter(artifact: Any, records: Sequence[EvaluationRecord]) -> dict[st
                 metrics.append({"type": key, "value": round(float(value), 6), "name": acc.label(key)})
     tag = task.pipeline_tag if task is not None else ("text-classification" if acc else "fill-mask")
     meta: dict[str, Any] = {
-        "library_name": "transformers" if artifact.format == "pytorch" else artifact.format,
+        "library_name": library_name,
         "pipeline_tag": tag,
         "tags": ["compressor", *([artifact.lineage.strategy] if artifact.lineage.strategy else []),
                  *([first.task_type] if first.task_type else [])],
@@ -105,7 +105,7 @@ def render_model_card(
     from .tables import MISSING, accuracy_ci95_pts, accuracy_value, latency_at, metric_header
 
     records = as_records(records)
-    meta = _front_matter(artifact, records)
+    meta = _front_matter(artifact, records, backend_for(artifact, backends).library_name)
     lin = artifact.lineage
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", MARKER, "",
              f"# {artifact.name}", ""]

@@ -36,6 +36,17 @@ class DynamicInt8Backend(PyTorchBackend):
     name = "pytorch-dynamic-int8"
     formats = (FORMAT_DYNAMIC_INT8,)
     devices = ("cpu",)
+    library_name = "pytorch"
+
+    @classmethod
+    def load_model(cls, artifact: "Artifact", auto_class: Any, **kwargs: Any) -> Any:
+        """Refused: a dynamically quantised model cannot be trained or transformed further."""
+        return super(PyTorchBackend, cls).load_model(artifact, auto_class, **kwargs)
+
+    @classmethod
+    def save_model(cls, model: Any, path: Any, tokenizer: Any = None) -> None:
+        """Refused: the quantisation stage writes this format (:func:`.torch_int8.run_dynamic_int8`)."""
+        return super(PyTorchBackend, cls).save_model(model, path, tokenizer)
 
     @classmethod
     def load(
@@ -108,8 +119,10 @@ class HalfBackend(PyTorchBackend):
     ) -> "HalfBackend":
         import torch
 
+        from compressor.tasks import get_task
+
         dtype = getattr(torch, cls.saved_dtype(Path(artifact.path)))
-        model = cls.load_model(artifact, task_type=task_type, dtype=dtype).eval()
+        model = cls.load_model(artifact, get_task(task_type).auto_class(), dtype=dtype).eval()
         if next(model.parameters()).dtype != dtype:
             raise CompressorError(f"{artifact.name!r} loaded as {next(model.parameters()).dtype}, not {dtype}")
         return cls(model.to(device), load_tokenizer(Path(artifact.path)), model.config, device=device)

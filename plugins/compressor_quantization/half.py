@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compressor.errors import StageError
 
 from .backends import FORMAT_HALF
 from .hardware import BF16_CPU_FLAGS, choose_half_dtype, cpu_flags, cpu_flags_source
@@ -30,12 +28,7 @@ def run_half(
         or not the requested one.
     """
     import torch
-    src = Path(artifact.path)
-    auto = context.data.task.auto_class()
-    try:
-        model = auto.from_pretrained(src, dtype=torch.float32).eval()
-    except (OSError, ValueError) as exc:
-        raise StageError(f"cannot load artifact {artifact.name!r} at {src}: {exc}") from exc
+    model = context.load_model(artifact, context.data.task.auto_class(), dtype=torch.float32).eval()
     tokenizer = context.load_tokenizer(artifact)
     flags = cpu_flags()
     cuda_bf16 = context.device == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -46,9 +39,7 @@ def run_half(
         else f"CPU flags {sorted(set(flags) & set(BF16_CPU_FLAGS))} from {cpu_flags_source()}"
     )
     model = model.to(getattr(torch, dtype_name))
-    out = Path(context.output_dir)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    context.save_model(model, tokenizer, format=FORMAT_HALF)
     context.logger.info("%s: weights cast to %s (%s)", context.stage_name, dtype_name, reason)
     return context.new_artifact(
         artifact, strategy.name, config, format=FORMAT_HALF, extra={"dtype": dtype_name, "reason": reason}

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from compressor.hookspecs import hookimpl
-from compressor.strategy import Strategy, StrategyConfig
+from compressor.strategy import ChainInput, Strategy, StrategyConfig
 
 from .backends import FORMAT_DYNAMIC_INT8, FORMAT_HALF, DynamicInt8Backend, HalfBackend
 
@@ -63,6 +63,7 @@ class DynamicInt8(Strategy):
     """
 
     name: ClassVar[str] = "quantize.dynamic-int8"
+    quantizes: ClassVar[bool] = True
     Config: ClassVar[type[DynamicInt8Config]] = DynamicInt8Config
     description: ClassVar[str] = "PyTorch dynamic int8 of Linear layers (torch.ao quantize_dynamic)"
     input_formats: ClassVar[tuple[str, ...]] = ("pytorch",)
@@ -82,6 +83,27 @@ class DynamicInt8(Strategy):
 
 
 # --- ONNX Runtime int8 --------------------------------------------------------------------
+
+
+def ort_chain_refusal(config: Any, given: "ChainInput") -> str | None:
+    """Why an ONNX Runtime quantiser cannot take ``given`` (``None``: it can).
+
+    - an input already quantised (``quantize.*`` upstream): its integer operators cannot be
+      quantised again (ONNX Runtime's shape inference and quantiser fail on them);
+    - ``optimization`` set for an ONNX input: the graph is quantised as it is; optimise it
+      in the ``export.onnx`` stage that made it.
+    """
+    if given.quantized:
+        return (
+            f"its input is already quantised (made by {' -> '.join(given.made_by)}); int8 "
+            "operators cannot be quantised again: quantise the float model instead"
+        )
+    if given.format == "onnx" and config.optimization is not None:
+        return (
+            f"optimization {config.optimization!r} is set, but the input is already ONNX and is "
+            "quantised as it is: remove 'optimization', or set it on the export.onnx stage"
+        )
+    return None
 
 
 class _OrtConfig(StrategyConfig):
@@ -130,6 +152,7 @@ class OrtDynamic(Strategy):
     """
 
     name: ClassVar[str] = "quantize.ort-dynamic"
+    quantizes: ClassVar[bool] = True
     requires_roles: ClassVar[tuple[str, ...]] = ("onnx",)
     Config: ClassVar[type[OrtDynamicConfig]] = OrtDynamicConfig
     description: ClassVar[str] = "ONNX Runtime dynamic int8 (onnxruntime.quantization), preset from CPU flags"
@@ -137,6 +160,12 @@ class OrtDynamic(Strategy):
     produces: ClassVar[str] = "onnx"
     task_types: ClassVar[tuple[str, ...]] = ("*",)
     default_optimization: ClassVar[str] = "O2"
+
+    @classmethod
+    def chain_refusal(cls, config: Any, given: "ChainInput") -> str | None:
+        """Refuses an input that is already quantised, and a graph optimisation level set for
+        an ONNX input (see :func:`ort_chain_refusal`)."""
+        return ort_chain_refusal(config, given)
 
     def apply(self, artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
         """Quantise ``artifact`` (exporting it first when it is PyTorch).
@@ -210,6 +239,7 @@ class OrtStatic(Strategy):
     """
 
     name: ClassVar[str] = "quantize.ort-static"
+    quantizes: ClassVar[bool] = True
     requires_roles: ClassVar[tuple[str, ...]] = ("onnx",)
     Config: ClassVar[type[OrtStaticConfig]] = OrtStaticConfig
     description: ClassVar[str] = "ONNX Runtime static int8 with calibration (min-max/entropy/percentiles)"
@@ -219,6 +249,12 @@ class OrtStatic(Strategy):
     produces: ClassVar[str] = "onnx"
     task_types: ClassVar[tuple[str, ...]] = ("*",)
     default_optimization: ClassVar[str] = "none"
+
+    @classmethod
+    def chain_refusal(cls, config: Any, given: "ChainInput") -> str | None:
+        """Refuses an input that is already quantised, and a graph optimisation level set for
+        an ONNX input (see :func:`ort_chain_refusal`)."""
+        return ort_chain_refusal(config, given)
 
     def apply(self, artifact: "Artifact", config: Any, context: "StageContext") -> "Artifact":
         """Calibrate and quantise ``artifact`` (exporting it first when it is PyTorch).
@@ -257,6 +293,7 @@ class Half(Strategy):
     """
 
     name: ClassVar[str] = "quantize.half"
+    quantizes: ClassVar[bool] = True
     Config: ClassVar[type[HalfConfig]] = HalfConfig
     description: ClassVar[str] = "fp16 (CUDA) or bf16 (AMX / AVX-512 BF16 CPUs) weights"
     input_formats: ClassVar[tuple[str, ...]] = ("pytorch",)

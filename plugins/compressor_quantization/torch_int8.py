@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compressor.errors import CompressorError, StageError
+from compressor.structure import apply_structure, has_structure, read_structure, structure_diff, write_structure
 
 from .backends import FORMAT_DYNAMIC_INT8, QUANTIZATION_FILE, STATE_DICT_FILE
 
@@ -77,6 +78,8 @@ def load_quantized(path: Path, *, task_type: str) -> Any:
     if engine and engine in torch.backends.quantized.supported_engines:
         torch.backends.quantized.engine = engine
     model = _auto_class(task_type).from_config(config).eval()
+    if has_structure(path):  # pruned shapes, as the quantised input had them
+        apply_structure(model, read_structure(path))
     model = quantize_linear_layers(model, per_channel=bool(settings.get("per_channel", True)))
     try:
         model.load_state_dict(state, strict=True)
@@ -92,17 +95,18 @@ def run_dynamic_int8(
     import torch
     from torch.ao.nn.quantized.dynamic import Linear as QLinear
 
-    src = Path(artifact.path)
-    try:
-        model = _auto_class(context.data.type).from_pretrained(src, dtype=torch.float32).eval()
-    except (OSError, ValueError) as exc:
-        raise StageError(f"cannot load artifact {artifact.name!r} at {src}: {exc}") from exc
+    model = context.load_model(artifact, _auto_class(context.data.type), dtype=torch.float32).eval()
     tokenizer = context.load_tokenizer(artifact)
+    out = Path(context.output_dir)
+    # a pruned input's shapes (per-layer heads, FFN widths): load_quantized rebuilds them
+    # before quantising, as compressor.structure.load_pretrained does for float models
+    modules, attributes = structure_diff(model)
+    if modules or attributes:
+        write_structure(out, modules, attributes)
     quantized = quantize_linear_layers(model, per_channel=config.per_channel)
     n_quantized = sum(isinstance(m, QLinear) for m in quantized.modules())
     if n_quantized == 0:
         raise StageError(f"artifact {artifact.name!r} has no nn.Linear layer to quantise")
-    out = Path(context.output_dir)
     torch.save(quantized.state_dict(), out / STATE_DICT_FILE)
     model.config.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import transformers
 import torch
 from torch import nn
 
@@ -184,5 +185,5 @@ def test_evaluator_backend_loads_structure_files(tmp_path) -> None:
     model = tiny_model("bert")
     _shrink_ffn(model, [16, 8, 64])
     save_pretrained(model, tmp_path)
-    loaded = PyTorchBackend.load_model(Artifact(name="m", path=tmp_path), task_type="text-classification")
+    loaded = PyTorchBackend.load_model(Artifact(name="m", path=tmp_path), transformers.AutoModelForSequenceClassification)
     assert ffn_widths(loaded) == [16, 8, 64]

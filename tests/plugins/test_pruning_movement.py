@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import transformers
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -19,7 +20,7 @@ from compressor_pruning.plugin import MovementConfig, MovementPruning
 
 
 def _load(artifact: Artifact):
-    return PyTorchBackend.load_model(artifact, task_type="text-classification").eval()
+    return PyTorchBackend.load_model(artifact, transformers.AutoModelForSequenceClassification).eval()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import transformers
 import torch
 
 from compressor.architectures import ffn_widths, head_counts, structure_summary
@@ -26,7 +27,7 @@ from compressor_pruning.plugin import (
 
 
 def _load(artifact: Artifact):
-    return PyTorchBackend.load_model(artifact, task_type="text-classification").eval()
+    return PyTorchBackend.load_model(artifact, transformers.AutoModelForSequenceClassification).eval()
 
 
 @pytest.fixture
