@@ -10,10 +10,10 @@ import torch
 
 from compressor.artifact import Artifact
 from compressor.errors import StageError
-from compressor.structure import load_pretrained
 from compressor.training import trainer as training
 
 from .layers import default_student_layers, select_layers
+from .loading import load_with_new_weights
 from .losses import DistillationLoss, LayerLoss, Projection
 from .student import build_student, count_parameters, find_layer_list, layer_count
 from .trainer import (
@@ -62,17 +62,10 @@ def load_teacher(
             expected="a PyTorch artifact (an earlier training stage or the baseline)",
         )
     extra = {} if require_head else {**task.model_kwargs(data), "ignore_mismatched_sizes": True}
-    try:
-        model, info = load_pretrained(
-            task.auto_class(), str(teacher.path), output_loading_info=True, **extra, **kwargs
-        )
-    except (OSError, ValueError) as exc:
-        raise StageError(
-            f"cannot load teacher {teacher.name!r} at {teacher.path} as a "
-            f"{task.auto_model}: {exc}",
-            key="teacher",
-        ) from exc
-    untrained = sorted(info.get("missing_keys", []))
+    # a pruned teacher (compressor_structure.json) loads with its shapes rebuilt
+    model, untrained = load_with_new_weights(
+        task.auto_class(), teacher.path, what=f"teacher {teacher.name!r}", key="teacher", **extra, **kwargs
+    )
     if untrained and require_head:
         raise StageError(
             f"teacher {teacher.name!r} has no trained {data.type} head "
@@ -127,7 +120,14 @@ def layer_copy_student(
     """The teacher's architecture with fewer layers, copied from it (or random, for the
     ablation).
 
-    :returns: ``(student, lineage facts)``.
+    Each student layer has the shapes of the teacher layer it comes from, also with
+    ``student_init: random``: a pruned teacher's layers (per-layer heads and FFN widths)
+    give a student of the same, smaller, shapes (see
+    :func:`~compressor_distillation.student.build_student`).
+
+    :returns: ``(student, lineage facts)``; the facts name the copied layers and, for a
+        student whose shapes differ from its config's, its per-layer head counts and FFN
+        widths (``student_heads``, ``student_ffn_widths``).
     """
     from transformers import set_seed
 
@@ -140,14 +140,8 @@ def layer_copy_student(
         k = default_student_layers(layer_list.count)
     layers = select_layers(layer_list.count, k, config.layer_selection, config.layers)
     set_seed(seed)
-    student, _ = build_student(teacher, layers)
-    if config.student_init == "random":
-        set_seed(seed)
-        fresh = type(teacher)._from_config(student.config)
-        fresh.to(dtype=teacher.dtype)
-        fresh.train()
-        student = fresh
-    return student, {
+    student, _ = build_student(teacher, layers, init=config.student_init)
+    facts: dict[str, Any] = {
         "copied_layers": layers if config.student_init == "copy" else [],
         "student_init": config.student_init,
         "layer_selection": config.layer_selection,
@@ -155,18 +149,55 @@ def layer_copy_student(
         "teacher_layers": layer_list.count,
         "student_layers": k,
     }
+    facts.update(structure_facts(student))
+    return student, facts
+
+
+def structure_facts(model: "PreTrainedModel") -> dict[str, Any]:
+    """``{"student_heads": [...], "student_ffn_widths": [...]}`` per layer for a model whose
+    shapes differ from what its config builds (a student of a pruned teacher); ``{}`` for
+    one its config describes, or an architecture without a known layer layout."""
+    from compressor.architectures import encoder_layout, ffn_widths, head_counts
+    from compressor.errors import CompressorError
+    from compressor.structure import structure_diff
+
+    try:
+        modules, attributes = structure_diff(model)
+        if not modules and not attributes:
+            return {}
+        layout = encoder_layout(model)
+        return {"student_heads": head_counts(model, layout), "student_ffn_widths": ffn_widths(model, layout)}
+    except CompressorError:
+        return {}
+
+
+def layer_heads(model: "PreTrainedModel") -> list[int] | None:
+    """Attention heads of each encoder layer, read from the projections' shapes (right after
+    head pruning); ``None`` when the architecture's layout is unknown or its layers are shared
+    (then the config's head count holds for every layer)."""
+    from compressor.architectures import head_counts
+    from compressor.errors import CompressorError
+
+    try:
+        counts = head_counts(model)
+    except CompressorError:
+        return None
+    return counts if len(counts) == layer_count(model.config)[1] else None
 
 
 def check_layer_losses(
     pairs: list[LayerLoss], teacher: "PreTrainedModel", student: "PreTrainedModel"
 ) -> None:
     """Refuse layer pairs beyond either model's depth, or attention pairs with different
-    head counts, before any training.
+    head counts (per layer: a pruned model's layers differ), before any training.
 
     :raises StageError: naming the pair and the valid range.
     """
     _, t_depth = layer_count(teacher.config)
     _, s_depth = layer_count(student.config)
+    attention = any(pair.kind == "attention-kl" for pair in pairs)
+    t_per = layer_heads(teacher) if attention else None
+    s_per = layer_heads(student) if attention else None
     for i, pair in enumerate(pairs):
         for who, layer, depth in (("teacher", pair.teacher_layer, t_depth), ("student", pair.student_layer, s_depth)):
             if layer > depth:
@@ -175,12 +206,19 @@ def check_layer_losses(
                     key=f"layer_losses[{i}].{who}_layer",
                     expected=f"0 (embeddings) .. {depth}",
                 )
-        if pair.kind == "attention-kl" and attention_heads(teacher) != attention_heads(student):
+        if pair.kind != "attention-kl":
+            continue
+        t_heads = t_per[pair.teacher_layer - 1] if t_per else attention_heads(teacher)
+        s_heads = s_per[pair.student_layer - 1] if s_per else attention_heads(student)
+        if t_heads != s_heads:
             raise StageError(
-                f"layer_losses[{i}]: attention-kl needs equal head counts, teacher has "
-                f"{attention_heads(teacher)} and student {attention_heads(student)}",
+                f"layer_losses[{i}]: attention-kl needs equal head counts, teacher layer "
+                f"{pair.teacher_layer} has {t_heads} and student layer {pair.student_layer} "
+                f"has {s_heads}",
                 key=f"layer_losses[{i}].loss",
-                hint="use 'mse' or 'cosine' on hidden states for this pair",
+                hint="use 'mse' or 'cosine' on hidden states for this pair, or pair the student "
+                "layer with the teacher layer it was copied from (a pruned teacher's layers "
+                "keep different head counts)",
             )
 
 
@@ -317,16 +355,11 @@ def run_task_distillation(
         name = artifact.name if config.student == "input" else config.student.model
         s_tok = context.load_tokenizer(Artifact(name=name, path=Path(path)), key="student")
         set_seed(seed)
-        try:
-            # load_pretrained: from_pretrained, or shapes rebuilt from compressor_structure.json
-            student, info = load_pretrained(
-                task.auto_class(), path, ignore_mismatched_sizes=True,
-                output_loading_info=True, **task.model_kwargs(data), **kwargs,
-            )
-        except (OSError, ValueError) as exc:
-            raise StageError(f"cannot load the student {name!r} as a {task.auto_model}: {exc}",
-                             key="student") from exc
-        new = sorted(info.get("missing_keys", []))
+        # from_pretrained, or (a pruned student) shapes rebuilt from compressor_structure.json
+        student, new = load_with_new_weights(
+            task.auto_class(), path, what=f"the student {name!r}", key="student",
+            ignore_mismatched_sizes=True, **task.model_kwargs(data), **kwargs,
+        )
         if new:
             context.logger.info("%s: student %r: newly initialised %s", context.stage_name, name, ", ".join(new))
         student.train()

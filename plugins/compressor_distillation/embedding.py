@@ -11,8 +11,9 @@ teacher's, with the mean squared error; no labels are needed, only sentences. He
   between last hidden states at non-padding tokens (Sanh et al. 2019; same tokenizer only);
 - the student is by default the teacher's architecture with fewer layers copied from it, as
   ``distill.distilbert`` builds it (``student_layers``, ``layer_selection``, ``layers``,
-  ``student_init``), or another model (``student: {model: ...}``, any width and tokenizer:
-  each model tokenises the text itself);
+  ``student_init``; a pruned teacher's copied layers keep their heads and FFN widths), or
+  another model (``student: {model: ...}``, any width and tokenizer: each model tokenises
+  the text itself);
 - a student narrower than the teacher gets a learned linear projection after its pooling;
   it is saved as a sentence-transformers ``Dense`` module, so the student's embeddings have
   the teacher's width and live in its space (a drop-in replacement for an existing index);

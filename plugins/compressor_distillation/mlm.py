@@ -344,6 +344,9 @@ def load_masked_lm(
 ) -> tuple["PreTrainedModel", list[str]]:
     """Load an artifact with ``AutoModelForMaskedLM`` and report untrained MLM-head weights.
 
+    Pruned models (a ``compressor_structure.json``) load with their shapes
+    (:func:`~compressor_distillation.loading.load_with_new_weights`).
+
     Sentence-embedding checkpoints (both packaged models) hold the encoder only: loading them
     as masked LMs initialises the prediction head (``cls.predictions.transform``,
     ``lm_head``, ``vocab_projector``, ... and the output bias) at random, and
@@ -360,19 +363,17 @@ def load_masked_lm(
     """
     from transformers import AutoModelForMaskedLM
 
+    from .loading import load_with_new_weights
+
     if artifact.format != "pytorch":
         raise StageError(f"{artifact.name!r} is a {artifact.format} artifact", key=key,
                          expected="a PyTorch artifact")
-    try:
-        model, info = AutoModelForMaskedLM.from_pretrained(
-            str(artifact.path), output_loading_info=True, **kwargs
-        )
-    except (OSError, ValueError) as exc:
-        raise StageError(
-            f"cannot load {artifact.name!r} at {artifact.path} as a masked language model: {exc}",
-            key=key,
-        ) from exc
-    missing = sorted(info.get("missing_keys", []))
+    # a pruned model (compressor_structure.json) loads with its shapes rebuilt; one saved
+    # with another head gets a new MLM head, listed as missing, as from_pretrained does
+    model, missing = load_with_new_weights(
+        AutoModelForMaskedLM, artifact.path, what=f"{artifact.name!r} (a masked language model)",
+        key=key, **kwargs,
+    )
     if missing and require_head:
         raise StageError(
             f"the teacher {artifact.name!r} has no masked-LM head weights: loading it as a "

@@ -178,7 +178,8 @@ class DistillationConfig(CorpusMixin, TrainingConfig):
         "copy",
         description=(
             "Layer-copy student: 'copy' the teacher's weights (Sanh et al. 2019) or 'random' "
-            "initialisation of the same architecture (the paper's ablation)."
+            "initialisation of the same architecture (the paper's ablation; with a pruned "
+            "teacher, the same pruned shapes as the copy)."
         ),
     )
     cos_pooling: Literal["cls", "mean"] | None = Field(
@@ -235,7 +236,19 @@ class DistilBERTDistillation(Strategy):
     **Student**: by default the teacher's architecture with ``student_layers`` layers, student
     layer ``i`` copied from teacher layer ``layers[i]`` (embeddings and heads copied as is);
     ``student_init: random`` initialises the same architecture at random (the paper's
-    ablation). ``student: input`` distils into the input artifact as is; ``student: {model:
+    ablation).
+
+    **Pruned teacher** (a ``compressor_structure.json``: heads or FFN neurons removed per
+    layer, layers dropped): it loads with its shapes, and each student layer keeps the shapes
+    of the teacher layer it is copied from (heads, attention width, FFN width, DeBERTa's
+    per-head projections), weights copied bit for bit; the student is saved with its own
+    structure file, so :func:`compressor.structure.load_pretrained` reloads it, and the
+    lineage gets ``student_heads`` and ``student_ffn_widths``. ``student_init: random`` gives
+    the same shapes (the config's seeded initialisation cut to them), so the ablation changes
+    the initialisation only. ``L_cos`` applies unchanged (pruning keeps the hidden width);
+    ``attention-kl`` pairs need equal head counts per layer.
+
+    ``student: input`` distils into the input artifact as is; ``student: {model:
     ...}`` into another model. A student with another tokenizer (task mode only) gets its own
     tokenisation of every batch, ``L_ce`` on the logits, and ``L_cos`` only on pooled vectors
     (``cos_pooling``). A student narrower than its teacher gets a learned linear projection
@@ -283,7 +296,9 @@ class DistilBERTDistillation(Strategy):
             classification head (when ``alpha_ce > 0``) or with another label count; in MLM
             mode for a teacher without MLM-head weights or a student with another tokenizer;
             for an architecture whose layer list is not found, invalid layer choices, layer
-            losses beyond a model's depth, or a precision the hardware lacks.
+            losses beyond a model's depth or attention-kl pairs of different head counts, a
+            model that cannot be loaded (the loader's reason), or a precision the hardware
+            lacks.
         """
         from .distill import run_distillation
 
