@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from compressor.errors import StageError
-from compressor.structure import load_pretrained, save_pretrained
+from compressor.structure import has_structure
 from compressor.training import trainer as training
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,26 +28,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from compressor.task import TaskData
 
 
-def load_task_model(artifact: "Artifact", data: "TaskData | None" = None) -> "PreTrainedModel":
-    """Load a PyTorch model with the task's head (eval mode), rebuilding shapes if it has a
-    structure file.
+def load_task_model(artifact: "Artifact", context: "StageContext", data: "TaskData | None" = None) -> "PreTrainedModel":
+    """Load a PyTorch model with the task's head (eval mode) through its format's handler
+    (:meth:`compressor.StageContext.load_model`: shapes rebuilt from a structure file).
 
     :param data: the task's data; ``None`` loads a sequence classifier.
-    :raises StageError: for a non-PyTorch artifact, an unloadable folder, or a head that does
-        not fit the task (another label count).
+    :raises StageError: for a format that holds no PyTorch model, an unloadable folder, or a
+        head that does not fit the task (another label count).
     """
     from transformers import AutoModelForSequenceClassification
 
-    if artifact.format != "pytorch":
-        raise StageError(
-            f"pruning needs a PyTorch artifact; {artifact.name!r} is {artifact.format!r}",
-            hint="prune before export and quantisation",
-        )
     auto = data.task.auto_class() if data is not None else AutoModelForSequenceClassification
-    try:
-        model = load_pretrained(auto, artifact.path)
-    except (OSError, ValueError) as exc:
-        raise StageError(f"cannot load {artifact.name!r} at {artifact.path}: {exc}") from exc
+    model = context.load_model(artifact, auto)
     if data is not None:
         data.task.check_head(model, data, artifact.name)
     model.eval()
@@ -239,7 +231,8 @@ def save_model(model: "PreTrainedModel", tokenizer: Any, context: "StageContext"
 
     :returns: whether a structure file was needed (see :mod:`compressor.structure`).
     """
-    return save_pretrained(model, context.output_dir, tokenizer) is not None
+    context.save_model(model, tokenizer)
+    return has_structure(context.output_dir)
 
 
 @torch.no_grad()

@@ -37,7 +37,7 @@ def _prepare(artifact: "Artifact", context: "StageContext", strategy: "Strategy"
     strategy needs (``requires_roles``), or whose parts are not found, fails here, before any
     work."""
     tokenizer = context.load_tokenizer(artifact)
-    model = load_task_model(artifact, context.data)
+    model = load_task_model(artifact, context, context.data)
     roles = tuple(getattr(strategy, "requires_roles", ()))
     for role in roles:
         refuse(model, role)
@@ -262,7 +262,7 @@ def run_movement(strategy: "Strategy", artifact: "Artifact", config: Any, contex
     teacher = None
     if config.teacher is not None:
         teacher_artifact = context.artifact(config.teacher)
-        teacher = load_task_model(teacher_artifact, context.data)
+        teacher = load_task_model(teacher_artifact, context, context.data)
         if context.load_tokenizer(teacher_artifact, key="teacher").get_vocab() != tokenizer.get_vocab():
             raise StageError(
                 f"teacher {config.teacher!r} has another tokenizer than {artifact.name!r}",
