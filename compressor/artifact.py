@@ -18,6 +18,10 @@ from typing import Any
 
 LINEAGE_FILE = "lineage.json"
 
+#: The format of a model folder that is not a compressor artifact (``save_pretrained``), and
+#: of an artifact whose ``lineage.json`` names none.
+DEFAULT_FORMAT = "pytorch"
+
 ModelFormat = str
 """An artifact's format: an open string naming how the model is stored and loaded.
 
@@ -79,7 +83,7 @@ class Artifact:
 
     name: str
     path: Path
-    format: ModelFormat = "pytorch"
+    format: ModelFormat = DEFAULT_FORMAT
     lineage: Lineage = field(default_factory=lambda: Lineage(stage="baseline"))
 
     def save(self) -> None:
@@ -98,7 +102,7 @@ class Artifact:
         return cls(
             name=data["name"],
             path=path,
-            format=data.get("format", "pytorch"),
+            format=data.get("format", DEFAULT_FORMAT),
             lineage=Lineage(**data["lineage"]),
         )
 

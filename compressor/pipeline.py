@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifact import Artifact, Lineage, write_json_atomic
+from .artifact import DEFAULT_FORMAT, Artifact, Lineage, write_json_atomic
 from .distributed import Ranks, describe
 from .errors import CompressorError, StageError, StageFailed
 from .manifest import (
@@ -322,7 +322,7 @@ class Run:
         self.device = "cpu"
         self.cache_dir: Path | None = None
         self.model_dir: Path | None = None
-        self.baseline_format = "pytorch"
+        self.baseline_format = DEFAULT_FORMAT
         self.data: Any = None
         self.artifacts: dict[str, Artifact] = {}
         self.fingerprints: dict[str, str] = {}

@@ -28,14 +28,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .artifact import DEFAULT_FORMAT
 from .errors import CompressorError, RecipeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .recipe import LoadedRecipe, StageConfig
     from .strategy import Strategy
-
-#: The format of a model folder that is not a compressor artifact (``save_pretrained``).
-DEFAULT_FORMAT = "pytorch"
 
 
 def stage_inputs(stages: Sequence["StageConfig"]) -> list[str]:
@@ -282,12 +280,43 @@ def check_format_chain(
                 hint=hint,
             )
         given = chain[source]
+        check_teacher_format(loaded, i, cls, chain)
         check_chain_refusal(loaded, i, cls, given)
         formats[stage.name] = cls.produces
         made_by[stage.name] = f"stage {stage.name!r} ({stage.strategy})"
         chain[stage.name] = ChainInput(
             stage.name, cls.produces, (*given.made_by, stage.strategy), given.quantized or cls.quantizes
         )
+
+
+def check_teacher_format(loaded: "LoadedRecipe", i: int, cls: type["Strategy"], chain: Mapping[str, Any]) -> None:
+    """A stage that names a teacher (``needs_teacher`` and a ``str`` config field
+    ``teacher``) loads it as it loads its input: the teacher's format must be one of the
+    strategy's ``input_formats``.
+
+    :raises RecipeError: at ``stages[i].config.teacher``.
+    """
+    from pydantic import ValidationError
+
+    if not cls.needs_teacher:
+        return
+    stage = loaded.recipe.stages[i]
+    try:
+        teacher = getattr(cls.Config.model_validate(stage.config), "teacher", None)
+    except ValidationError:
+        return
+    given = chain.get(teacher) if isinstance(teacher, str) else None
+    if given is None or given.format in cls.input_formats:
+        return
+    loc = ("stages", i, "config", "teacher")
+    raise RecipeError(
+        f"teacher {teacher!r} of stage {stage.name!r} is a {given.format!r} model; "
+        f"{stage.strategy} loads its teacher as it loads its input",
+        where=loaded.where(loc),
+        key=f"stages[{i}].config.teacher",
+        expected=f"a teacher in {' or '.join(repr(f) for f in cls.input_formats)} format",
+        hint="name the stage's float PyTorch parent as teacher (before export and quantisation)",
+    )
 
 
 def check_chain_refusal(loaded: "LoadedRecipe", i: int, cls: type["Strategy"], given: Any) -> None:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from .artifact import Artifact, Lineage, ModelFormat
+from .artifact import DEFAULT_FORMAT, Artifact, Lineage, ModelFormat
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
@@ -119,8 +119,8 @@ class Strategy:
     needs_training_data: ClassVar[bool] = False
     needs_calibration_data: ClassVar[bool] = False
     needs_teacher: ClassVar[bool] = False
-    input_formats: ClassVar[tuple[ModelFormat, ...]] = ("pytorch",)
-    produces: ClassVar[ModelFormat] = "pytorch"
+    input_formats: ClassVar[tuple[ModelFormat, ...]] = (DEFAULT_FORMAT,)
+    produces: ClassVar[ModelFormat] = DEFAULT_FORMAT
     task_types: ClassVar[tuple[str, ...]] = ("text-classification",)
     needs_labels: ClassVar[bool] = False
     requires_roles: ClassVar[tuple[str, ...]] = ()
@@ -348,7 +348,7 @@ class StageContext:
                 "(config.json, safetensors weights)",
             ) from exc
 
-    def save_model(self, model: Any, tokenizer: Any = None, *, format: ModelFormat = "pytorch") -> Path:
+    def save_model(self, model: Any, tokenizer: Any = None, *, format: ModelFormat = DEFAULT_FORMAT) -> Path:
         """Write ``model`` (and its tokenizer) into :attr:`output_dir` through the format's
         handler (:meth:`compressor.evaluate.backends.Backend.save_model`; for ``"pytorch"``:
         safetensors plus a structure file when the shapes differ from what the config builds).
@@ -478,7 +478,7 @@ class StageContext:
         strategy: str,
         config: BaseModel | dict[str, Any],
         *,
-        format: ModelFormat = "pytorch",
+        format: ModelFormat = DEFAULT_FORMAT,
         reference: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> Artifact:

@@ -122,3 +122,15 @@ def test_validation_accepts_an_exported_model_into_ort_quantisers(tmp_path) -> N
         {"name": "static", "strategy": "quantize.ort-static", "input": "onnx"},
     ]))
     assert [s.strategy for s in loaded.recipe.stages] == ["export.onnx", "quantize.ort-dynamic", "quantize.ort-static"]
+
+
+def test_validation_refuses_a_teacher_in_a_format_the_stage_cannot_load(tmp_path) -> None:
+    model = tiny_model("bert", tmp_path / "model")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(_recipe(tmp_path, model, [
+            {"name": "onnx", "strategy": "export.onnx"},
+            {"name": "student", "strategy": "distill.distilbert", "input": "baseline",
+             "config": {"teacher": "onnx", "student_layers": 1}},
+        ]))
+    exc = info.value
+    assert exc.key == "stages[1].config.teacher" and "'onnx' model" in exc.message, exc.format()
