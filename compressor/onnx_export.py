@@ -21,6 +21,11 @@ Two exporters, chosen by ``exporter``:
 - ``"auto"`` tries TorchScript, checks the graph at two input shapes other than the traced
   one, and falls back to dynamo when tracing fails or the graph does not generalise.
 
+Head-pruned models: ONNX Runtime's attention fusion takes one head count, and its width
+(heads x head size), for the whole graph. When every layer keeps the same count, attention is
+fused with that count and the pruned width; when layers keep different counts, attention is
+left unfused and every other fusion applies (:func:`optimize_onnx`, :func:`attention_fusion`).
+
 An ONNX artifact folder holds ``model.onnx`` (:data:`ONNX_FILE`), ``config.json`` and the
 tokenizer. Its graph takes the tokenizer's inputs (``input_ids``, ``attention_mask``, and
 ``token_type_ids`` where the model uses them), int64, shape ``(batch, sequence)``, and
@@ -29,9 +34,11 @@ returns ``logits`` (float32), both axes dynamic.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,8 +100,13 @@ class ExportResult:
     :param input_names: graph inputs, in order.
     :param num_heads: attention heads per layer when every layer has the same number
         (what the Attention fusion needs), else ``None``.
-    :param hidden_size: the model width.
+    :param hidden_size: the model width (features per token between layers).
     :param notes: why ``"auto"`` fell back, when it did.
+    :param head_counts: attention heads of each layer module, as the model has them now
+        (after head pruning); ``None`` when no architecture layout finds the attention.
+    :param head_size: features per attention head; ``None`` as for ``head_counts``.
+    :param attention_note: why the attention cannot be fused (layers with different head
+        counts, or head counts unknown); ``None`` when it can.
     """
 
     onnx_file: Path
@@ -104,6 +116,85 @@ class ExportResult:
     num_heads: int | None = None
     hidden_size: int = 0
     notes: list[str] = field(default_factory=list)
+    head_counts: list[int] | None = None
+    head_size: int | None = None
+    attention_note: str | None = None
+
+    @property
+    def attention_hidden_size(self) -> int:
+        """Output width of each of the query, key and value projections, ``num_heads *
+        head_size``: what ONNX Runtime's optimizer calls ``hidden_size`` (the model width
+        before head pruning, less after); 0 when ``num_heads`` is ``None``."""
+        if self.num_heads is None or not self.head_size:
+            return 0
+        return self.num_heads * self.head_size
+
+
+#: Model types whose ``max_position_embeddings`` includes the padding offset: their position
+#: ids start after ``pad_token_id`` (the RoBERTa family, MPNet), so 2 positions are unusable.
+POSITION_OFFSET_TYPES = frozenset({
+    "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "longformer", "data2vec-text",
+})
+
+
+def max_input_length(config: Any, tokenizer: Any = None) -> int | None:
+    """Longest input, in tokens (special tokens included), that a model accepts.
+
+    The smaller of ``config.max_position_embeddings`` (less 2 for
+    :data:`POSITION_OFFSET_TYPES`) and the tokenizer's ``model_max_length`` (when set to a
+    real limit). Longer inputs fail in the position embeddings (ONNX Runtime: "cannot
+    broadcast 64 by 128" in the embeddings' ``Add``; PyTorch: an index error).
+
+    :param config: a ``transformers.PretrainedConfig``, the mapping of a ``config.json``, or
+        a model folder holding one.
+    :param tokenizer: the model's tokenizer, or ``None``.
+    :returns: the limit, or ``None`` when neither gives one (no ``max_position_embeddings``,
+        no tokenizer limit).
+    :raises CompressorError: when a folder's ``config.json`` is missing or not JSON.
+    """
+    if isinstance(config, (str, Path)):
+        config = _read_config(Path(config))
+    if isinstance(config, dict):
+        mpe, model_type = config.get("max_position_embeddings"), config.get("model_type", "")
+    else:
+        mpe, model_type = getattr(config, "max_position_embeddings", None), getattr(config, "model_type", "")
+    limits: list[int] = []
+    if isinstance(mpe, int) and not isinstance(mpe, bool) and mpe > 0:
+        limits.append(mpe - 2 if model_type in POSITION_OFFSET_TYPES else mpe)
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
+        limits.append(tok_max)
+    return min(limits) if limits else None
+
+
+def capped_length(requested: int, config: Any, tokenizer: Any = None) -> int:
+    """``requested`` tokens, at most the model's :func:`max_input_length`: the truncation (or
+    padding) length of inputs fed to a model whose recipe asked for ``requested``.
+
+    :param requested: tokens the recipe asked for.
+    :param config: as :func:`max_input_length`.
+    :param tokenizer: as :func:`max_input_length`.
+    :returns: tokens, at most ``requested``.
+    :raises CompressorError: as :func:`max_input_length`.
+    """
+    limit = max_input_length(config, tokenizer)
+    return min(requested, limit) if limit else requested
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    """The ``config.json`` of a model folder.
+
+    :raises CompressorError: when it is missing or not a JSON object.
+    """
+    import json
+
+    try:
+        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CompressorError(f"cannot read {folder / 'config.json'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CompressorError(f"{folder / 'config.json'} is not a JSON object")
+    return data
 
 
 def auto_model_class(task_type: str) -> Any:
@@ -154,7 +245,9 @@ def _sample_inputs(model: Any, tokenizer: Any, texts: list[str]) -> dict[str, An
     parameters (the TorchScript exporter binds input names by position)."""
     import torch
 
-    enc = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    limit = max_input_length(getattr(model, "config", None), tokenizer)
+    length = min(64, limit) if limit else 64
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=length, return_tensors="pt")
     order = [p for p in inspect.signature(model.forward).parameters if p in enc]
     return {k: enc[k].to(torch.int64) for k in order}
 
@@ -326,20 +419,38 @@ def export_onnx(
     shutil.copyfile(Path(source) / "config.json", out_dir / "config.json")
     proto = onnx.load(str(out), load_external_data=False)
     version = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    num_heads, hidden = _attention_shape(model)
-    return ExportResult(out, used, version, [i.name for i in proto.graph.input], num_heads, hidden, notes)
+    counts, head_size, hidden, note = _attention_shape(model)
+    uniform = counts[0] if counts and len(set(counts)) == 1 else None
+    return ExportResult(
+        out, used, version, [i.name for i in proto.graph.input], uniform, hidden, notes,
+        head_counts=counts, head_size=head_size, attention_note=note,
+    )
 
 
-def _attention_shape(model: Any) -> tuple[int | None, int]:
-    """``(heads per layer if uniform else None, hidden size)`` of an encoder."""
+def _attention_shape(model: Any) -> tuple[list[int] | None, int | None, int, str | None]:
+    """``(heads of each layer module, head size, model width, why attention cannot be fused)``
+    of an encoder; the head counts and size are ``None`` where no layout finds them."""
     from .architectures import encoder_layout, head_counts
 
     try:
         layout = encoder_layout(model)
-        counts = set(head_counts(model, layout))
+        counts = list(head_counts(model, layout))
     except CompressorError:  # an architecture the layout does not know: no head count
-        return None, int(getattr(model.config, "hidden_size", 0) or 0)
-    return (counts.pop() if len(counts) == 1 else None), layout.hidden_size
+        width = int(getattr(model.config, "hidden_size", 0) or 0)
+        return None, None, width, (
+            f"the attention heads of {type(model).__name__} are not known (no architecture "
+            "layout finds its attention): attention left unfused"
+        )
+    note = None
+    if not counts or layout.head_size <= 0:
+        note = f"{type(model).__name__} has no attention heads the layout can count: attention left unfused"
+    elif len(set(counts)) > 1:
+        note = (
+            f"layers keep different head counts {counts} (after head pruning): attention left "
+            "unfused, since ONNX Runtime's attention fusion takes one head count for the whole "
+            "graph; the other fusions apply"
+        )
+    return counts, (layout.head_size or None), layout.hidden_size, note
 
 
 def export_module(
@@ -416,18 +527,31 @@ def optimize_onnx(
       ``O3`` also approximates GELU (``FastGelu``), ``O4`` also casts to fp16;
     - other model types: ONNX Runtime's own graph optimisations only.
 
+    Whether attention was fused, and why not: :func:`attention_fusion`.
+
     :param model_type: ``config.model_type``.
     :param level: one of :data:`OPTIMIZATION_LEVELS`; ``O4`` (fp16) needs ``for_gpu``.
     :param num_heads: heads per layer (:attr:`ExportResult.num_heads`); ``None`` (layers
-        with different head counts after pruning) leaves attention unfused, since the fused
-        operator takes one head count for the whole graph.
-    :param hidden_size: the model width.
+        with different head counts after pruning, or heads unknown) leaves attention
+        unfused, since ONNX Runtime's attention fusion takes one head count for the whole
+        graph; every other fusion of the level still applies.
+    :param hidden_size: with ``num_heads``, the output width of each query/key/value
+        projection, ``num_heads * head size`` (:attr:`ExportResult.attention_hidden_size`;
+        the model width for a model whose heads were not pruned); ignored when
+        ``num_heads`` is ``None``.
     :returns: counts of the fused operators in the result (:func:`fused_operators`).
+    :raises ValueError: when ``num_heads`` is not positive or ``hidden_size`` is not a
+        positive multiple of it.
     :raises StageError: when ONNX Runtime fails on the graph.
     """
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 
+    if num_heads is not None and not (num_heads > 0 and hidden_size > 0 and hidden_size % num_heads == 0):
+        raise ValueError(
+            f"attention fusion needs num_heads > 0 and hidden_size a positive multiple of it "
+            f"(num_heads * head size), got num_heads={num_heads}, hidden_size={hidden_size}"
+        )
     ort_type = ORT_OPTIMIZER_MODEL_TYPES.get(model_type)
     basic = level == "O1" or ort_type is None
     try:
@@ -441,13 +565,18 @@ def optimize_onnx(
             options.enable_embed_layer_norm = False
             options.enable_gelu_approximation = level in ("O3", "O4")
             options.enable_attention = num_heads is not None
-            opt = optimizer.optimize_model(
-                str(onnx_file), model_type=ort_type, num_heads=num_heads or 0, hidden_size=hidden_size,
-                # opt_level 0: the Python fusions only. ONNX Runtime's own extended
-                # optimisations, run first at a higher level, rewrite the attention subgraph so
-                # that the Attention fusion no longer matches; a session applies them anyway.
-                optimization_options=options, opt_level=0, use_gpu=for_gpu,
-            )
+            # ONNX Runtime's BertOnnxModel takes (0, 0), "detect", or a head count with its
+            # width; anything else fails an assertion.
+            heads, width = (num_heads, hidden_size) if num_heads is not None else (0, 0)
+            with _quiet_width_warning():
+                opt = optimizer.optimize_model(
+                    str(onnx_file), model_type=ort_type, num_heads=heads, hidden_size=width,
+                    # opt_level 0: the Python fusions only. ONNX Runtime's own extended
+                    # optimisations, run first at a higher level, rewrite the attention
+                    # subgraph so that the Attention fusion no longer matches; a session
+                    # applies them anyway.
+                    optimization_options=options, opt_level=0, use_gpu=for_gpu,
+                )
             if level == "O4":
                 opt.convert_float_to_float16(keep_io_types=True)
         opt.save_model_to_file(str(out_file))
@@ -458,6 +587,67 @@ def optimize_onnx(
             hint="try a lower level (O1), or leave optimization unset",
         ) from exc
     return fused_operators(out_file)
+
+
+class _DropWidthWarning:
+    """A logging filter dropping ONNX Runtime's "Input hidden size (48) is not same as weight
+    matrix dimension of q,k,v (64)" warning, which every fused layer of a head-pruned model
+    gets: the fused ``Attention`` takes a model width other than its heads' width."""
+
+    def filter(self, record: Any) -> bool:
+        return "is not same as weight matrix dimension" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_width_warning() -> Iterator[None]:
+    """Silence :class:`_DropWidthWarning`'s message while ONNX Runtime fuses attention."""
+    import logging
+
+    # the optimizer puts its own folder on sys.path and imports its modules top-level
+    logs = [logging.getLogger(n) for n in ("fusion_attention", "onnxruntime.transformers.fusion_attention")]
+    drop = _DropWidthWarning()
+    for log in logs:
+        log.addFilter(drop)
+    try:
+        yield
+    finally:
+        for log in logs:
+            log.removeFilter(drop)
+
+
+def attention_fusion(
+    exported: ExportResult, fused: dict[str, int], *, level: str | None, model_type: str
+) -> dict[str, Any]:
+    """Whether the optimised graph has fused attention, and why not: for the lineage.
+
+    :param exported: the export the graph came from (its head counts).
+    :param fused: what :func:`optimize_onnx` returned (``{}`` when not optimised).
+    :param level: the optimisation level applied, ``None`` or ``"none"`` for none.
+    :param model_type: ``config.model_type``.
+    :returns: ``{"fused": bool, "nodes": fused attention nodes, "heads_per_layer": list or
+        None, "reason": why not fused, or None}``.
+    """
+    nodes = fused.get("Attention", 0) + fused.get("MultiHeadAttention", 0)
+    reason = None
+    if not nodes:
+        if level in (None, "none"):
+            reason = "no graph optimisation: attention is fused from optimization O2 on"
+        elif level == "O1":
+            reason = "optimization O1 runs ONNX Runtime's basic optimisations only: attention is fused from O2 on"
+        elif model_type not in ORT_OPTIMIZER_MODEL_TYPES:
+            reason = (
+                f"ONNX Runtime's transformer optimizer does not know model type {model_type!r}: "
+                "plain ONNX Runtime graph optimisation, attention unfused"
+            )
+        elif exported.attention_note:
+            reason = exported.attention_note
+        else:
+            reason = (
+                f"ONNX Runtime's optimizer matched no attention subgraph in the "
+                f"{exported.exporter} graph"
+                + (" (the dynamo exporter's attention is not one it fuses)" if exported.exporter == "dynamo" else "")
+            )
+    return {"fused": bool(nodes), "nodes": nodes, "heads_per_layer": exported.head_counts, "reason": reason}
 
 
 def fused_operators(onnx_file: Path) -> dict[str, int]:

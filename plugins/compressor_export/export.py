@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from compressor.errors import StageError
 from compressor.onnx_export import (
     ONNX_FILE,
+    attention_fusion,
+    capped_length,
     export_onnx,
     load_for_export,
     optimize_onnx,
@@ -157,13 +159,17 @@ def run_export(
         context.logger.info("%s: %s", context.stage_name, note)
     onnx_file = exported.onnx_file
     fused: dict[str, int] = {}
+    model_type = _model_type(source)
     if config.optimization is not None:
         context.logger.info("%s: ONNX Runtime graph optimisation %s", context.stage_name, config.optimization)
         onnx_file = scratch / "optimized.onnx"
         fused = optimize_onnx(
-            exported.onnx_file, onnx_file, model_type=_model_type(source), level=config.optimization,
-            num_heads=exported.num_heads, hidden_size=exported.hidden_size, for_gpu=config.for_gpu,
+            exported.onnx_file, onnx_file, model_type=model_type, level=config.optimization,
+            num_heads=exported.num_heads, hidden_size=exported.attention_hidden_size, for_gpu=config.for_gpu,
         )
+    attention = attention_fusion(exported, fused, level=config.optimization, model_type=model_type)
+    if config.optimization not in (None, "O1") and attention["reason"]:
+        context.logger.info("%s: %s", context.stage_name, attention["reason"])
 
     out = Path(context.output_dir)
     shutil.copyfile(onnx_file, out / ONNX_FILE)
@@ -172,6 +178,12 @@ def run_export(
     shutil.copyfile(source / "config.json", out / "config.json")
     tokenizer.save_pretrained(out)
 
+    max_length = capped_length(config.max_length, source, tokenizer)
+    if max_length < config.max_length:
+        context.logger.info(
+            "%s: parity inputs truncated to %d tokens, the model's limit (max_length %d)",
+            context.stage_name, max_length, config.max_length,
+        )
     parity = check_parity(
         source,
         out / ONNX_FILE,
@@ -179,12 +191,10 @@ def run_export(
         texts,
         pairs,
         task_type=task_type,
-        max_length=config.max_length,
+        max_length=max_length,
         batch_size=config.parity_batch_size,
     )
-    parity.update(
-        tolerance=config.parity_tolerance, split=config.parity_split, max_length=config.max_length
-    )
+    parity.update(tolerance=config.parity_tolerance, split=config.parity_split, max_length=max_length)
     context.logger.info(
         "%s: parity max |logit diff| = %.3g (tolerance %.3g), argmax agreement %.4f",
         context.stage_name, parity["max_abs_diff"], config.parity_tolerance, parity["argmax_agreement"],
@@ -205,6 +215,7 @@ def run_export(
         "exporter_notes": exported.notes,
         "optimization": config.optimization,
         "fused_operators": fused,
+        "attention_fusion": attention,
         "opset": exported.opset,
     }
     shutil.rmtree(scratch, ignore_errors=True)

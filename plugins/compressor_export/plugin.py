@@ -93,13 +93,16 @@ class ExportOnnx(Strategy):
        sequence-classification or masked-LM head, dynamic batch and sequence axes; pruned
        shapes are rebuilt from the structure file first);
     2. optionally ONNX Runtime graph optimisation at the configured level (see
-       :class:`ExportOnnxConfig`); the counts of fused operators are recorded;
+       :class:`ExportOnnxConfig`); the counts of fused operators are recorded. Attention is
+       fused when every layer has the same head count (after head pruning too, with the
+       pruned width); layers with different counts keep it unfused, the other fusions apply;
     3. parity: the first ``parity_samples`` texts of ``parity_split``, tokenised by the
        artifact's tokenizer (padding to the longest of each batch, truncation to
-       ``max_length``), run through the PyTorch model (fp32, CPU) and the final ONNX graph
-       (ONNX Runtime, CPU); the maximum absolute logit difference and the argmax agreement
-       are stored in the lineage ``extra["parity"]``. Above ``parity_tolerance`` the stage
-       fails with a :class:`~compressor.errors.StageError` giving the difference.
+       ``max_length`` or the model's limit if lower), run through the PyTorch model (fp32,
+       CPU) and the final ONNX graph (ONNX Runtime, CPU); the maximum absolute logit
+       difference and the argmax agreement are stored in the lineage ``extra["parity"]``.
+       Above ``parity_tolerance`` the stage fails with a
+       :class:`~compressor.errors.StageError` giving the difference.
 
     The output directory holds ``model.onnx``, ``config.json`` and the tokenizer;
     ``onnxruntime.InferenceSession(dir + "/model.onnx")`` runs it (inputs ``input_ids``,
@@ -123,7 +126,9 @@ class ExportOnnx(Strategy):
         :returns: the ONNX artifact; lineage ``extra``: ``parity`` (``max_abs_diff``,
             ``tolerance``, ``argmax_agreement``, ``n``, ``split``, ``max_length``),
             ``exporter`` (the one used) and ``exporter_notes`` (why ``auto`` fell back),
-            ``optimization``, ``fused_operators``, ``opset``.
+            ``optimization``, ``fused_operators``, ``attention_fusion`` (``fused``,
+            ``nodes``, ``heads_per_layer``, ``reason``: why attention was not fused, e.g.
+            layers that keep different head counts after head pruning), ``opset``.
         :raises compressor.errors.StageError: if export or optimisation fails, or the
             parity difference exceeds ``parity_tolerance``.
         """

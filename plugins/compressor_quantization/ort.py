@@ -21,6 +21,8 @@ from compressor.errors import StageError
 from compressor.onnx_export import (
     INT8_OPERATORS,
     ONNX_FILE,
+    attention_fusion,
+    capped_length,
     export_onnx,
     op_counts,
     optimize_onnx,
@@ -73,9 +75,13 @@ def prepare_for_quantization(onnx_file: Path, config_dir: Path, out_dir: Path) -
     ONNX Runtime's quantizer needs the type of every tensor it quantises; ONNX's own shape
     inference stops at ONNX Runtime's contrib operators (the fused ``Attention``,
     ``SkipLayerNormalization`` of an optimised graph), so the symbolic inference of
-    ``onnxruntime.tools.symbolic_shape_infer`` fills them in first.
+    ``onnxruntime.tools.symbolic_shape_infer`` fills them in first. Where it meets an operator
+    it does not know (``FusedMatMul``, which ONNX Runtime's level-2 optimisation makes of
+    ModernBERT's attention), it runs again guessing that operator's output rank from its
+    first input.
 
     :returns: ``out_dir / "model.onnx"`` (``out_dir`` also gets ``config.json``).
+    :raises StageError: when the inference fails both ways.
     """
     import onnx
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
@@ -84,11 +90,15 @@ def prepare_for_quantization(onnx_file: Path, config_dir: Path, out_dir: Path) -
     model = onnx.load(str(onnx_file))
     # On failure the tool saves 'sym_shape_infer_temp.onnx' (+ data) into the working
     # directory: run it from a scratch folder so the user's folder stays clean.
-    try:
-        with tempfile.TemporaryDirectory(prefix="compressor-shape-") as scratch, _in_folder(Path(scratch)):
-            inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
-    except Exception as exc:  # noqa: BLE001 - the tool raises bare Exceptions
-        raise StageError(f"symbolic shape inference failed on {onnx_file.name}: {exc}") from exc
+    inferred = None
+    for guess in (False, True):
+        try:
+            with tempfile.TemporaryDirectory(prefix="compressor-shape-") as scratch, _in_folder(Path(scratch)):
+                inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=guess)
+            break
+        except Exception as exc:  # noqa: BLE001 - the tool raises bare Exceptions
+            if guess:
+                raise StageError(f"symbolic shape inference failed on {onnx_file.name}: {exc}") from exc
     if inferred is not None:
         model = inferred
     onnx.save(model, str(out_dir / ONNX_FILE))
@@ -170,6 +180,7 @@ def run_ort_quantization(
     scratch.mkdir(parents=True)
 
     exporter = None
+    attention: dict[str, Any] | None = None
     if artifact.format == "pytorch":
         level = config.optimization or strategy.default_optimization
         context.logger.info("%s: exporting %s to ONNX (optimisation %s)", context.stage_name, artifact.name, level)
@@ -178,13 +189,17 @@ def run_ort_quantization(
         )
         exporter = exported.exporter
         onnx_file, config_dir = exported.onnx_file, scratch / "exported"
+        model_type = str(json.loads((source / "config.json").read_text(encoding="utf-8")).get("model_type", ""))
+        fused: dict[str, int] = {}
         if level != "none":
             onnx_file = scratch / "exported" / "optimized.onnx"
-            model_type = str(json.loads((source / "config.json").read_text(encoding="utf-8")).get("model_type", ""))
-            optimize_onnx(
+            fused = optimize_onnx(
                 exported.onnx_file, onnx_file, model_type=model_type, level=level,
-                num_heads=exported.num_heads, hidden_size=exported.hidden_size,
+                num_heads=exported.num_heads, hidden_size=exported.attention_hidden_size,
             )
+        attention = attention_fusion(exported, fused, level=level, model_type=model_type)
+        if level not in ("none", "O1") and attention["reason"]:
+            context.logger.info("%s: %s", context.stage_name, attention["reason"])
     else:
         if config.optimization is not None:
             raise StageError(
@@ -199,6 +214,7 @@ def run_ort_quantization(
             raise StageError(f"ONNX artifact {artifact.name!r} must hold one .onnx file, found {[f.name for f in files]}")
         onnx_file, config_dir = files[0], source
         level = (artifact.lineage.extra or {}).get("optimization") or "none"
+        attention = (artifact.lineage.extra or {}).get("attention_fusion")
     prepared = prepare_for_quantization(onnx_file, config_dir, scratch / "prepared")
     before = op_counts(prepared)
 
@@ -224,9 +240,15 @@ def run_ort_quantization(
                 session_inputs = {
                     i.name for i in ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).get_inputs()
                 }
+                max_length = capped_length(config.max_length, config_dir, tokenizer)
+                if max_length < config.max_length:
+                    context.logger.info(
+                        "%s: calibration inputs capped at %d tokens, the model's limit (max_length %d)",
+                        context.stage_name, max_length, config.max_length,
+                    )
                 batches = calibration_batches(
                     context, tokenizer, session_inputs, split=config.calibration_split,
-                    samples=config.calibration_samples, max_length=config.max_length, seed=context.seed,
+                    samples=config.calibration_samples, max_length=max_length, seed=context.seed,
                     batch_size=config.calibration_batch_size,
                 )
                 samples = sum(len(next(iter(b.values()))) for b in batches)
@@ -252,7 +274,7 @@ def run_ort_quantization(
                     "method": config.calibration_method,
                     "samples": samples,
                     "split": config.calibration_split,
-                    "max_length": config.max_length,
+                    "max_length": max_length,
                     "seed": context.seed,
                 }
                 if config.calibration_method == "percentiles":
@@ -278,6 +300,7 @@ def run_ort_quantization(
         "per_channel": config.per_channel,
         "optimization": level,
         "exporter": exporter,
+        "attention_fusion": attention,
         "activation_type": PRESET_TYPES[preset][0],
         "weight_type": PRESET_TYPES[preset][1],
         "operators_quantized": operators,

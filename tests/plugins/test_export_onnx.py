@@ -94,3 +94,49 @@ def test_o4_needs_for_gpu():
     with pytest.raises(ValidationError, match="for_gpu"):
         ExportOnnxConfig(optimization="O4")
     assert ExportOnnxConfig(optimization="O4", for_gpu=True).for_gpu
+
+
+def test_parity_inputs_are_capped_at_the_model_positions(tiny_bert_dir, make_context, task_data, caplog):
+    """Texts longer than the model's 64 positions with the default max_length 128: the parity
+    check truncates them at 64 (PyTorch would fail on position 64) and says so."""
+    import logging
+
+    from compressor.task import TaskData
+
+    long_texts = [" ".join(["w1", "good", "w2"] * 40)] * 4  # 120 words, 122 tokens
+    data = TaskData(
+        type="text-classification",
+        splits={**task_data.splits, "test": task_data.splits["test"].from_dict({"text": long_texts, "label": [1] * 4})},
+        label_names=task_data.label_names,
+        name="long",
+    )
+    assert ExportOnnxConfig().max_length == 128
+    with caplog.at_level(logging.INFO):
+        art = ExportOnnx().apply(
+            Artifact(name="baseline", path=tiny_bert_dir), ExportOnnxConfig(parity_samples=4), make_context("long", data=data)
+        )
+    parity = art.lineage.extra["parity"]
+    assert parity["max_length"] == 64 and parity["n"] == 4 and parity["max_abs_diff"] <= 1e-3
+    assert "parity inputs truncated to 64 tokens" in caplog.text
+
+
+def test_max_input_length_reads_positions_offset_and_tokenizer(tmp_path):
+    from types import SimpleNamespace
+
+    from transformers import BertConfig, RobertaConfig
+
+    from compressor.errors import CompressorError
+    from compressor.onnx_export import capped_length, max_input_length
+
+    assert max_input_length(BertConfig(max_position_embeddings=64)) == 64
+    # RoBERTa's positions start after the padding id: 2 of 66 are unusable
+    assert max_input_length(RobertaConfig(max_position_embeddings=66)) == 64
+    assert max_input_length({"model_type": "mpnet", "max_position_embeddings": 514}) == 512
+    assert max_input_length(BertConfig(max_position_embeddings=512), SimpleNamespace(model_max_length=32)) == 32
+    # transformers' "no limit" (VERY_LARGE_INTEGER) is not a limit
+    assert max_input_length(BertConfig(max_position_embeddings=512), SimpleNamespace(model_max_length=int(1e30))) == 512
+    assert max_input_length({"model_type": "x"}) is None and capped_length(128, {"model_type": "x"}) == 128
+    RobertaConfig(max_position_embeddings=66).save_pretrained(tmp_path)
+    assert capped_length(128, tmp_path) == 64 and capped_length(32, tmp_path) == 32
+    with pytest.raises(CompressorError, match="config.json"):
+        max_input_length(tmp_path / "missing")

@@ -173,3 +173,57 @@ def test_ort_dynamic_per_channel_has_one_weight_scale_per_output_column(baseline
     got, _ = _backend_logits(art, {}, texts)
     ref = _fp32_logits(baseline.path, texts)
     assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
+
+
+def test_ort_static_caps_calibration_at_the_model_positions(baseline, make_context, caplog):
+    """The default max_length (128) on a model of 64 positions: calibration at 64 tokens,
+    logged, instead of ONNX Runtime's "broadcast 64 by 128" in the embeddings' Add."""
+    import logging
+
+    cfg = qplugin.OrtStaticConfig(preset="avx512_vnni", calibration_samples=8)
+    assert cfg.max_length == 128
+    with caplog.at_level(logging.INFO):
+        art = qplugin.OrtStatic().apply(baseline, cfg, make_context("static-capped"))
+    assert art.lineage.extra["calibration"]["max_length"] == 64
+    assert "calibration inputs capped at 64 tokens" in caplog.text
+
+
+def test_ort_static_caps_roberta_calibration_before_its_padding_offset(tmp_path):
+    """RoBERTa's 66 positions hold 64 tokens (ids start after the padding id); with no
+    tokenizer limit, the cap comes from the config alone."""
+    from transformers import AutoTokenizer
+
+    from compressor import testing
+
+    folder = testing.tiny_model("roberta", tmp_path / "roberta")
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.model_max_length = int(1e30)  # transformers' "no limit"
+    tok.save_pretrained(folder)
+    art = testing.apply_strategy(
+        "quantize.ort-static", folder, {"preset": "avx512_vnni", "calibration_samples": 8}, tmp_path, stage_name="q"
+    )
+    assert art.lineage.extra["calibration"]["max_length"] == 64
+
+
+def test_ort_dynamic_quantises_modernbert_at_the_default_level(tmp_path):
+    """ONNX Runtime's level-2 optimisation turns ModernBERT's attention products into
+    FusedMatMul, which its symbolic shape inference does not know: the quantizer's
+    preparation guesses that operator's output rank instead of failing."""
+    import onnxruntime
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from compressor import testing
+
+    folder = testing.tiny_model("modernbert", tmp_path / "modernbert")
+    art = testing.apply_strategy("quantize.ort-dynamic", folder, {"preset": "avx2"}, tmp_path, stage_name="q")
+    assert art.lineage.extra["optimization"] == "O2" and art.lineage.extra["int8_nodes"].get("MatMulInteger", 0) > 0
+    texts = testing.tiny_task_data().split("test")["text"][:16]
+    enc = AutoTokenizer.from_pretrained(folder)(texts, padding=True, return_tensors="np")
+    sess = onnxruntime.InferenceSession(str(art.path / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(["logits"], {i.name: enc[i.name] for i in sess.get_inputs()})[0]
+    with torch.inference_mode():
+        ref = AutoModelForSequenceClassification.from_pretrained(folder).eval()(
+            **{k: torch.from_numpy(v) for k, v in enc.items()}
+        ).logits.numpy()
+    assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max() + 1e-3
