@@ -114,7 +114,7 @@ def build_new(teacher: Path, out: Path) -> None:
         seconds = time.perf_counter() - t0
         o2 = out / f"new-{exporter}-O2.onnx"
         optimize_onnx(exported.onnx_file, o2, model_type=model_type, level="O2",
-                      num_heads=exported.num_heads, hidden_size=exported.hidden_size)
+                      num_heads=exported.num_heads, hidden_size=exported.attention_hidden_size)
         print(f"{exporter}: exported in {seconds:.1f} s; fused after O2: {fused_operators(o2)}")
         prepared = prepare_for_quantization(o2, teacher, work / f"{exporter}-prepared")
         weight = getattr(QuantType, PRESET_TYPES[_preset()][1])

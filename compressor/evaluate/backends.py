@@ -53,12 +53,6 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Longest input the accuracy pass feeds a model, in tokens (BERT-family limit).
 MAX_ACCURACY_LENGTH = 512
 
-# Model types whose position ids start after the padding index, so that
-# ``max_position_embeddings`` is 2 more than the usable length (RoBERTa family, MPNet).
-_POSITION_OFFSET_TYPES = {
-    "roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text"
-}
-
 
 class Backend(abc.ABC):
     """A loaded model plus its tokenizer, behind one small interface.
@@ -223,16 +217,11 @@ class Backend(abc.ABC):
         )
 
     def max_positions(self) -> int | None:
-        """Longest input in tokens the model accepts (from its config and tokenizer), if known."""
-        limits: list[int] = []
-        mpe = getattr(self.config, "max_position_embeddings", None)
-        if isinstance(mpe, int) and mpe > 0:
-            offset = 2 if getattr(self.config, "model_type", "") in _POSITION_OFFSET_TYPES else 0
-            limits.append(mpe - offset)
-        tok_max = getattr(self.tokenizer, "model_max_length", None)
-        if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
-            limits.append(tok_max)
-        return min(limits) if limits else None
+        """Longest input in tokens the model accepts (from its config and tokenizer), if known
+        (:func:`compressor.onnx_export.max_input_length`)."""
+        from ..onnx_export import max_input_length
+
+        return max_input_length(self.config, self.tokenizer)
 
     def accuracy_max_length(self) -> int:
         """Truncation length of the accuracy pass: the model's limit, at most 512 tokens."""

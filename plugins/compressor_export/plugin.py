@@ -71,7 +71,8 @@ class ExportOnnxConfig(StrategyConfig):
         16, ge=1, le=4096, description="Sequences per forward call in the parity check."
     )
     max_length: int = Field(
-        128, ge=8, le=8192, description="Truncation length of the parity inputs, in tokens."
+        128, ge=8, le=8192, description="Truncation length of the parity inputs, in tokens, at "
+        "most the model's usable positions (a longer setting is capped there)."
     )
 
     @model_validator(mode="after")

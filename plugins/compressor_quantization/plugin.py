@@ -203,7 +203,9 @@ class OrtStaticConfig(_OrtConfig):
         128,
         ge=8,
         le=8192,
-        description="Calibration inputs are padded or truncated to this many tokens.",
+        description="Calibration inputs are padded or truncated to this many tokens, at most "
+        "the model's usable positions (a longer setting is capped there, and the lineage records "
+        "the length used).",
     )
     operators_to_quantize: list[str] | None = Field(
         None,
