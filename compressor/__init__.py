@@ -6,7 +6,14 @@ transformers and onnxruntime load only when a run, a strategy or the evaluator n
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# transformers 5.25 made from_pretrained swap layers for kernels downloaded from the Hugging
+# Face Hub by default (model.use_kernels is True unless USE_HUB_KERNELS says no): code from
+# the hub, run without the user asking. compressor runs no remote code unless the user opts
+# in, so it turns that default off; a user who sets USE_HUB_KERNELS=YES opts in.
+os.environ.setdefault("USE_HUB_KERNELS", "NO")
 
 from .artifact import Artifact, Lineage, write_json_atomic
 from .errors import CompressorError, HardwareUnsupported, PluginError, RecipeError, SourceError, StageError

@@ -357,3 +357,28 @@ def test_the_run_checks_the_recipes_model_before_loading_anything(
     assert isinstance(e, SourceError) and e.key == "model.trust_remote_code"
     assert e.where == f"{recipe}:3"  # the recipe's model block, where the opt-in goes
     assert f"{model_copy / 'config.json'}: auto_map" in e.message
+
+
+def test_importing_compressor_turns_hub_kernels_off_unless_the_user_opts_in(tmp_path) -> None:
+    """transformers 5.25 kernelizes models with hub code by default; compressor's import turns
+    that off (USE_HUB_KERNELS=NO) and respects a user's explicit choice."""
+    import os
+    import subprocess
+    import sys
+
+    from compressor.testing import tiny_model
+
+    folder = tiny_model("bert", tmp_path / "m")
+    code = (
+        "import compressor, transformers, sys;"
+        f"m = transformers.AutoModelForSequenceClassification.from_pretrained({str(folder)!r});"
+        "print(m.use_kernels)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "USE_HUB_KERNELS"}
+    off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert off.stdout.strip().splitlines()[-1] == "False", off.stdout + off.stderr
+    # a user's own setting is kept (setdefault), so USE_HUB_KERNELS=YES opts in
+    opted = subprocess.run([sys.executable, "-c", "import os; os.environ['USE_HUB_KERNELS'] = 'YES'; "
+                            "import compressor; print(os.environ['USE_HUB_KERNELS'])"],
+                           env=env, capture_output=True, text=True, check=True)
+    assert opted.stdout.strip() == "YES"
