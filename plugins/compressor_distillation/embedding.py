@@ -336,7 +336,6 @@ def heldout_cosine(model: Any, head: Any, tokenizer: Any, teacher_embeddings: An
                    *, max_length: int, batch_size: int) -> float | None:
     """Mean cosine between ``model``'s embeddings of ``texts`` (through ``head``) and the
     teacher's (``teacher_embeddings``, ``(n, D)``); ``None`` without texts."""
-    import torch
     import torch.nn.functional as F
 
     if not texts:

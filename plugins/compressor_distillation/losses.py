@@ -28,34 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from compressor.errors import StageError
-
-
-def soft_target_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """Soft-target loss ``KL(p_t || p_s) * T**2`` (Hinton et al. 2015).
-
-    Computed as ``F.kl_div(F.log_softmax(z_s / T), F.softmax(z_t / T),
-    reduction="batchmean") * T**2``: the sum over classes and batch divided by the batch size.
-
-    :param student_logits: ``(N, C)`` float, the student's logits ``z_s`` (one row per example,
-        or per selected token position in masked-LM mode).
-    :param teacher_logits: ``(N, C)`` float, the teacher's logits ``z_t`` (no gradient needed).
-    :param temperature: ``T > 0``; softens both distributions.
-    :returns: scalar float32 tensor, ``>= 0``.
-    :raises ValueError: when the shapes differ or ``T <= 0``.
-    """
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            f"student logits {tuple(student_logits.shape)} and teacher logits "
-            f"{tuple(teacher_logits.shape)} differ in shape"
-        )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    t = float(temperature)
-    log_p_s = F.log_softmax(student_logits.float() / t, dim=-1)
-    p_t = F.softmax(teacher_logits.float() / t, dim=-1)
-    return F.kl_div(log_p_s, p_t, reduction="batchmean") * (t * t)
+from compressor.training.losses import soft_target_loss
 
 
 def task_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

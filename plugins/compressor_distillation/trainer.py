@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+from compressor.training.losses import task_soft_target_loss
+
 from .adaptors import Adapted, adapt_outputs, pooled
 from .losses import (
     DistillationLoss,
@@ -205,18 +207,7 @@ class DistillationTrainer(Trainer):
         A distribution target is the soft-target KL with temperature; a value target (a
         regression score) is the MSE to the teacher's prediction.
         """
-        student = self.task.soft_targets(student_out, batch)
-        teacher = {t.name: t for t in self.task.soft_targets(teacher_out, batch)}
-        values = []
-        for target in student:
-            ref = teacher[target.name].values
-            if target.values.shape[0] == 0:
-                values.append(target.values.float().sum() * 0.0)
-            elif target.kind == "distribution":
-                values.append(soft_target_loss(target.values, ref, self.distillation_loss.temperature))
-            else:
-                values.append(torch.nn.functional.mse_loss(target.values.float(), ref.float()))
-        ce = torch.stack(values).mean()
+        ce = task_soft_target_loss(self.task, student_out, teacher_out, batch, self.distillation_loss.temperature)
         hard = getattr(student_out, "loss", None)
         if hard is None:
             hard = ce * 0.0

@@ -210,48 +210,7 @@ def movement_callback(
     return MovementPruningCallback()
 
 
-def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton et al. (2015) soft-target loss: ``T^2 * KL(softmax(t/T) || softmax(s/T))``.
-
-    :param student_logits: ``(batch, classes)``, any float dtype.
-    :param teacher_logits: ``(batch, classes)``.
-    :returns: a scalar float32 tensor, averaged over the batch.
-    """
-    import torch.nn.functional as F
-
-    t = temperature
-    return F.kl_div(
-        F.log_softmax(student_logits.float() / t, dim=-1),
-        F.log_softmax(teacher_logits.float() / t, dim=-1),
-        reduction="batchmean",
-        log_target=True,
-    ) * (t * t)
-
-
 LABEL_KEYS = ("labels", "start_positions", "end_positions")
 """Batch keys holding gold targets; the teacher gets the batch without them."""
 
 
-def soft_target_kl_task(
-    task: Any, student_out: Any, teacher_out: Any, batch: dict[str, Any], temperature: float
-) -> torch.Tensor:
-    """:func:`soft_target_kl` over the task's soft targets
-    (:meth:`compressor.tasks.Task.soft_targets`: per example, per labelled token, or the
-    start and end distributions), averaged over them; a value target (regression) is the
-    MSE to the teacher's prediction.
-
-    :returns: a scalar float32 tensor.
-    """
-    import torch.nn.functional as F
-
-    teacher = {t.name: t.values for t in task.soft_targets(teacher_out, batch)}
-    terms = []
-    for target in task.soft_targets(student_out, batch):
-        ref = teacher[target.name]
-        if target.values.shape[0] == 0:
-            terms.append(target.values.float().sum() * 0.0)
-        elif target.kind == "distribution":
-            terms.append(soft_target_kl(target.values, ref, temperature))
-        else:
-            terms.append(F.mse_loss(target.values.float(), ref.float()))
-    return torch.stack(terms).mean()

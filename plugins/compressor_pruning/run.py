@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from compressor.architectures import encoder_layout, ffn_unit_widths, find_layer_list, head_counts, refuse, sparsity_summary
+from compressor.architectures import (
+    encoder_layout,
+    ffn_unit_widths,
+    find_layer_list,
+    head_counts,
+    refuse,
+    sparsity_summary,
+)
 from compressor.errors import StageError
 from compressor.training import trainer as training
 
@@ -256,7 +263,9 @@ def run_movement(strategy: "Strategy", artifact: "Artifact", config: Any, contex
     """See :class:`~compressor_pruning.plugin.MovementPruning`."""
     from transformers import Trainer
 
-    from .movement import LABEL_KEYS, MovementPruner, movement_callback, soft_target_kl_task
+    from compressor.training.losses import task_soft_target_loss
+
+    from .movement import LABEL_KEYS, MovementPruner, movement_callback
 
     model, tokenizer = _prepare(artifact, context, strategy)
     teacher = None
@@ -300,7 +309,7 @@ def run_movement(strategy: "Strategy", artifact: "Artifact", config: Any, contex
             if teacher is not None and model.training:
                 with torch.no_grad():
                     teacher_out = teacher(**{k: v for k, v in inputs.items() if k not in LABEL_KEYS})
-                distil = soft_target_kl_task(task, outputs, teacher_out, inputs, temperature)
+                distil = task_soft_target_loss(task, outputs, teacher_out, inputs, temperature)
                 loss = (1.0 - alpha) * loss + alpha * distil
             return (loss, outputs) if return_outputs else loss
 

@@ -66,6 +66,7 @@ PUBLIC_MODULES: dict[str, frozenset[str] | None] = {
     "compressor.testing": None,
     "compressor.training": None,
     "compressor.training.config": None,
+    "compressor.training.losses": None,
     "compressor.training.trainer": None,
 }
 
