@@ -1,8 +1,14 @@
 """ONNX Runtime int8: export (PyTorch input), graph optimisation, dynamic or static
-(calibrated) quantisation with ``onnxruntime.quantization``.
+(calibrated) quantisation with ``onnxruntime.quantization``, then a saturation check.
 
 A PyTorch input is exported and optimised by the core's :mod:`compressor.onnx_export`, the
-same path as the ``export.onnx`` strategy.
+same path as the ``export.onnx`` strategy. The weight type, per-channel scales and
+``reduce_range`` come from the preset's instruction set
+(:func:`~.hardware.choose_int8_settings`). The saturation check
+(:func:`saturation_check`) runs the int8 graph and the float graph it was made from on a
+batch of the task's validation split, and re-quantises with ``reduce_range`` when the int8
+outputs are far off and 7-bit weights bring them back: the signature of the 16-bit sums of
+``VPMADDUBSW`` saturating on AVX2 and AVX-512 CPUs without VNNI.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from compressor.errors import StageError
@@ -26,17 +32,28 @@ from compressor.onnx_export import (
     export_onnx,
     op_counts,
     optimize_onnx,
+    session,
 )
 
-from .hardware import choose_ort_preset, cpu_flags, machine
+from .hardware import (
+    SATURATING_PRESETS,
+    Int8Settings,
+    choose_int8_settings,
+    choose_ort_preset,
+    cpu_flags,
+    faked_cpuinfo,
+    host_preset,
+    machine,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from compressor.artifact import Artifact
     from compressor.strategy import StageContext, Strategy
 
-#: Weight and activation types of each preset, as optimum's ``AutoQuantizationConfig``
-#: defined them: unsigned activations everywhere; unsigned weights on AVX2 (no signed int8
-#: dot product without VNNI: ``VPMADDUBSW`` takes u8 x s8 and saturates), signed elsewhere.
+#: Activation and weight types of optimum's ``AutoQuantizationConfig`` presets: unsigned
+#: activations everywhere; unsigned weights on AVX2, signed elsewhere. The strategies no longer
+#: use this table (see :func:`~.hardware.choose_int8_settings`: s8 weights everywhere, 7-bit on
+#: AVX2/AVX-512 without VNNI); ``benchmarks/onnx_stacks.py`` uses it to rebuild optimum's graphs.
 PRESET_TYPES = {
     "avx512_vnni": ("QUInt8", "QInt8"),
     "avx512": ("QUInt8", "QInt8"),
@@ -63,10 +80,34 @@ def resolve_preset(requested: str) -> tuple[str, str, list[str]]:
     """
     flags = cpu_flags()
     arch = machine()
-    seen = sorted(f for f in flags if f.startswith(("avx2", "avx512", "amx")) or f in ("asimd", "asimddp"))
+    seen = sorted(
+        f for f in flags if f.startswith(("avx2", "avx512", "amx")) or f in ("avx_vnni", "asimd", "asimddp")
+    )
     if requested != "auto":
         return requested, "recipe", seen
     return choose_ort_preset(flags, arch), f"cpu flags ({arch})", seen
+
+
+def resolve_int8_settings(config: Any) -> tuple[Int8Settings, str, list[str]]:
+    """The int8 settings of a ``quantize.ort-*`` config: the preset (:func:`resolve_preset`),
+    then :func:`~.hardware.choose_int8_settings` with the config's ``weight_type``,
+    ``per_channel`` and ``reduce_range``.
+
+    :returns: ``(settings, how the preset was chosen, relevant cpu flags)``.
+    :raises StageError: when ``auto`` finds no fitting preset.
+    """
+    preset, how, flags = resolve_preset(config.preset)
+    if how == "recipe":
+        chosen_by = f"recipe (preset {preset})"
+    else:
+        faked = faked_cpuinfo()
+        where = f", faked by COMPRESSOR_CPUINFO={faked}" if faked is not None else ""
+        chosen_by = f"auto (cpu flags {' '.join(flags) or 'none'} on {machine()}{where})"
+    settings = choose_int8_settings(
+        preset, weight_type=config.weight_type, per_channel=config.per_channel,
+        reduce_range=config.reduce_range, chosen_by=chosen_by,
+    )
+    return settings, how, flags
 
 
 def prepare_for_quantization(onnx_file: Path, config_dir: Path, out_dir: Path) -> Path:
@@ -116,10 +157,12 @@ def calibration_batches(
     max_length: int,
     seed: int,
     batch_size: int,
+    padding: str = "max_length",
 ) -> list[dict[str, Any]]:
     """``samples`` examples drawn (seeded, without replacement) from ``split``, tokenised to
-    exactly ``max_length`` tokens, cut into batches: int64 arrays ``(batch, max_length)``
-    keyed by graph input name.
+    exactly ``max_length`` tokens (``padding="longest"``: to the longest of them, at most
+    ``max_length``), cut into batches: int64 arrays ``(batch, length)`` keyed by graph input
+    name.
 
     :raises StageError: for a missing or empty split.
     """
@@ -136,7 +179,7 @@ def calibration_batches(
     enc = tokenizer(
         list(rows["text"]),
         list(rows["text_pair"]) if "text_pair" in rows.column_names else None,
-        padding="max_length",
+        padding=padding,
         truncation=True,
         max_length=max_length,
         return_tensors="np",
@@ -163,6 +206,192 @@ def _reader(batches: list[dict[str, Any]]) -> Any:
     return _Batches()
 
 
+#: Longest input (tokens) of the saturation check's batch for dynamic quantisation (static
+#: quantisation uses its ``max_length``); the batch is padded to its longest example.
+CHECK_MAX_LENGTH = 128
+
+#: The saturation check keeps the ``reduce_range`` graph when its deviation is at most this
+#: fraction of the first graph's: a gap that 7-bit weights at least halve is saturation, while
+#: 7-bit and 8-bit graphs without saturation differ by 15-25% either way (u8 weights, measured
+#: in docs/quantization.md).
+MATERIAL_REDUCTION = 0.5
+
+#: What the saturation check's deviation is.
+DEVIATION_METRIC = (
+    "max |int8 - float| over the graph outputs, relative to max |float| (padding positions "
+    "excluded), ONNX Runtime on this CPU"
+)
+
+
+def output_deviation(
+    reference: Path, candidate: Path, batches: list[dict[str, Any]]
+) -> float:
+    """How far ``candidate``'s outputs are from ``reference``'s: the largest absolute
+    difference over every output, divided by the largest absolute reference output (0 when
+    that is 0), over the positions where ``attention_mask`` is 1 for outputs with a sequence
+    axis. Both graphs run on this CPU (one thread), chunk by chunk.
+
+    :param batches: int64 input arrays keyed by input name (a graph's missing inputs are
+        not fed).
+    """
+    import numpy as np
+
+    ref_sess, cand_sess = session(reference, threads=1), session(candidate, threads=1)
+    names = [o.name for o in ref_sess.get_outputs()]
+    worst = scale = 0.0
+    for batch in batches:
+        feed = {i.name: batch[i.name] for i in ref_sess.get_inputs() if i.name in batch}
+        refs = ref_sess.run(names, feed)
+        gots = cand_sess.run(names, {i.name: batch[i.name] for i in cand_sess.get_inputs() if i.name in batch})
+        mask = batch.get("attention_mask")
+        for ref, got in zip(refs, gots):
+            ref, got = np.asarray(ref, dtype=np.float32), np.asarray(got, dtype=np.float32)
+            if mask is not None and ref.ndim >= 2 and ref.shape[:2] == mask.shape:
+                keep = mask.astype(bool)
+                ref, got = ref[keep], got[keep]
+            if ref.size:
+                worst = max(worst, float(np.abs(got - ref).max()))
+                scale = max(scale, float(np.abs(ref).max()))
+    return worst / scale if scale > 0 else worst
+
+
+def _check_split(context: "StageContext", requested: str) -> str | None:
+    """``requested`` if the task has it (non-empty), else ``test``, else ``train``."""
+    for name in dict.fromkeys((requested, "test", "train")):
+        try:
+            if len(context.data.split(name)):
+                return name
+        except KeyError:
+            continue
+    return None
+
+
+def _deviation_meter(
+    context: "StageContext", tokenizer: Any, input_names: set[str], reference: Path, config: Any, max_length: int
+) -> Callable[[Path], tuple[float, dict[str, Any]]]:
+    """``measure(int8_graph) -> (deviation, facts)``: :func:`output_deviation` of the graph
+    against ``reference`` on ``saturation_samples`` examples of ``saturation_split`` (drawn
+    with the run's seed, padded to the longest), tokenised once."""
+    split = _check_split(context, config.saturation_split)
+    if split is None:
+        raise StageError(
+            "the saturation check needs examples, and the task has none in "
+            f"{config.saturation_split!r}, 'test' or 'train'",
+            key="config.saturation_split",
+            hint="name a split with examples, or set saturation_check: false",
+        )
+    batches = calibration_batches(
+        context, tokenizer, input_names, split=split, samples=config.saturation_samples,
+        max_length=max_length, seed=context.seed, batch_size=8, padding="longest",
+    )
+    facts = {
+        "split": split,
+        "samples": sum(len(next(iter(b.values()))) for b in batches),
+        "max_length": max_length,
+        "metric": DEVIATION_METRIC,
+    }
+
+    def measure(graph: Path) -> tuple[float, dict[str, Any]]:
+        return output_deviation(reference, graph, batches), facts
+
+    return measure
+
+
+def saturation_check(
+    settings: Int8Settings,
+    quantized: Path,
+    *,
+    requantize: Callable[[], Path],
+    measure: Callable[[Path], tuple[float, dict[str, Any]]],
+    tolerance: float,
+    host: str | None,
+) -> tuple[Path, Int8Settings, dict[str, Any]]:
+    """Look for saturated int8 sums, and avoid them with ``reduce_range`` when that helps.
+
+    1. ``measure(quantized)``: the int8 graph's deviation from the float graph (one batch).
+    2. ``reduce_range`` already on, or deviation within ``tolerance``: keep the graph, record
+       the deviation.
+    3. Else, when s8 weights run on saturating kernels (:data:`~.hardware.SATURATING_PRESETS`)
+       both on this CPU (``host``) and on the preset's target: ``requantize()`` with
+       ``reduce_range`` and measure again; if that deviation is at most
+       :data:`MATERIAL_REDUCTION` of the first, saturation was detected: keep the
+       ``reduce_range`` graph. Otherwise keep the first graph: its gap is not saturation.
+       Where neither can saturate (VNNI, AMX, ARM, u8 weights) the gap is quantisation error,
+       and where only one can (a recipe's preset for another machine) a gap measured here
+       says nothing about the target: both are only recorded, with no second quantisation.
+
+    :param settings: what ``quantized`` was made with.
+    :param requantize: makes the ``reduce_range`` graph and returns its path.
+    :param measure: ``graph -> (deviation, facts)`` (:func:`output_deviation` on the check's
+        batch; tests fake it).
+    :param host: this CPU's preset (:func:`~.hardware.host_preset`), ``None`` if it has none.
+    :returns: ``(graph to keep, its settings, record)``; the record has ``deviation``,
+        ``reduce_range_deviation`` (``None`` when not tried), ``saturation_detected``,
+        ``avoided``, ``host_kernels``, the batch's facts and ``summary`` (one readable line).
+    """
+    deviation, facts = measure(quantized)
+    record: dict[str, Any] = {
+        "ran": True,
+        **facts,
+        "tolerance": tolerance,
+        "host_kernels": host,
+        "deviation": round(deviation, 6),
+        "reduce_range_deviation": None,
+        "saturation_detected": False,
+        "avoided": False,
+    }
+    # u8 x s8 sums saturate only on VPMADDUBSW kernels: AVX2 and AVX-512 without VNNI
+    s8 = settings.weight_type == "QInt8"
+    target_saturates = s8 and settings.preset in SATURATING_PRESETS
+    host_saturates = s8 and host in SATURATING_PRESETS
+    if settings.reduce_range:
+        record["summary"] = (
+            f"reduce_range already on; max deviation {deviation:.4f} of the float outputs on "
+            f"{facts['samples']} examples of {facts['split']!r}"
+        )
+        return quantized, settings, record
+    if deviation <= tolerance:
+        record["summary"] = (
+            f"max deviation {deviation:.4f} of the float outputs on {facts['samples']} examples of "
+            f"{facts['split']!r}, within the tolerance {tolerance:g}: no saturation to avoid"
+        )
+        return quantized, settings, record
+    if not target_saturates and not host_saturates:
+        record["summary"] = (
+            f"max deviation {deviation:.4f} exceeds the tolerance {tolerance:g}, but neither this CPU's "
+            f"int8 kernels ({host or 'none'}) nor the {settings.preset} target's can saturate with "
+            f"{'s8' if s8 else 'u8'} weights: quantisation error, reduce_range not tried"
+        )
+        return quantized, settings, record
+    if target_saturates != host_saturates:
+        if host_saturates:
+            why = (f"this CPU's int8 kernels ({host}) can saturate but the {settings.preset} target's "
+                   "cannot: the gap measured here is not the target's")
+        else:
+            why = (f"the {settings.preset} target's int8 kernels can saturate but this CPU's "
+                   f"({host or 'none'}) cannot: saturation cannot be measured here")
+        record["summary"] = (
+            f"max deviation {deviation:.4f} exceeds the tolerance {tolerance:g}, but {why}; reduce_range not tried"
+        )
+        return quantized, settings, record
+    reduced = requantize()
+    after, _ = measure(reduced)
+    record["reduce_range_deviation"] = round(after, 6)
+    if after <= MATERIAL_REDUCTION * deviation:
+        record["saturation_detected"] = record["avoided"] = True
+        record["summary"] = (
+            f"saturation detected and avoided: max deviation {deviation:.4f} of the float outputs "
+            f"with 8-bit weights, {after:.4f} with reduce_range (7-bit), which this graph uses"
+        )
+        why = f"the saturation check measured {deviation:.4f} without it and {after:.4f} with it"
+        return reduced, settings.with_reduce_range(why), record
+    record["summary"] = (
+        f"max deviation {deviation:.4f} exceeds the tolerance {tolerance:g}, but reduce_range gives "
+        f"{after:.4f}: not saturation, the 8-bit graph is kept"
+    )
+    return quantized, settings, record
+
+
 def run_ort_quantization(
     strategy: "Strategy", artifact: "Artifact", config: Any, context: "StageContext", *, static: bool
 ) -> "Artifact":
@@ -171,7 +400,8 @@ def run_ort_quantization(
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    preset, reason, flags = resolve_preset(config.preset)
+    settings, reason, flags = resolve_int8_settings(config)
+    preset = settings.preset
     source = Path(artifact.path)
     tokenizer = context.load_tokenizer(artifact)
     # absolute: the static calibrator runs with the scratch folder as the working directory
@@ -227,65 +457,90 @@ def run_ort_quantization(
         present_excluded = {op: before[op] for op in config.exclude_operators if before.get(op)}
     else:
         operators = default_operators(False)
-    activation_type, weight_type = (getattr(QuantType, t) for t in PRESET_TYPES[preset])
-    # what optimum's presets set: symmetric weights, asymmetric activations, full 8-bit range
+    activation_type, weight_type = getattr(QuantType, settings.activation_type), getattr(QuantType, settings.weight_type)
+    # symmetric weights, asymmetric activations (what optimum's presets set)
     extra_options: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": False}
-    quantized = scratch / "quantized.onnx"
+    session_inputs = {
+        i.name for i in ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).get_inputs()
+    }
 
     calibration: dict[str, Any] | None = None
-    context.logger.info("%s: quantising (preset %s, %s)", context.stage_name, preset, "static" if static else "dynamic")
-    with _root_logging_untouched():
-        try:
-            if static:
-                session_inputs = {
-                    i.name for i in ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).get_inputs()
-                }
-                max_length = capped_length(config.max_length, config_dir, tokenizer)
-                if max_length < config.max_length:
-                    context.logger.info(
-                        "%s: calibration inputs capped at %d tokens, the model's limit (max_length %d)",
-                        context.stage_name, max_length, config.max_length,
+    batches: list[dict[str, Any]] = []
+    method: Any = None
+    max_length = capped_length(getattr(config, "max_length", CHECK_MAX_LENGTH), config_dir, tokenizer)
+    if static:
+        if max_length < config.max_length:
+            context.logger.info(
+                "%s: calibration inputs capped at %d tokens, the model's limit (max_length %d)",
+                context.stage_name, max_length, config.max_length,
+            )
+        batches = calibration_batches(
+            context, tokenizer, session_inputs, split=config.calibration_split,
+            samples=config.calibration_samples, max_length=max_length, seed=context.seed,
+            batch_size=config.calibration_batch_size,
+        )
+        samples = sum(len(next(iter(b.values()))) for b in batches)
+        method = {
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentiles": CalibrationMethod.Percentile,
+        }[config.calibration_method]
+        if config.calibration_method == "percentiles":
+            extra_options["CalibPercentile"] = config.percentile
+        calibration = {
+            "method": config.calibration_method,
+            "samples": samples,
+            "split": config.calibration_split,
+            "max_length": max_length,
+            "seed": context.seed,
+        }
+        if config.calibration_method == "percentiles":
+            calibration["percentile"] = config.percentile
+
+    def quantize(reduce_range: bool, target: Path) -> Path:
+        """Quantise ``prepared`` into ``target`` with the settings and ``reduce_range``."""
+        with _root_logging_untouched():
+            try:
+                if static:
+                    with _in_folder(scratch):  # the calibrator writes its augmented graph to the cwd
+                        quantize_static(
+                            prepared, target, _reader(batches), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=operators, per_channel=settings.per_channel,
+                            reduce_range=reduce_range, activation_type=activation_type,
+                            weight_type=weight_type, calibrate_method=method, extra_options=extra_options,
+                            # a second quantisation (saturation check) reuses the ranges
+                            calibration_cache_path=scratch / "calibration.json",
+                        )
+                else:
+                    quantize_dynamic(
+                        prepared, target, op_types_to_quantize=operators, per_channel=settings.per_channel,
+                        reduce_range=reduce_range, weight_type=weight_type, extra_options=extra_options,
                     )
-                batches = calibration_batches(
-                    context, tokenizer, session_inputs, split=config.calibration_split,
-                    samples=config.calibration_samples, max_length=max_length, seed=context.seed,
-                    batch_size=config.calibration_batch_size,
-                )
-                samples = sum(len(next(iter(b.values()))) for b in batches)
-                context.logger.info(
-                    "%s: calibrating (%s) on %d examples of %r", context.stage_name,
-                    config.calibration_method, samples, config.calibration_split,
-                )
-                method = {
-                    "minmax": CalibrationMethod.MinMax,
-                    "entropy": CalibrationMethod.Entropy,
-                    "percentiles": CalibrationMethod.Percentile,
-                }[config.calibration_method]
-                if config.calibration_method == "percentiles":
-                    extra_options["CalibPercentile"] = config.percentile
-                with _in_folder(scratch):  # the calibrator writes its augmented graph to the cwd
-                    quantize_static(
-                        prepared, quantized, _reader(batches), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=operators, per_channel=config.per_channel,
-                        reduce_range=False, activation_type=activation_type, weight_type=weight_type,
-                        calibrate_method=method, extra_options=extra_options,
-                    )
-                calibration = {
-                    "method": config.calibration_method,
-                    "samples": samples,
-                    "split": config.calibration_split,
-                    "max_length": max_length,
-                    "seed": context.seed,
-                }
-                if config.calibration_method == "percentiles":
-                    calibration["percentile"] = config.percentile
-            else:
-                quantize_dynamic(
-                    prepared, quantized, op_types_to_quantize=operators, per_channel=config.per_channel,
-                    reduce_range=False, weight_type=weight_type, extra_options=extra_options,
-                )
-        except (ValueError, RuntimeError, KeyError, TypeError) as exc:
-            raise StageError(f"ONNX Runtime quantisation failed: {type(exc).__name__}: {exc}") from exc
+            except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+                raise StageError(f"ONNX Runtime quantisation failed: {type(exc).__name__}: {exc}") from exc
+        return target
+
+    context.logger.info(
+        "%s: quantising (%s, %s)", context.stage_name, "static" if static else "dynamic", settings.summary()
+    )
+    if static:
+        context.logger.info(
+            "%s: calibrating (%s) on %d examples of %r", context.stage_name,
+            config.calibration_method, calibration["samples"] if calibration else 0, config.calibration_split,
+        )
+    quantized = quantize(settings.reduce_range, scratch / "quantized.onnx")
+    check: dict[str, Any] = {"ran": False, "summary": "off (saturation_check: false)"}
+    if config.saturation_check:
+        quantized, settings, check = saturation_check(
+            settings,
+            quantized,
+            requantize=lambda: quantize(True, scratch / "quantized-reduce-range.onnx"),
+            measure=_deviation_meter(context, tokenizer, session_inputs, prepared, config, max_length),
+            tolerance=config.saturation_tolerance,
+            host=host_preset(),
+        )
+        log = context.logger.warning if check.get("saturation_detected") else context.logger.info
+        log("%s: saturation check: %s", context.stage_name, check["summary"])
 
     out = Path(context.output_dir)
     shutil.copyfile(quantized, out / ONNX_FILE)
@@ -297,12 +552,15 @@ def run_ort_quantization(
         "preset_chosen_by": reason,
         "cpu_flags": flags,
         "mode": "static" if static else "dynamic",
-        "per_channel": config.per_channel,
+        "per_channel": settings.per_channel,
+        "reduce_range": settings.reduce_range,
+        "int8_settings": settings.record(),
+        "saturation_check": check,
         "optimization": level,
         "exporter": exporter,
         "attention_fusion": attention,
-        "activation_type": PRESET_TYPES[preset][0],
-        "weight_type": PRESET_TYPES[preset][1],
+        "activation_type": settings.activation_type,
+        "weight_type": settings.weight_type,
         "operators_quantized": operators,
         "int8_nodes": {op: n for op, n in sorted(after.items()) if op in INT8_OPERATORS},
         "onnxruntime": ort.__version__,

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from compressor.artifact import Artifact
     from compressor.strategy import StageContext
 
-Preset = Literal["auto", "avx512_vnni", "avx512", "avx2", "arm64"]
+Preset = Literal["auto", "avx512_vnni", "avx512", "avx_vnni", "avx2", "arm64"]
 
 #: Operators left in float by default in static int8: their inputs have outliers or wide
 #: ranges in transformer encoders (LayerNorm, GELU, Softmax, the residual Add), so int8
@@ -109,9 +109,55 @@ def ort_chain_refusal(config: Any, given: "ChainInput") -> str | None:
 class _OrtConfig(StrategyConfig):
     preset: Preset = Field(
         "auto",
-        description="Instruction set of the target CPU, which sets the int8 types as optimum's "
-        "presets did (u8 activations; u8 weights on avx2, s8 elsewhere). 'auto' reads this "
-        "machine's CPU flags: avx512_vnni, else avx512, else avx2; arm64 on ARM.",
+        description="Instruction set of the target CPU, which decides the 'auto' int8 settings "
+        "below as ONNX Runtime's quantization docs advise for it. 'auto' reads this machine's "
+        "CPU flags: avx512_vnni (also AMX CPUs), else avx512 (F and BW, no VNNI), else avx_vnni, "
+        "else avx2; arm64 on ARM. Name another to prepare a model for a different machine.",
+    )
+    weight_type: Literal["auto", "int8", "uint8"] = Field(
+        "auto",
+        description="int8 weights. 'auto': int8 (s8) on every preset, the u8s8 kernels ONNX "
+        "Runtime runs fastest; uint8 selects its u8u8 kernels, which never saturate but are "
+        "slower on AVX2.",
+    )
+    per_channel: Literal["auto"] | bool = Field(
+        "auto",
+        description="One weight scale per output channel instead of one per tensor. 'auto': on "
+        "for every preset (per-tensor cost the MPNet NER teacher 24 F1 points against 3.8 "
+        "per-channel, docs/tasks.md).",
+    )
+    reduce_range: Literal["auto"] | bool = Field(
+        "auto",
+        description="7-bit weights ([-64, 64]), so that the 16-bit sums of the u8s8 kernels "
+        "(VPMADDUBSW) cannot saturate. 'auto': on for int8 per-channel weights on avx2 and avx512 "
+        "(no VNNI), as ONNX Runtime's docs advise; off with VNNI, AMX, on ARM and for uint8 or "
+        "per-tensor weights.",
+    )
+    saturation_check: bool = Field(
+        True,
+        description="After quantising, compare the int8 graph's outputs with the float graph's "
+        "on saturation_samples examples (ONNX Runtime, this CPU). If the maximum deviation, "
+        "relative to the largest float output, exceeds saturation_tolerance, reduce_range is "
+        "off and int8 weights run on kernels that can saturate (avx2, avx512: on this CPU and "
+        "on the preset's), quantise again with reduce_range and keep that graph when it at "
+        "least halves the deviation (saturation detected and avoided). The lineage records "
+        "the deviations and what was done.",
+    )
+    saturation_samples: int = Field(
+        32, ge=1, le=1024, description="Examples of saturation_split the saturation check runs."
+    )
+    saturation_split: str = Field(
+        "validation",
+        min_length=1,
+        description="Split the saturation check draws its examples from (falls back to test, "
+        "then train, when the task has no such split).",
+    )
+    saturation_tolerance: float = Field(
+        0.05,
+        gt=0.0,
+        le=10.0,
+        description="Largest max |int8 - float| output difference, relative to the largest "
+        "|float| output, that the saturation check accepts without trying reduce_range.",
     )
     optimization: Literal["none", "O1", "O2", "O3"] | None = Field(
         None,
@@ -132,12 +178,6 @@ class _OrtConfig(StrategyConfig):
 class OrtDynamicConfig(_OrtConfig):
     """Config of :class:`OrtDynamic`."""
 
-    per_channel: bool = Field(
-        False,
-        description="Per-channel weight scales (more accurate, larger and often slower "
-        "with dynamic quantisation on CPU).",
-    )
-
 
 class OrtDynamic(Strategy):
     """ONNX Runtime dynamic int8 (``onnxruntime.quantization.quantize_dynamic``).
@@ -146,9 +186,14 @@ class OrtDynamic(Strategy):
     at ``O2`` (Attention, SkipLayerNormalization and BiasGelu fusion) so that the quantised
     graph runs fused ``QAttention`` kernels; then the weights of every operator type ONNX
     Runtime has integer kernels for (``MatMul``, ``Attention``, ``Gather``...) are quantised
-    to int8, symmetric, with the preset's types.
-    Activations are quantised per call (no calibration). The artifact (format ``onnx``) holds
-    ``model.onnx``, ``config.json`` and the tokenizer.
+    to int8, symmetric, with the settings the preset calls for
+    (:func:`~.hardware.choose_int8_settings`: s8 per-channel weights everywhere, 7-bit
+    ``reduce_range`` on AVX2 and AVX-512 without VNNI, whose ``VPMADDUBSW`` kernels can
+    saturate; ONNX Runtime's quantization docs and its issues 5849, 6004 and 9599).
+    Activations are quantised per call (no calibration). Then the saturation check compares
+    the int8 graph with the float one on a batch of ``saturation_split`` and, when the gap is
+    large and ``reduce_range`` closes it, keeps a ``reduce_range`` graph instead. The artifact
+    (format ``onnx``) holds ``model.onnx``, ``config.json`` and the tokenizer.
     """
 
     name: ClassVar[str] = "quantize.ort-dynamic"
@@ -171,8 +216,11 @@ class OrtDynamic(Strategy):
         """Quantise ``artifact`` (exporting it first when it is PyTorch).
 
         :returns: the ONNX artifact; lineage ``extra``: ``preset`` and how it was chosen,
-            ``cpu_flags`` used, ``optimization``, ``operators_quantized``,
-            ``quantized_nodes`` (count by operator type).
+            ``cpu_flags`` used, ``int8_settings`` (weight and activation types,
+            ``per_channel``, ``reduce_range``, ``chosen_by``, ``reason``, ``summary``: one
+            readable line), ``saturation_check`` (deviations, whether saturation was detected
+            and avoided, ``summary``), ``optimization``, ``operators_quantized``,
+            ``int8_nodes`` (count by operator type).
         :raises compressor.errors.StageError: for a CPU with no int8 preset, an export or
             quantisation failure, or an optimisation level set for an ONNX input.
         """
@@ -184,7 +232,6 @@ class OrtDynamic(Strategy):
 class OrtStaticConfig(_OrtConfig):
     """Config of :class:`OrtStatic`."""
 
-    per_channel: bool = Field(True, description="Per-channel weight scales.")
     calibration_method: Literal["minmax", "entropy", "percentiles"] = Field(
         "minmax",
         description="How activation ranges are set from the calibration examples "
@@ -235,8 +282,10 @@ class OrtStatic(Strategy):
     (``CalibrationMethod.<calibration_method>``); weights and
     activations of the quantised operators are then int8. Operators in
     ``exclude_operators`` stay float (the lineage records the operator types quantised and
-    the excluded ones present in the graph, with their node counts). A PyTorch input is
-    exported first (no graph optimisation by default: ONNX Runtime has no static int8
+    the excluded ones present in the graph, with their node counts). Weight type,
+    per-channel and ``reduce_range`` follow the preset as in :class:`OrtDynamic`, and so does
+    the saturation check (a second quantisation reuses the calibrated ranges). A PyTorch input
+    is exported first (no graph optimisation by default: ONNX Runtime has no static int8
     kernel for the fused Attention operator).
     """
 

@@ -15,10 +15,13 @@ from compressor.errors import CompressorError, HardwareUnsupported, StageError
 from compressor_quantization import hardware
 from compressor_quantization.hardware import (
     CPUINFO_ENV,
+    SATURATING_PRESETS,
     choose_half_dtype,
+    choose_int8_settings,
     choose_ort_preset,
     cpu_flags,
     cpu_flags_source,
+    host_preset,
     machine,
 )
 
@@ -63,6 +66,14 @@ X86_CPUS: dict[str, tuple[str, str]] = {
         "wbnoinvd ida arat avx512vbmi umip pku ospke waitpkg avx512_vbmi2 gfni vaes vpclmulqdq "
         "avx512_vnni avx512_bitalg tme avx512_vpopcntdq rdpid cldemote movdiri movdir64b "
         "md_clear serialize amx_bf16 avx512_fp16 amx_tile amx_int8 flush_l1d arch_capabilities",
+    ),
+    # Alder Lake: AVX2 with AVX-VNNI (VEX-encoded int8 dot products), AVX-512 fused off
+    "core-alderlake-avxvnni": (
+        "12th Gen Intel(R) Core(TM) i7-12700H",
+        f"{_X86_BASE} cpuid_fault epb ssbd ibrs ibpb stibp ibrs_enhanced fsgsbase tsc_adjust "
+        "bmi1 avx2 smep bmi2 erms invpcid rdseed adx smap clflushopt clwb intel_pt sha_ni "
+        "xsaveopt xsavec xgetbv1 xsaves avx_vnni dtherm ida arat pln pts hwp umip pku ospke "
+        "waitpkg gfni vaes vpclmulqdq rdpid movdiri movdir64b fsrm md_clear serialize",
     ),
     # Zen 4: AVX-512 BF16 and VNNI, no AMX
     "epyc-genoa-avx512bf16": (
@@ -123,6 +134,7 @@ EXPECTED = {
     "epyc-milan-avx2": ("avx2", None),
     "xeon-skylake-avx512": ("avx512", None),
     "xeon-cascadelake-vnni": ("avx512_vnni", None),
+    "core-alderlake-avxvnni": ("avx_vnni", None),
     "xeon-sapphirerapids-amx": ("avx512_vnni", "bfloat16"),
     "epyc-genoa-avx512bf16": ("avx512_vnni", "bfloat16"),
     # ARM's own bf16 feature is not one of BF16_CPU_FLAGS: refused like any CPU without them
@@ -189,6 +201,10 @@ def test_a_broken_fake_is_an_error_not_a_cpu_without_features(tmp_path, monkeypa
         (X86_CPUS["xeon-sapphirerapids-amx"][1].split(), "x86_64", "avx512_vnni"),
         (["avx2", "avx512f", "avx512bw"], "x86_64", "avx512"),
         (["avx2", "avx512f"], "x86_64", "avx2"),  # AVX-512 without BW: no avx512 preset
+        (["avx2", "avx_vnni"], "x86_64", "avx_vnni"),
+        # MLAS takes AVX-512 core over AVX-VNNI, and AVX-512 VNNI over both
+        (["avx2", "avx_vnni", "avx512f", "avx512bw"], "x86_64", "avx512"),
+        (["avx2", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni"], "x86_64", "avx512_vnni"),
         (["sse4_2", "avx2"], "x86_64", "avx2"),
         (["asimd"], "aarch64", "arm64"),
         ([], "arm64", "arm64"),
@@ -220,6 +236,93 @@ def test_half_dtype_decisions():
     with pytest.raises(StageError, match="unknown dtype") as info:
         choose_half_dtype("int4", device="cpu", flags=["amx_bf16"])
     assert not isinstance(info.value, HardwareUnsupported)
+
+
+#: What ``preset: auto`` runs with on each CPU kind, as ONNX Runtime's quantization docs advise
+#: ("When to use reduce-range and per-channel quantization?"): (weight type, per-channel,
+#: reduce_range). s8 per-channel weights everywhere; 7-bit weights only where the u8s8 kernels
+#: use VPMADDUBSW (AVX2, AVX-512 without VNNI).
+EXPECTED_INT8 = {
+    "epyc-milan-avx2": ("QInt8", True, True),
+    "xeon-skylake-avx512": ("QInt8", True, True),
+    "xeon-cascadelake-vnni": ("QInt8", True, False),
+    "core-alderlake-avxvnni": ("QInt8", True, False),
+    "xeon-sapphirerapids-amx": ("QInt8", True, False),
+    "epyc-genoa-avx512bf16": ("QInt8", True, False),
+    "graviton3-arm64": ("QInt8", True, False),
+}
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_each_cpu_kind_gets_the_int8_settings_ort_documents(cpu, tmp_path, monkeypatch):
+    fake_cpu(monkeypatch, tmp_path, cpu)
+    preset = choose_ort_preset(cpu_flags(), machine())
+    settings = choose_int8_settings(preset, chosen_by="auto (test)")
+    assert (settings.weight_type, settings.per_channel, settings.reduce_range) == EXPECTED_INT8[cpu]
+    assert settings.activation_type == "QUInt8" and settings.preset == preset
+    assert settings.reduce_range == (preset in SATURATING_PRESETS)
+    # the reason names the ISA and the source, and the summary is one readable line
+    assert settings.chosen_by == "auto (test)"
+    assert ("VPMADDUBSW" in settings.reason) == settings.reduce_range
+    assert "ORT quantization docs" in settings.reason
+    if settings.reduce_range:
+        assert "reduce_range (7-bit weights" in settings.reason and "issue" in settings.reason
+    record = settings.record()
+    assert set(record) == {
+        "preset", "weight_type", "activation_type", "per_channel", "reduce_range", "chosen_by", "reason", "summary",
+    }
+    summary = record["summary"]
+    assert "\n" not in summary and summary.startswith("int8 u8s8 (" + preset + "), per-channel, reduce_range ")
+    assert ("7-bit" in summary) == settings.reduce_range
+
+
+@pytest.mark.parametrize(
+    "preset, given, expected",
+    [
+        # per-tensor weights on AVX2 keep 8 bits: 7 would cost resolution, the check watches
+        ("avx2", {"per_channel": False}, ("QInt8", False, False)),
+        # u8 weights run the u8u8 kernels: no saturation, no reduced range
+        ("avx2", {"weight_type": "uint8"}, ("QUInt8", True, False)),
+        ("avx512", {"weight_type": "uint8"}, ("QUInt8", True, False)),
+        # explicit values are kept, wherever they lead
+        ("avx2", {"reduce_range": False}, ("QInt8", True, False)),
+        ("avx512_vnni", {"reduce_range": True}, ("QInt8", True, True)),
+        ("arm64", {"weight_type": "int8", "per_channel": False}, ("QInt8", False, False)),
+        ("avx2", {"per_channel": False, "reduce_range": True}, ("QInt8", False, True)),
+    ],
+)
+def test_recipe_values_are_kept_and_recorded(preset, given, expected):
+    settings = choose_int8_settings(preset, chosen_by="recipe (preset x)", **given)
+    assert (settings.weight_type, settings.per_channel, settings.reduce_range) == expected
+    named = ", ".join(f"{k} {v}".lower() for k, v in given.items())
+    assert settings.chosen_by == f"recipe (preset x); recipe sets {named}"
+
+
+def test_int8_settings_say_why_reduce_range_is_off_or_forced():
+    assert "per-tensor weights keep 8 bits" in choose_int8_settings("avx512", per_channel=False).reason
+    assert "u8u8 kernels" in choose_int8_settings("avx2", weight_type="uint8").reason
+    assert "saturation check watches" in choose_int8_settings("avx2", reduce_range=False).reason
+    assert "do not saturate" in choose_int8_settings("arm64", reduce_range=True).reason
+    forced = choose_int8_settings("avx2", reduce_range=False).with_reduce_range("measured 0.4 and 0.03")
+    assert forced.reduce_range and forced.chosen_by.endswith("reduce_range by the saturation check")
+    assert forced.reason.endswith("measured 0.4 and 0.03") and "7-bit" in forced.summary()
+
+
+def test_int8_settings_refuse_unknown_names():
+    with pytest.raises(StageError, match="unknown int8 preset 'sse4'") as info:
+        choose_int8_settings("sse4")
+    assert info.value.key == "config.preset"
+    with pytest.raises(StageError, match="unknown weight type 'int4'") as info:
+        choose_int8_settings("avx2", weight_type="int4")
+    assert info.value.key == "config.weight_type"
+
+
+def test_host_preset_reads_this_machine_not_the_fake(tmp_path, monkeypatch):
+    monkeypatch.delenv(CPUINFO_ENV, raising=False)
+    real = host_preset()
+    fake_cpu(monkeypatch, tmp_path, "graviton3-arm64" if real != "arm64" else "epyc-milan-avx2")
+    assert host_preset() == real  # the kernels ONNX Runtime runs are this machine's
+    assert real is None or real in hardware.ORT_PRESETS
 
 
 def test_hardware_module_stays_light():

@@ -86,6 +86,10 @@ def test_ort_dynamic_from_pytorch_uses_fused_int8_graph(baseline, make_context, 
     extra = art.lineage.extra
     assert art.format == "onnx" and extra["preset"] == "avx2" and extra["preset_chosen_by"].startswith("cpu flags")
     assert extra["optimization"] == "O2" and extra["mode"] == "dynamic"
+    # AVX2: s8 per-channel weights in 7 bits, as ONNX Runtime's docs advise (issue 25)
+    assert (extra["weight_type"], extra["per_channel"], extra["reduce_range"]) == ("QInt8", True, True)
+    assert extra["int8_settings"]["chosen_by"] == "auto (cpu flags avx2 on x86_64)"
+    assert extra["saturation_check"]["ran"] and extra["saturation_check"]["reduce_range_deviation"] is None
     assert extra["int8_nodes"].get("QAttention") == 4 and extra["int8_nodes"].get("MatMulInteger", 0) > 0
     texts = task_data.split("test")["text"][:32]
     got, _ = _backend_logits(art, {}, texts)
@@ -169,6 +173,11 @@ def test_ort_dynamic_per_channel_has_one_weight_scale_per_output_column(baseline
     scales = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("_scale")}
     vectors = [s for s in scales.values() if s.ndim == 1 and s.size > 1]
     assert vectors and all(np.unique(v).size > 1 for v in vectors)  # one scale per column, not one copied
+    # per_channel: false in the recipe gives one scale per weight tensor
+    tensor = qplugin.OrtDynamic().apply(baseline, qplugin.OrtDynamicConfig(per_channel=False), make_context("ort-pt"))
+    assert tensor.lineage.extra["per_channel"] is False
+    graph = onnx.load(str(tensor.path / "model.onnx")).graph
+    assert all(numpy_helper.to_array(i).size == 1 for i in graph.initializer if i.name.endswith("_scale"))
     texts = task_data.split("test")["text"][:32]
     got, _ = _backend_logits(art, {}, texts)
     ref = _fp32_logits(baseline.path, texts)
