@@ -20,7 +20,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from compressor.errors import StageError
@@ -497,8 +497,9 @@ def run_ort_quantization(
         if config.calibration_method == "percentiles":
             calibration["percentile"] = config.percentile
 
-    def quantize(reduce_range: bool, target: Path) -> Path:
-        """Quantise ``prepared`` into ``target`` with the settings and ``reduce_range``."""
+    def quantize(reduce_range: bool, target: Path, exclude: Sequence[str] = ()) -> Path:
+        """Quantise ``prepared`` into ``target`` with the settings and ``reduce_range``,
+        leaving the nodes named in ``exclude`` in float."""
         with _root_logging_untouched():
             try:
                 if static:
@@ -510,11 +511,13 @@ def run_ort_quantization(
                             weight_type=weight_type, calibrate_method=method, extra_options=extra_options,
                             # a second quantisation (saturation check) reuses the ranges
                             calibration_cache_path=scratch / "calibration.json",
+                            nodes_to_exclude=list(exclude),
                         )
                 else:
                     quantize_dynamic(
                         prepared, target, op_types_to_quantize=operators, per_channel=settings.per_channel,
                         reduce_range=reduce_range, weight_type=weight_type, extra_options=extra_options,
+                        nodes_to_exclude=list(exclude),
                     )
             except (ValueError, RuntimeError, KeyError, TypeError) as exc:
                 raise StageError(f"ONNX Runtime quantisation failed: {type(exc).__name__}: {exc}") from exc
@@ -542,6 +545,14 @@ def run_ort_quantization(
         log = context.logger.warning if check.get("saturation_detected") else context.logger.info
         log("%s: saturation check: %s", context.stage_name, check["summary"])
 
+    control = None
+    if config.max_loss is not None:
+        control = accuracy_control(
+            context, tokenizer, config, prepared, quantized, config_dir, scratch, operators,
+            lambda exclude, target: quantize(settings.reduce_range, target, exclude),
+        )
+        quantized = control["graph"]
+
     out = Path(context.output_dir)
     shutil.copyfile(quantized, out / ONNX_FILE)
     shutil.copyfile(config_dir / "config.json", out / "config.json")
@@ -565,12 +576,94 @@ def run_ort_quantization(
         "int8_nodes": {op: n for op, n in sorted(after.items()) if op in INT8_OPERATORS},
         "onnxruntime": ort.__version__,
     }
+    if control is not None:
+        extra["accuracy_control"] = control["record"]
     if static:
         extra["calibration"] = calibration
         extra["excluded_operators"] = present_excluded
         extra["exclude_operators"] = list(config.exclude_operators)
     shutil.rmtree(scratch, ignore_errors=True)
     return context.new_artifact(artifact, strategy.name, config, format="onnx", extra=extra)
+
+
+def accuracy_control(
+    context: "StageContext", tokenizer: Any, config: Any, prepared: Path, quantized: Path,
+    config_dir: Path, scratch: Path, operators: list[str], quantize: Any,
+) -> dict[str, Any]:
+    """Accuracy-controlled int8 (:func:`.accuracy_control.accuracy_controlled_int8`) of the
+    stage's graph, with the latency cost of the groups kept in float.
+
+    :returns: ``{"graph": the chosen int8 graph, "record": JSON for lineage.extra}``; the
+        record has a one-line ``summary`` (shown on the model card).
+    :raises StageError: (exit status 2) when no int8 graph meets the bound.
+    """
+    from compressor.evaluate.stats import paired_bootstrap
+
+    from .accuracy_control import OnnxTaskScorer, accuracy_controlled_int8
+
+    context.logger.info(
+        "%s: accuracy control: at most %.2f points lost (confidence %s) on the validation split",
+        context.stage_name, config.max_loss, config.confidence,
+    )
+    result = accuracy_controlled_int8(
+        prepared, quantize, OnnxTaskScorer(context.data, tokenizer, config_dir),
+        op_types=operators, max_loss=config.max_loss, confidence=config.confidence,
+        work_dir=scratch / "accuracy-control", bootstrap=paired_bootstrap, seed=context.seed,
+        int8_graph=quantized, logger=context.logger,
+    )
+    result.raise_if_uncertified()
+    record = result.to_json()
+    kept = [g["name"] for g in record["kept_float"]]
+    cost = None
+    if kept:
+        cost = latency_ratio(result.graph, quantized, tokenizer, context, config_dir=config_dir)
+    record["latency_cost"] = cost
+    b = record["bound"]
+    interval = (f"[{b['low']:+.2f}, {b['high']:+.2f}]" if b.get("low") is not None else "(point value)")
+    record["summary"] = (
+        f"{len(kept)} node group(s) kept in float ({', '.join(kept) or 'none'}); "
+        f"{record['metric']} vs input {b['point']:+.2f} points {interval} on {record['units']} "
+        f"{record['split']} examples, bound -{config.max_loss:g}"
+        + (f"; p50 {cost['ratio']:.2f}x the all-int8 graph's (batch 1, {cost['tokens']} tokens)" if cost else "")
+    )
+    context.logger.info("%s: accuracy control: %s", context.stage_name, record["summary"])
+    return {"graph": result.graph, "record": record}
+
+
+def latency_ratio(
+    chosen: Path, all_int8: Path, tokenizer: Any, context: "StageContext", *, config_dir: Path, runs: int = 30
+) -> dict[str, Any]:
+    """p50 latency of ``chosen`` over ``all_int8`` (ONNX Runtime, CPU, batch 1): what the
+    groups kept in float cost. Interleaved runs of one validation sentence padded to 128
+    tokens (or the model's limit), after 3 warm-up calls each; a ratio of medians, so it
+    holds on a busy machine better than either time. The evaluator measures the artifact
+    itself with its full protocol.
+
+    :returns: ``{"ratio", "chosen_p50_ms", "all_int8_p50_ms", "tokens", "runs"}``.
+    """
+    import statistics
+    import time
+
+    from compressor.onnx_export import session
+
+    split = context.data.splits.get("validation") or context.data.splits["test"]
+    text = str(context.data.task.plain_text(split)[0]["text"])
+    tokens = capped_length(CHECK_MAX_LENGTH, config_dir, tokenizer)
+    sessions = [session(Path(g), threads=1) for g in (chosen, all_int8)]
+    names = [{i.name for i in s.get_inputs()} for s in sessions]
+    batch = tokenizer([text], padding="max_length", truncation=True, max_length=tokens, return_tensors="np")
+    feeds = [{k: v for k, v in batch.items() if k in n} for n in names]
+    for s, f in zip(sessions, feeds):
+        for _ in range(3):
+            s.run(None, f)
+    times: list[list[float]] = [[], []]
+    for _ in range(runs):
+        for k, (s, f) in enumerate(zip(sessions, feeds)):
+            t0 = time.perf_counter()
+            s.run(None, f)
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    p50 = [statistics.median(t) for t in times]
+    return {"ratio": p50[0] / p50[1], "chosen_p50_ms": p50[0], "all_int8_p50_ms": p50[1], "tokens": tokens, "runs": runs}
 
 
 @contextlib.contextmanager

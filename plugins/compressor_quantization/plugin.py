@@ -159,6 +159,26 @@ class _OrtConfig(StrategyConfig):
         description="Largest max |int8 - float| output difference, relative to the largest "
         "|float| output, that the saturation check accepts without trying reduce_range.",
     )
+    max_loss: float | None = Field(
+        None,
+        ge=0.0,
+        le=100.0,
+        description="Accuracy-controlled int8: the most points of the task's headline metric "
+        "(accuracy, entity F1, exact match, Spearman x100) the int8 model may lose against "
+        "the stage's input, on the validation split. Node groups (per layer: q/k/v, attention "
+        "output, FFN in, FFN out; embeddings; head) are ranked by sensitivity and the most "
+        "sensitive kept in float until the lower bound of the paired bootstrap interval of "
+        "(int8 - input) is >= -max_loss. Unset: quantise everything. When no int8 graph "
+        "meets the bound, the stage fails (exit status 2) saying so.",
+    )
+    confidence: float | None = Field(
+        0.95,
+        gt=0.5,
+        lt=1.0,
+        description="Coverage of the paired bootstrap interval max_loss bounds. null: compare "
+        "point values instead (as Intel Neural Compressor and NNCF do), labelled so in the "
+        "record.",
+    )
     optimization: Literal["none", "O1", "O2", "O3"] | None = Field(
         None,
         description="ONNX Runtime graph optimisation applied to a PyTorch input after export, "

@@ -45,6 +45,7 @@ PUBLIC_MODULES: dict[str, frozenset[str] | None] = {
     "compressor.artifact": None,
     "compressor.errors": None,
     "compressor.evaluate.backends": None,
+    "compressor.evaluate.stats": None,
     "compressor.hardware": None,
     "compressor.hookspecs": None,
     "compressor.onnx_export": None,

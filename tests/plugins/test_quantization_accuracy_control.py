@@ -373,3 +373,24 @@ def test_scorer_outputs_drop_padding(planted: dict[str, Any], data: Any) -> None
     assert len(every) == len(scorer) == N_EVAL
     np.testing.assert_allclose(some[0], every[3], atol=1e-5)
     np.testing.assert_allclose(some[1], every[0], atol=1e-5)
+
+
+def test_the_strategy_with_max_loss_keeps_the_planted_group_and_records_it(planted: dict[str, Any], data: Any,
+                                                                           tmp_path: Path) -> None:
+    """quantize.ort-dynamic with max_loss, end to end: the artifact keeps the planted group
+    in float, passes the bound, and its lineage (hence card and report) says so."""
+    from compressor.artifact import Artifact
+
+    source = Artifact(name="baseline", path=planted["model"])
+    art = apply_strategy("quantize.ort-dynamic", source, {"per_channel": False, "max_loss": 2.0},
+                         tmp_path / "ok", data=data, stage_name="int8")
+    record = art.lineage.extra["accuracy_control"]
+    assert [g["name"] for g in record["kept_float"]] == [PLANTED]
+    assert record["certified"] and record["bound"]["low"] >= -2.0
+    assert record["latency_cost"]["ratio"] > 0 and "kept in float" in record["summary"]
+    # the artifact holds the chosen graph: the planted node stays a float MatMul
+    import onnx
+
+    nodes = {n.name: n.op_type for n in onnx.load(str(Path(art.path) / "model.onnx")).graph.node}
+    assert nodes["/bert/encoder/layer.1/output/dense/MatMul"] == "MatMul"
+    assert "MatMulInteger" in set(nodes.values())

@@ -282,3 +282,21 @@ def test_cli_help_imports_neither_records_nor_jinja2():
     )
     loaded = _imported_after(code)
     assert "jinja2" not in loaded and "compressor.evaluate.records" not in loaded, loaded
+
+
+def test_model_card_says_what_the_stage_chose(results, artifacts):
+    """Lineage facts a strategy summarised (int8 settings, accuracy control) appear on the card."""
+    from compressor.report import render_model_card
+
+    student = artifacts["student"]
+    student.lineage.extra = {
+        "int8_settings": {"reduce_range": True, "summary": "s8 weights per channel, reduce_range (AVX2 saturates)"},
+        "accuracy_control": {"summary": "1 node group(s) kept in float (layer.1.ffn_out)"},
+        "heads_after": [3, 2],  # no summary: not listed
+    }
+    record = next(r for r in results if r.model == "student")
+    card = render_model_card(student, [record], artifacts=artifacts)
+    assert "What the stage did:" in card
+    assert "- int8 settings: s8 weights per channel, reduce_range (AVX2 saturates)" in card
+    assert "- accuracy control: 1 node group(s) kept in float (layer.1.ffn_out)" in card
+    assert "heads after" not in card
