@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir()
         ctx = StageContext(
             stage_name=name, output_dir=out, work_dir=args.out / "work" / name, data=data,
-            seed=args.seed, artifacts=dict(artifacts), logger=log, progress=False,
+            seed=args.seed, artifacts=dict(artifacts), logger=log, progress=False, plugins=plugins,
         )
         ctx.work_dir.mkdir(parents=True)
         t0 = time.perf_counter()

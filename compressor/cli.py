@@ -20,16 +20,46 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import CompressorError, StageFailed
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .plugins import Plugins
+
 EXIT_USER_ERROR = 2
 EXIT_STAGE_FAILED = 1
-TASK_TYPES = (
-    "text-classification", "text-regression", "sentence-embedding", "token-classification",
-    "question-answering", "masked-lm",
-)
-"""The core's task types (``--task`` also accepts a plugin's; the recipe check names them)."""
+_TASK_TYPES = "{task_types}"
+"""Placeholder of a help text for the registered task types (:class:`_HelpFormatter`)."""
+
+
+def task_types(plugins: "Plugins | None" = None) -> list[str]:
+    """The task types ``--task`` accepts: the registered tasks' names, sorted (the core's and
+    the installed plugins'; the recipe check refuses any other).
+
+    :param plugins: loaded plugins; default: the installed ones.
+    """
+    from .plugins import get_plugins
+    from .tasks import task_names
+
+    return task_names((plugins or get_plugins()).tasks)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TASK_TYPES":  # computed when read: loading the plugins is not free
+        return tuple(task_types())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Puts the registered task types in a help text, when the help is printed: the plugins
+    load then, not at every start of the command."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        if text and _TASK_TYPES in text:
+            text = text.replace(_TASK_TYPES, ", ".join(task_types()).replace("%", "%%"))
+        return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,11 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Evaluate MODEL on a data set with the shared evaluator and write the "
         "report, as a recipe without stages would. The recipe is saved in the run directory: "
         "'compressor run RUN_DIR/recipe.yaml --resume' and 'compressor report RUN_DIR' work on it.",
+        formatter_class=_HelpFormatter,
     )
     e.add_argument("model", metavar="MODEL", help="packaged model name, model folder (an artifact of a run too) or hub id")
     e.add_argument("--data", required=True, metavar="NAME|FILE",
                    help="registered data set name, or a CSV/TSV/JSON/JSONL/Parquet file taken whole as --split")
-    e.add_argument("--task", metavar="TYPE", help=f"task type: {', '.join(TASK_TYPES)} or a plugin's "
+    e.add_argument("--task", metavar="TYPE", help=f"task type, one of the registered ones: {_TASK_TYPES} "
                    "(default: the data set's, else text-classification)")
     e.add_argument("--split", default="test", choices=("test", "validation", "train"),
                    help="split measured; a --data file is this split, whole (default: test)")
@@ -138,6 +169,7 @@ def _error(exc: BaseException, message: str, args: argparse.Namespace, prefix: s
 def _cmd_run(args: argparse.Namespace) -> int:
     from .distributed import Ranks
     from .pipeline import run
+    from .plugins import get_plugins
 
     ranks = Ranks.from_environment()  # one process, or those a launcher started
     # on failure no barrier on the way out: the process exits and the launcher stops the others
@@ -146,6 +178,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         run_dir=args.run_dir,
+        plugins=get_plugins(),
         progress=not args.no_progress,
         ranks=ranks,
     )
@@ -156,6 +189,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import shlex
 
+    from .plugins import get_plugins
     from .shortcuts import evaluate_model
 
     evaluation: dict = {}
@@ -184,6 +218,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         command=shlex.join(["compressor", *args.argv]),
+        plugins=get_plugins(),
     )
     return _print_result(result)
 
@@ -197,12 +232,14 @@ def _print_result(result) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from .plugins import get_plugins
     from .recipe import load_recipe
 
+    plugins = get_plugins()
     status = 0
     for path in args.recipes:
         try:
-            loaded = load_recipe(path)
+            loaded = load_recipe(path, plugins=plugins)
         except CompressorError as exc:
             print(f"error: {exc.format()}", file=sys.stderr)
             status = EXIT_USER_ERROR

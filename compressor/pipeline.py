@@ -361,37 +361,39 @@ class Run:
                 self.previous_status = status
         handler = _setup_logging(self.run_dir, ranks)
         error: BaseException | None = None
-        try:
-            with ranks.together("writing the manifest"):
-                self.start()
-            self.resolve()
-            self.make_baseline()
-            if ranks.is_main:
-                self.plugins.hook.compressor_run_start(run_dir=self.run_dir, recipe=self.recipe)
-            for index in range(1, len(self.recipe.stages) + 1):
-                self.run_stage(index)
-            with ranks.together("evaluation and report"):
-                if ranks.is_main:
-                    self.evaluate()
-                    self.finish()
-                    self.report()
-            if ranks.size > 1:
-                self.results = ranks.share(self.results)
-                self.report_path = ranks.share(self.report_path)
-            return self.result()
-        except BaseException as exc:
-            error = exc.error if isinstance(exc, StageFailed) else exc
-            if self.manifest:
-                self.manifest.update(status="failed", finished_at=now(), error=f"{type(error).__name__}: {error}")
-                self.save()
-            raise
-        finally:
+        # a plugin's lookups without a registry (get_task(name), adapter_for(model)) get the run's
+        with self.plugins.scope():
             try:
+                with ranks.together("writing the manifest"):
+                    self.start()
+                self.resolve()
+                self.make_baseline()
                 if ranks.is_main:
-                    self.plugins.hook.compressor_run_end(run_dir=self.run_dir, results=self.results, error=error)
+                    self.plugins.hook.compressor_run_start(run_dir=self.run_dir, recipe=self.recipe)
+                for index in range(1, len(self.recipe.stages) + 1):
+                    self.run_stage(index)
+                with ranks.together("evaluation and report"):
+                    if ranks.is_main:
+                        self.evaluate()
+                        self.finish()
+                        self.report()
+                if ranks.size > 1:
+                    self.results = ranks.share(self.results)
+                    self.report_path = ranks.share(self.report_path)
+                return self.result()
+            except BaseException as exc:
+                error = exc.error if isinstance(exc, StageFailed) else exc
+                if self.manifest:
+                    self.manifest.update(status="failed", finished_at=now(), error=f"{type(error).__name__}: {error}")
+                    self.save()
+                raise
             finally:
-                log.removeHandler(handler)
-                handler.close()
+                try:
+                    if ranks.is_main:
+                        self.plugins.hook.compressor_run_end(run_dir=self.run_dir, results=self.results, error=error)
+                finally:
+                    log.removeHandler(handler)
+                    handler.close()
 
     def result(self) -> RunResult:
         """What the run made so far, as a :class:`RunResult`."""
@@ -741,6 +743,7 @@ class Run:
         import transformers
 
         from .strategy import StageContext
+        from .tasks import get_task
 
         recipe, plugins = self.recipe, self.plugins
         ranks = self.ranks or Ranks()
@@ -770,7 +773,8 @@ class Run:
         t0 = time.perf_counter()
         transformers.set_seed(recipe.seed)
         try:
-            produced = strategy_cls().apply(artifact, config, context)
+            with plugins.scope():
+                produced = strategy_cls().apply(artifact, config, context)
             if not isinstance(produced, Artifact):
                 raise StageError(
                     f"strategy {stage.strategy!r} returned {type(produced).__name__}, not an Artifact"
@@ -782,7 +786,8 @@ class Run:
                 )
             if ranks.is_main:
                 # task files a strategy does not write (a sentence-transformers pooling config)
-                self.data.task.complete_artifact(Path(artifact.path), Path(produced.path))
+                task = get_task(self.data.type, plugins.tasks)
+                task.complete_artifact(Path(artifact.path), Path(produced.path))
             if ranks.is_main:
                 produced.save()
         except BaseException as exc:
@@ -869,10 +874,12 @@ class Run:
             results = cached
         else:
             log.info("evaluating %s", ", ".join(wanted))
-            results = evaluate_artifacts(
-                [self.artifacts[name] for name in wanted], self.data, _evaluation_settings(settings),
-                progress=self.progress, output_dir=self.run_dir, backends=self.plugins.backends,
-            )
+            with self.plugins.scope():  # a plugin backend's load may look its task up by name
+                results = evaluate_artifacts(
+                    [self.artifacts[name] for name in wanted], self.data, _evaluation_settings(settings),
+                    progress=self.progress, output_dir=self.run_dir, backends=self.plugins.backends,
+                    tasks=self.plugins.tasks,
+                )
             for record in results:
                 record.update(fingerprint=self.fingerprints[record["model"]], settings_key=settings_key)
                 self.evaluation_cache.add(record)

@@ -103,7 +103,7 @@ def check_plan(
     :param baseline_format: the format of the input model; default: guessed from the
         recipe (:func:`local_model_format`).
     :param adapters: ``model_type`` -> architecture adapter (``Plugins.architectures``);
-        default: the process-wide plugins'.
+        default: the adapters in use (:func:`compressor.architectures.adapter_for`).
     :raises RecipeError: naming the file, line and key of the stage at fault, what was
         expected and what to do: nothing to evaluate, a format that does not chain, a
         training stage without training data, or a method the model's architecture refuses.
@@ -197,7 +197,8 @@ def check_architectures(
     :param strategies: registered strategies, name -> class.
     :param config: the model's ``config.json`` as a dict; ``None`` (not on disk yet): nothing
         is checked.
-    :param adapters: ``model_type`` -> adapter; default: the process-wide plugins'.
+    :param adapters: ``model_type`` -> adapter; default: the adapters in use
+        (:func:`compressor.architectures.adapter_for`).
     :raises RecipeError: at ``stages[i].strategy`` with the role, the architecture and the
         adapter's reason.
     """

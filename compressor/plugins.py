@@ -15,13 +15,23 @@ one exception: they are the core's default plugins, loaded first, like pytest's
 A plugin whose module fails to import is not swallowed: it is recorded in
 :attr:`Plugins.failed` with the reason, a warning is logged, ``compressor plugins`` lists it,
 and any error about an unknown strategy names it.
+
+Nothing the plugin manager loads imports it back: the core's lookups are given their registries
+(``Plugins.tasks``, ``Plugins.architectures``, ...) by the caller, and :meth:`Plugins.scope` makes
+a run's registries the ones that lookups given none use (:mod:`compressor.tasks`,
+:mod:`compressor.architectures`). Only the entry points (the command line, runs,
+recipe loading, the schema and model-card writers, :mod:`compressor.testing`) call
+:func:`get_plugins`, for a caller that passes no plugins.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -73,8 +83,8 @@ class Plugins:
     :ivar strategies: strategy name -> strategy class.
     :ivar model_sources: source name -> model source object.
     :ivar datasets: data set name -> :class:`~compressor.sources.datasets.DatasetSpec`.
-    :ivar backends: artifact format -> evaluation backend class registered by a plugin
-        (the core's own ``"pytorch"`` and ``"onnx"`` backends are not listed here).
+    :ivar backends: artifact format -> evaluation backend class (the core's own
+        ``"pytorch"`` and ``"onnx"`` ones included, registered by its default plugin).
     :ivar architectures: ``config.model_type`` -> architecture adapter
         (:class:`compressor.architectures.ArchitectureAdapter`).
     :ivar tasks: task type name -> :class:`compressor.tasks.Task`.
@@ -161,125 +171,32 @@ class Plugins:
         )
 
     def _collect(self) -> None:
-        from .strategy import Strategy, StrategyConfig
+        """Call every registration hook (:data:`REGISTRATIONS`, in order) with a ``register``
+        callback that checks what it is given and files it under its keys."""
+        for kind in REGISTRATIONS:
+            for impl in getattr(self.pm.hook, kind.hook).get_hookimpls():
+                register = functools.partial(self._add, kind, impl.plugin_name)
+                impl.function(**_opt_in(impl, register=register))
 
-        for impl in self.pm.hook.compressor_register_strategies.get_hookimpls():
-            owner = impl.plugin_name
+    def _add(self, kind: "Registration", owner: str, obj: Any) -> None:
+        """File ``obj``, registered by plugin ``owner``, under each of its keys.
 
-            def register_strategy(cls: Any, _owner: str = owner) -> None:
-                if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-                    raise PluginError(f"plugin {_owner!r} registered {cls!r}, not a Strategy subclass")
-                if not cls.name:
-                    raise PluginError(f"plugin {_owner!r}: strategy {cls.__name__} has no name")
-                if not (isinstance(cls.Config, type) and issubclass(cls.Config, StrategyConfig)):
-                    raise PluginError(
-                        f"plugin {_owner!r}: strategy {cls.name!r} Config must subclass StrategyConfig"
-                    )
-                if cls.name in self.strategies:
-                    raise PluginError(
-                        f"strategy {cls.name!r} registered twice "
-                        f"(by {self._owner_of('strategies', cls.name)!r} and {_owner!r})"
-                    )
-                self.strategies[cls.name] = cls
-                self.infos[_owner].strategies.append(cls.name)
-
-            impl.function(**_opt_in(impl, register=register_strategy))
-
-        for impl in self.pm.hook.compressor_register_model_sources.get_hookimpls():
-            owner = impl.plugin_name
-
-            def register_source(src: Any, _owner: str = owner) -> None:
-                if src.name in self.model_sources:
-                    raise PluginError(f"model source {src.name!r} registered twice (by {_owner!r})")
-                self.model_sources[src.name] = src
-                self.infos[_owner].model_sources.append(src.name)
-
-            impl.function(**_opt_in(impl, register=register_source))
-
-        for impl in self.pm.hook.compressor_register_datasets.get_hookimpls():
-            owner = impl.plugin_name
-
-            def register_dataset(spec: Any, _owner: str = owner) -> None:
-                if spec.name in self.datasets:
-                    raise PluginError(f"data set {spec.name!r} registered twice (by {_owner!r})")
-                self.datasets[spec.name] = spec
-                self.infos[_owner].datasets.append(spec.name)
-
-            impl.function(**_opt_in(impl, register=register_dataset))
-
-        for impl in self.pm.hook.compressor_register_backends.get_hookimpls():
-            owner = impl.plugin_name
-
-            def register_backend(cls: Any, _owner: str = owner) -> None:
-                from .evaluate.backends import Backend
-
-                if not (isinstance(cls, type) and issubclass(cls, Backend)):
-                    raise PluginError(f"plugin {_owner!r} registered {cls!r}, not a Backend subclass")
-                formats = tuple(getattr(cls, "formats", ()) or ())
-                if not formats or not all(isinstance(f, str) and f for f in formats):
-                    raise PluginError(
-                        f"plugin {_owner!r}: backend {cls.__name__} lists no artifact formats",
-                        hint="set the class attribute formats = ('my-format',)",
-                    )
-                for fmt in formats:
-                    if fmt in self.backends and self._owner_of("backends", fmt) in DEFAULT_PLUGINS:
-                        raise PluginError(
-                            f"plugin {_owner!r}: backend {cls.__name__} claims format {fmt!r}, "
-                            "which the core's own backend loads",
-                            hint="name a format of your own",
-                        )
-                    if fmt in self.backends:
-                        raise PluginError(
-                            f"backend for format {fmt!r} registered twice "
-                            f"(by {self._owner_of('backends', fmt)!r} and {_owner!r})"
-                        )
-                for fmt in formats:
-                    self.backends[fmt] = cls
-                    self.infos[_owner].backends.append(fmt)
-
-            impl.function(**_opt_in(impl, register=register_backend))
-
-        for impl in self.pm.hook.compressor_register_architectures.get_hookimpls():
-            owner = impl.plugin_name
-
-            def register_architecture(adapter: Any, _owner: str = owner) -> None:
-                types = tuple(getattr(adapter, "model_types", ()) or ())
-                if not types or not all(isinstance(t, str) and t for t in types):
-                    raise PluginError(
-                        f"plugin {_owner!r}: architecture adapter {adapter!r} lists no model types",
-                        hint="set model_types = ('my-model-type',) (config.model_type values)",
-                    )
-                for model_type in types:
-                    if model_type in self.architectures:
-                        raise PluginError(
-                            f"architecture {model_type!r} registered twice "
-                            f"(by {self._owner_of('architectures', model_type)!r} and {_owner!r})"
-                        )
-                for model_type in types:
-                    self.architectures[model_type] = adapter
-                    self.infos[_owner].architectures.append(model_type)
-
-            impl.function(**_opt_in(impl, register=register_architecture))
-
-        for impl in self.pm.hook.compressor_register_tasks.get_hookimpls():
-            owner = impl.plugin_name
-
-            def register_task(task: Any, _owner: str = owner) -> None:
-                from .tasks import Task
-
-                if not isinstance(task, Task):
-                    raise PluginError(f"plugin {_owner!r} registered {task!r}, not a compressor.tasks.Task")
-                if not task.name:
-                    raise PluginError(f"plugin {_owner!r}: task {type(task).__name__} has no name")
-                if task.name in self.tasks:
-                    raise PluginError(
-                        f"task {task.name!r} registered twice "
-                        f"(by {self._owner_of('tasks', task.name)!r} and {_owner!r})"
-                    )
-                self.tasks[task.name] = task
-                self.infos[_owner].tasks.append(task.name)
-
-            impl.function(**_opt_in(impl, register=register_task))
+        :raises PluginError: ``obj`` fails the kind's check, or one of its keys is taken (no
+            key is filed then).
+        """
+        if kind.check is not None:
+            kind.check(owner, obj)
+        registry = getattr(self, kind.attribute)
+        keys = kind.keys(obj)
+        for key in keys:
+            if key in registry:
+                previous = self._owner_of(kind.attribute, key)
+                if kind.core_clash is not None and previous in DEFAULT_PLUGINS:
+                    raise kind.core_clash(owner, obj, key)
+                raise PluginError(f"{kind.noun} {key!r} registered twice (by {previous!r} and {owner!r})")
+        for key in keys:
+            registry[key] = obj
+            getattr(self.infos[owner], kind.attribute).append(key)
 
     def _owner_of(self, kind: str, name: str) -> str:
         for info in self.infos.values():
@@ -327,9 +244,123 @@ class Plugins:
     def hook(self) -> Any:
         return self.pm.hook
 
+    # -- the registries in use -------------------------------------------------------------
+
+    @contextmanager
+    def scope(self) -> Iterator["Plugins"]:
+        """Within the block, lookups given no registry use these plugins' tasks and adapters.
+
+        :func:`compressor.tasks.get_task` and :attr:`compressor.task.TaskData.task`,
+        :func:`compressor.architectures.adapter_for`, ``encoder_layout`` and the other layout
+        functions take an optional registry; the core passes it where it has one, and a
+        plugin that calls them without one gets the registry of the open scope, else the
+        core's built-in tasks and adapters. A run (:class:`compressor.pipeline.Run`), recipe
+        validation and :mod:`compressor.testing` open their plugins' scope around what they
+        call. The scope is local to the thread (a :class:`contextvars.ContextVar`); nested
+        scopes restore the outer one on exit.
+        """
+        from .architectures.layout import using_adapters
+        from .tasks import using_tasks
+
+        with using_tasks(self.tasks), using_adapters(self.architectures):
+            yield self
+
 
 def _opt_in(impl: Any, **available: Any) -> dict[str, Any]:
     return {k: v for k, v in available.items() if k in impl.argnames}
+
+
+# -- what each registration hook registers -------------------------------------------------
+
+
+def _check_strategy(owner: str, cls: Any) -> None:
+    from .strategy import Strategy, StrategyConfig
+
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise PluginError(f"plugin {owner!r} registered {cls!r}, not a Strategy subclass")
+    if not cls.name:
+        raise PluginError(f"plugin {owner!r}: strategy {cls.__name__} has no name")
+    if not (isinstance(cls.Config, type) and issubclass(cls.Config, StrategyConfig)):
+        raise PluginError(f"plugin {owner!r}: strategy {cls.name!r} Config must subclass StrategyConfig")
+
+
+def _check_backend(owner: str, cls: Any) -> None:
+    from .evaluate.backends import Backend
+
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise PluginError(f"plugin {owner!r} registered {cls!r}, not a Backend subclass")
+    formats = tuple(getattr(cls, "formats", ()) or ())
+    if not formats or not all(isinstance(f, str) and f for f in formats):
+        raise PluginError(
+            f"plugin {owner!r}: backend {cls.__name__} lists no artifact formats",
+            hint="set the class attribute formats = ('my-format',)",
+        )
+
+
+def _backend_claims_core_format(owner: str, cls: Any, fmt: str) -> PluginError:
+    return PluginError(
+        f"plugin {owner!r}: backend {cls.__name__} claims format {fmt!r}, "
+        "which the core's own backend loads",
+        hint="name a format of your own",
+    )
+
+
+def _check_architecture(owner: str, adapter: Any) -> None:
+    types = tuple(getattr(adapter, "model_types", ()) or ())
+    if not types or not all(isinstance(t, str) and t for t in types):
+        raise PluginError(
+            f"plugin {owner!r}: architecture adapter {adapter!r} lists no model types",
+            hint="set model_types = ('my-model-type',) (config.model_type values)",
+        )
+
+
+def _check_task(owner: str, task: Any) -> None:
+    from .tasks import Task
+
+    if not isinstance(task, Task):
+        raise PluginError(f"plugin {owner!r} registered {task!r}, not a compressor.tasks.Task")
+    if not task.name:
+        raise PluginError(f"plugin {owner!r}: task {type(task).__name__} has no name")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What one registration hook registers and where :class:`Plugins` files it.
+
+    :param hook: the hook's name (:mod:`compressor.hookspecs`).
+    :param attribute: the :class:`Plugins` registry (key -> object) and the
+        :class:`PluginInfo` list (keys per plugin) of that name.
+    :param noun: what a key names, for the "registered twice" error.
+    :param keys: the keys of one registered object (a strategy's name, a backend's formats).
+    :param check: ``check(owner, obj)`` raises a :class:`PluginError` for an object that is
+        not what the hook takes; ``None``: anything goes.
+    :param core_clash: ``core_clash(owner, obj, key)``: the error for a key that a default
+        plugin (the core's own) holds; ``None``: "registered twice" as for any other key.
+    """
+
+    hook: str
+    attribute: str
+    noun: str
+    keys: Callable[[Any], tuple[str, ...]]
+    check: Callable[[str, Any], None] | None = None
+    core_clash: Callable[[str, Any, str], PluginError] | None = None
+
+
+REGISTRATIONS: tuple[Registration, ...] = (
+    Registration("compressor_register_strategies", "strategies", "strategy",
+                 lambda cls: (cls.name,), _check_strategy),
+    Registration("compressor_register_model_sources", "model_sources", "model source",
+                 lambda src: (src.name,)),
+    Registration("compressor_register_datasets", "datasets", "data set",
+                 lambda spec: (spec.name,)),
+    Registration("compressor_register_backends", "backends", "backend for format",
+                 lambda cls: tuple(cls.formats), _check_backend, _backend_claims_core_format),
+    Registration("compressor_register_architectures", "architectures", "architecture",
+                 lambda adapter: tuple(adapter.model_types), _check_architecture),
+    Registration("compressor_register_tasks", "tasks", "task",
+                 lambda task: (task.name,), _check_task),
+)
+"""The registration hooks, in the order :class:`Plugins` calls them."""
 
 
 _cached: Plugins | None = None

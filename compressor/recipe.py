@@ -937,6 +937,11 @@ def validate_stages(loaded: LoadedRecipe, *, plugins: "Plugins | None" = None) -
     from .plugins import get_plugins
 
     plugins = plugins or get_plugins()
+    with plugins.scope():  # a strategy's task_refusal looks the task up by name
+        _validate_stages(loaded, plugins)
+
+
+def _validate_stages(loaded: LoadedRecipe, plugins: "Plugins") -> None:
     recipe = loaded.recipe
     data_cfg = recipe.task.data
     if data_cfg.name is not None and data_cfg.name not in plugins.datasets:
@@ -1009,7 +1014,11 @@ def validate_stages(loaded: LoadedRecipe, *, plugins: "Plugins | None" = None) -
                 + (f": {cls.task_refusal(recipe.task.type)}" if cls.task_refusal(recipe.task.type) else ""),
                 where=loaded.where(loc),
                 key=_fmt_loc(loc),
-                expected=f"a task type in {list(cls.task_types)}",
+                expected=(
+                    f"a task type in {list(cls.task_types)}" if "*" not in cls.task_types
+                    else "a task type it supports: one of "
+                    f"{[t for t in sorted(plugins.tasks) if cls.supports_task(t)]}"
+                ),
             )
         try:
             config = cls.Config.model_validate(stage.config)

@@ -326,7 +326,10 @@ def _task_types(cls: Any, tasks: dict[str, Any]) -> str:
     """The task types a strategy accepts, spelled out when it accepts a rule (``*``)."""
     if "*" not in cls.task_types:
         return ", ".join(cls.task_types)
-    accepted = [n for n in tasks if cls.supports_task(n)]
+    from .tasks import using_tasks
+
+    with using_tasks(tasks):  # the strategy's task_refusal looks the task up by name
+        accepted = [n for n in tasks if cls.supports_task(n)]
     return ", ".join(accepted) if len(accepted) < len(tasks) else "all"
 
 
@@ -345,15 +348,16 @@ def task_strategy_table(*, plugins: "Plugins | None" = None, builtin_only: bool 
     tasks = sorted(plugins.tasks)
     lines = [TASK_TABLE_BEGIN, "", "| strategy | " + " | ".join(f"`{t}`" for t in tasks) + " |",
              "| --- | " + " | ".join("---" for _ in tasks) + " |"]
-    for name, cls in strategies.items():
-        cells = []
-        for task in tasks:
-            if cls.supports_task(task):
-                cells.append("yes")
-            else:
-                reason = cls.task_refusal(task)
-                cells.append(f"no: {_cell(reason)}" if reason else "no")
-        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    with plugins.scope():  # a strategy's task_refusal looks the task up by name
+        for name, cls in strategies.items():
+            cells = []
+            for task in tasks:
+                if cls.supports_task(task):
+                    cells.append("yes")
+                else:
+                    reason = cls.task_refusal(task)
+                    cells.append(f"no: {_cell(reason)}" if reason else "no")
+            lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return "\n".join([*lines, "", TASK_TABLE_END]) + "\n"
 
 

@@ -25,9 +25,12 @@ Plugins register strategy classes through the ``compressor_register_strategies``
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -154,7 +157,11 @@ class Strategy:
         """Why the strategy refuses a run of ``task_type`` (what ``compressor validate``
         prints), or ``None`` when it accepts it: a type not in :attr:`task_types`, an unknown
         type, or, with :attr:`needs_labels`, a task without labels. Override to add reasons
-        of the strategy's own, returning ``super().task_refusal(task_type)`` otherwise."""
+        of the strategy's own, returning ``super().task_refusal(task_type)`` otherwise.
+
+        The task is looked up with :func:`compressor.tasks.get_task` (no registry: the tasks
+        of the open :meth:`compressor.plugins.Plugins.scope`, which recipe validation opens,
+        else the built-in ones)."""
         if "*" not in cls.task_types and task_type not in cls.task_types:
             return f"it handles task type{'s' if len(cls.task_types) > 1 else ''} {', '.join(cls.task_types)}"
         if cls.needs_labels:
@@ -223,7 +230,10 @@ class StageContext:
     :param cache_dir: the cache root for packaged models and data sets. ``None``:
         ``$COMPRESSOR_CACHE`` or ``~/.cache/compressor``.
     :param plugins: the run's loaded plugins (:class:`compressor.plugins.Plugins`): where
-        data set names and model sources are looked up. ``None``: the process-wide plugins.
+        data set names, model sources, tasks and format handlers are looked up. ``None``: the
+        core's own registrations only (built-in data sets, model sources and tasks, the
+        ``pytorch`` and ``onnx`` formats): the orchestrator and
+        :func:`compressor.testing.make_context` pass the plugins.
     """
 
     stage_name: str
@@ -521,13 +531,12 @@ class StageContext:
 
     # --- helpers -------------------------------------------------------------------------
 
-    def _plugins(self) -> "Plugins":
-        """The run's plugins, or the process-wide ones for a context built without them."""
+    def _plugins(self) -> "Plugins | _CoreRegistries":
+        """The run's plugins, or the core's own registrations for a context built without
+        them (:func:`_core_registries`)."""
         if self.plugins is not None:
             return self.plugins
-        from .plugins import get_plugins
-
-        return get_plugins()
+        return _core_registries()
 
     def _cache_dir(self) -> Path:
         if self.cache_dir is not None:
@@ -601,6 +610,44 @@ def _json_safe(value: Any, path: str = "value") -> Any:
     raise TypeError(
         f"{path}: {type(value).__name__} value {value!r:.80} cannot be stored in lineage.json; "
         "convert it (float(), int(), str(), list())"
+    )
+
+
+@dataclass(frozen=True)
+class _CoreRegistries:
+    """The registries of the core's default plugins alone, read-only: what a
+    :class:`StageContext` built without ``plugins`` looks names up in.
+
+    Same attribute names as :class:`compressor.plugins.Plugins`; built from the default
+    plugins' registration hooks, without the plugin manager.
+    """
+
+    model_sources: Mapping[str, Any]
+    datasets: Mapping[str, Any]
+    backends: Mapping[str, Any]
+    tasks: Mapping[str, Any]
+    architectures: Mapping[str, Any]
+
+
+@functools.lru_cache(maxsize=1)
+def _core_registries() -> _CoreRegistries:
+    """The core's own model sources, data sets, format handlers, tasks and architecture
+    adapters (:class:`_CoreRegistries`, built once)."""
+    from .architectures.layout import builtin_adapters
+    from .evaluate.backends import BACKENDS
+    from .sources import builtin as sources
+    from .tasks import builtin_tasks
+
+    model_sources: dict[str, Any] = {}
+    datasets: dict[str, Any] = {}
+    sources.compressor_register_model_sources(register=lambda src: model_sources.setdefault(src.name, src))
+    sources.compressor_register_datasets(register=lambda spec: datasets.setdefault(spec.name, spec))
+    return _CoreRegistries(
+        model_sources=MappingProxyType(model_sources),
+        datasets=MappingProxyType(datasets),
+        backends=MappingProxyType(dict(BACKENDS)),
+        tasks=builtin_tasks(),
+        architectures=builtin_adapters(),
     )
 
 

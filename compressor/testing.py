@@ -630,9 +630,9 @@ def make_context(
     :param artifacts: earlier artifacts by name (a teacher, the baseline).
     :param seed: the run's seed.
     :param device: ``"cpu"`` or ``"cuda"``.
-    :param plugins: the registry the context's ``load_data`` / ``resolve_model`` use
-        (:func:`plugins_with` for a plugin that is not installed); default: the installed
-        plugins.
+    :param plugins: the registries the context's ``load_data``, ``resolve_model``,
+        ``load_model`` and ``save_model`` use (:func:`plugins_with` for a plugin that is not
+        installed); default: the installed plugins.
     :param base_dir: the "recipe folder" relative paths are resolved against; default
         ``tmp_path``.
     :param cache_dir: the cache root; default: compressor's (``$COMPRESSOR_CACHE`` or
@@ -643,6 +643,7 @@ def make_context(
     """
     import logging
 
+    from .plugins import get_plugins
     from .strategy import StageContext
 
     tmp_path = Path(tmp_path)
@@ -665,7 +666,7 @@ def make_context(
         device=device,
         base_dir=Path(base_dir) if base_dir is not None else tmp_path,
         cache_dir=Path(cache_dir) if cache_dir is not None else None,
-        plugins=plugins,
+        plugins=plugins if plugins is not None else get_plugins(),
     )
 
 
@@ -711,7 +712,8 @@ def apply_strategy(
     validated = config if isinstance(config, BaseModel) else cls.Config.model_validate(config)
     artifacts = {artifact.name: artifact, **context.pop("artifacts", {})}
     ctx = make_context(tmp_path, plugins=plugins, artifacts=artifacts, **context)
-    produced = cls().apply(artifact, validated, ctx)
+    with plugins.scope():  # as in a run: lookups without a registry get these plugins'
+        produced = cls().apply(artifact, validated, ctx)
     assert isinstance(produced, Artifact), f"{cls.name}: apply() returned {type(produced).__name__}, not an Artifact"
     assert Path(produced.path).resolve() == ctx.output_dir.resolve(), (
         f"{cls.name}: apply() wrote its artifact to {produced.path}, not to context.output_dir"
@@ -833,9 +835,10 @@ def check_rejects_unknown_keys(
     recipe = tmp_path / "unknown-key.yaml"
     stages = [{"name": "stage", "strategy": cls.name, "config": bad}]
     # a task the strategy accepts: the config check comes after the task check
-    task_type = next(
-        (t for t in ("text-classification", *sorted(plugins.tasks)) if cls.supports_task(t)), None
-    )
+    with plugins.scope():  # task_refusal looks the task up by name
+        task_type = next(
+            (t for t in ("text-classification", *sorted(plugins.tasks)) if cls.supports_task(t)), None
+        )
     recipe.write_text(
         _recipe_text("unknown-key", tmp_path, {"train": "train.csv"}, stages, {}, task_type),
         encoding="utf-8",
@@ -863,28 +866,31 @@ def check_artifact_reloads(
     :param artifact: an artifact returned by a strategy.
     :param data: the task (its first 8 ``test`` rows are fed to the model).
     :param expected_format: the strategy's ``produces``.
-    :param plugins: where plugin backends are looked up (default: the process-wide plugins).
+    :param plugins: where the artifact's backend and the task are looked up (default: the
+        installed plugins).
     :returns: for classification the logits, float32 ``(n, num_labels)``; for any other
         task its :class:`compressor.tasks.Scored` (``task.score`` on those rows).
     """
     import numpy as np
 
     from .artifact import Artifact
-    from .evaluate.backends import backend_for
+    from .evaluate.backends import backend_for, load_backend
     from .plugins import get_plugins
+    from .tasks import get_task
 
+    plugins = plugins if plugins is not None else get_plugins()
+    task = get_task(data.type, plugins.tasks)
     again = Artifact.load(artifact.path)
     assert again.name == artifact.name and again.format == artifact.format, (again, artifact)
     assert again.lineage == artifact.lineage
     if expected_format is not None:
         assert again.format == expected_format, f"artifact format {again.format!r}, strategy says {expected_format!r}"
-    backend = backend_for(again, (plugins or get_plugins()).backends).load(
-        again, task_type=data.type, threads=1
-    )
+    with plugins.scope():  # a plugin backend may look the task up by name
+        backend = load_backend(backend_for(again, plugins.backends), again, task=task, threads=1)
     try:
         split = data.split("test").select(range(min(8, len(data.split("test")))))
         if data.type != "text-classification":
-            scored = data.task.score(backend, split, data, batch_size=4)
+            scored = task.score(backend, split, data, batch_size=4)
             assert len(scored) == len(split), (len(scored), len(split))
             for name, values in scored.arrays.items():
                 assert np.isfinite(np.asarray(values, dtype=np.float64)).all(), f"non-finite {name}"
@@ -1012,7 +1018,8 @@ def check_clear_errors(
     )
     validated = cls.Config.model_validate(config)
     try:
-        cls().apply(artifact, validated, context)
+        with plugins.scope():  # as in a run
+            cls().apply(artifact, validated, context)
     except CompressorError as exc:
         refusal = hardware_refusal(exc)
         if refusal is not None:
@@ -1052,7 +1059,7 @@ def check_strategy(
     check_config_roundtrip(cls, config, plugins=plugins)
     check_rejects_unknown_keys(cls, config, tmp_path / "keys", plugins=plugins)
     check_clear_errors(cls, config, tmp_path / "errors", plugins=plugins)
-    runs = supported_tasks(cls, tasks)
+    runs = supported_tasks(cls, tasks, plugins=plugins)
     archs = list(architectures)
     for i, task in enumerate(runs):
         for arch in archs if i == 0 else archs[:1]:
@@ -1062,8 +1069,9 @@ def check_strategy(
 def supported_tasks(strategy: "str | type[Strategy]", tasks: Iterable[str] | None = None, *,
                     plugins: "Plugins | None" = None) -> list[str]:
     """The tasks of ``tasks`` (default :data:`TASKS`) that ``strategy`` supports, in order."""
-    cls, _ = _resolve(strategy, plugins)
-    return [t for t in (TASKS if tasks is None else tasks) if cls.supports_task(t)]
+    cls, plugins = _resolve(strategy, plugins)
+    with plugins.scope():  # task_refusal looks the task up by name
+        return [t for t in (TASKS if tasks is None else tasks) if cls.supports_task(t)]
 
 
 class StrategyConformance:

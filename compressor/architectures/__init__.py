@@ -7,8 +7,10 @@ instead of hard-coding one architecture's attribute names. Adapters are found by
 hook (the built-in ones: :mod:`compressor.architectures.builtin`); a type none claims gets
 :class:`NameMatchingAdapter`, which matches BERT-like module names.
 
-The functions below take an optional ``registry`` (``model_type`` -> adapter) for tests;
-by default they use the process-wide plugins' (``compressor.plugins.get_plugins()``).
+The functions below take an optional ``registry`` (``model_type`` -> adapter,
+``Plugins.architectures``); without one they use the adapters in use: those of the plugins
+whose :meth:`compressor.plugins.Plugins.scope` is open (a run opens its plugins' scope, so a
+strategy's ``encoder_layout(model)`` sees the run's adapters), else the built-in ones.
 Supported architectures and methods: docs/architectures.md.
 
 Importing this package is cheap: torch loads inside the functions that need it.

@@ -1,13 +1,18 @@
 """Adapter lookup and the layout functions compression methods call (heavy only inside).
 
 :func:`adapter_for` finds the adapter of a model or config by ``config.model_type`` in the
-registered adapters (``compressor.plugins.get_plugins().architectures`` unless a registry
-is passed); a type no adapter claims gets :class:`~.adapter.NameMatchingAdapter`.
+registry passed (``Plugins.architectures``), else in the adapters in use: those of the plugins
+whose :meth:`compressor.plugins.Plugins.scope` is open (a run opens its plugins' scope), else
+the core's built-in ones (:mod:`compressor.architectures.builtin`). A type no adapter claims
+gets :class:`~.adapter.NameMatchingAdapter`. This module never reaches the plugin manager.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StageError
@@ -19,12 +24,57 @@ if TYPE_CHECKING:  # pragma: no cover
 FALLBACK = NameMatchingAdapter()
 """The adapter of model types no registered adapter claims."""
 
+_IN_USE: ContextVar[Mapping[str, ArchitectureAdapter] | None] = ContextVar(
+    "compressor_adapters_in_use", default=None
+)
+_BUILTIN: Mapping[str, ArchitectureAdapter] | None = None
+
+
+def builtin_adapters() -> Mapping[str, ArchitectureAdapter]:
+    """The core's own adapters (what :mod:`compressor.architectures.builtin` registers),
+    ``config.model_type`` -> adapter; read-only, built once."""
+    global _BUILTIN
+    if _BUILTIN is None:
+        from .builtin import compressor_register_architectures
+
+        found: dict[str, ArchitectureAdapter] = {}
+
+        def register(adapter: ArchitectureAdapter) -> None:
+            for model_type in adapter.model_types:
+                found.setdefault(model_type, adapter)
+
+        compressor_register_architectures(register=register)
+        _BUILTIN = MappingProxyType(found)
+    return _BUILTIN
+
+
+@contextmanager
+def using_adapters(
+    registry: Mapping[str, ArchitectureAdapter],
+) -> Iterator[Mapping[str, ArchitectureAdapter]]:
+    """Within the block (this thread or task), lookups without a registry search ``registry``.
+
+    :meth:`compressor.plugins.Plugins.scope` opens it with the plugins' adapters; nested
+    blocks restore the outer registry on exit.
+    """
+    token = _IN_USE.set(registry)
+    try:
+        yield registry
+    finally:
+        _IN_USE.reset(token)
+
 
 def registered_adapters() -> dict[str, ArchitectureAdapter]:
-    """``config.model_type`` -> adapter, as the process-wide plugins registered them."""
-    from ..plugins import get_plugins
+    """``config.model_type`` -> adapter, for the adapters in use: the open
+    :meth:`~compressor.plugins.Plugins.scope`'s, else the built-in ones."""
+    return dict(_adapters(None))
 
-    return dict(get_plugins().architectures)
+
+def _adapters(registry: Mapping[str, ArchitectureAdapter] | None) -> Mapping[str, ArchitectureAdapter]:
+    if registry is not None:
+        return registry
+    in_use = _IN_USE.get()
+    return in_use if in_use is not None else builtin_adapters()
 
 
 def adapter_for(
@@ -34,13 +84,13 @@ def adapter_for(
 
     :param model_or_config: a model with a ``config``, or a config (anything with
         ``model_type``).
-    :param registry: ``model_type`` -> adapter; default: the process-wide plugins'
-        (:func:`registered_adapters`).
+    :param registry: ``model_type`` -> adapter (``Plugins.architectures``); default: the
+        adapters in use (:func:`registered_adapters`).
     :returns: the registered adapter, or :data:`FALLBACK` for an unknown or missing type.
     """
     config = getattr(model_or_config, "config", model_or_config)
     model_type = getattr(config, "model_type", None)
-    adapters = registry if registry is not None else registered_adapters()
+    adapters = _adapters(registry)
     if isinstance(model_type, str) and model_type in adapters:
         return adapters[model_type]
     return FALLBACK
@@ -48,8 +98,7 @@ def adapter_for(
 
 def is_registered(model_type: str, registry: Mapping[str, ArchitectureAdapter] | None = None) -> bool:
     """Whether an adapter claims ``model_type``."""
-    adapters = registry if registry is not None else registered_adapters()
-    return model_type in adapters
+    return model_type in _adapters(registry)
 
 
 def find_layer_list(model: "nn.Module", registry: Mapping[str, ArchitectureAdapter] | None = None) -> LayerList:

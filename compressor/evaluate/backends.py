@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from ..artifact import Artifact
+    from ..tasks import Task
 
 #: Longest input the accuracy pass feeds a model, in tokens (BERT-family limit).
 MAX_ACCURACY_LENGTH = 512
@@ -97,15 +98,19 @@ class Backend(abc.ABC):
     @classmethod
     @abc.abstractmethod
     def load(
-        cls, artifact: "Artifact", *, task_type: str, threads: int, device: str = "cpu"
+        cls, artifact: "Artifact", *, task_type: str, threads: int, device: str = "cpu",
+        task: "Task | None" = None,
     ) -> "Backend":
         """Load the artifact's model and tokenizer for inference.
 
         :param artifact: the model directory to load.
-        :param task_type: the task's name; its Auto class selects the head
-            (:mod:`compressor.tasks`).
+        :param task_type: the task's name.
         :param threads: intra-op CPU threads the backend may use.
         :param device: ``"cpu"`` or ``"cuda"`` (one of :meth:`devices_for`).
+        :param task: the task (:class:`compressor.tasks.Task`); its Auto class selects the
+            head. ``None``: ``get_task(task_type)`` (the tasks in use, see
+            :mod:`compressor.tasks`). The evaluator passes it (:func:`load_backend`); a
+            backend whose ``load`` does not take it is called without it.
         :raises CompressorError: if the directory cannot be loaded, or the device is not
             usable.
         """
@@ -302,11 +307,14 @@ class PyTorchBackend(Backend):
 
     @classmethod
     def load(
-        cls, artifact: "Artifact", *, task_type: str, threads: int, device: str = "cpu"
+        cls, artifact: "Artifact", *, task_type: str, threads: int, device: str = "cpu",
+        task: "Task | None" = None,
     ) -> "PyTorchBackend":
-        from ..tasks import get_task
+        if task is None:
+            from ..tasks import get_task
 
-        model = cls.load_model(artifact, get_task(task_type).auto_class())
+            task = get_task(task_type)
+        model = cls.load_model(artifact, task.auto_class())
         model.eval()
         return cls(model.to(device), load_tokenizer(Path(artifact.path)), model.config, device=device)
 
@@ -450,7 +458,8 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def load(
-        cls, artifact: "Artifact", *, task_type: str, threads: int, device: str = "cpu"
+        cls, artifact: "Artifact", *, task_type: str, threads: int, device: str = "cpu",
+        task: "Task | None" = None,
     ) -> "OnnxRuntimeBackend":
         from transformers import AutoConfig
 
@@ -569,6 +578,38 @@ def backend_for(
         "through compressor_register_backends), and pass the plugins' backends "
         "(Plugins.backends) to the evaluator",
     )
+
+
+def load_backend(
+    backend_cls: type[Backend],
+    artifact: "Artifact",
+    *,
+    task: "Task",
+    threads: int,
+    device: str = "cpu",
+) -> Backend:
+    """``backend_cls.load`` for ``task``: the task object is passed to a backend whose
+    ``load`` takes ``task`` (the core's do), its name alone to one that does not (a plugin's
+    written before ``task`` existed, which looks the task up by name).
+
+    :param backend_cls: the artifact's backend (:func:`backend_for`).
+    :param task: the run's task (:class:`compressor.tasks.Task`).
+    :raises CompressorError: as :meth:`Backend.load`.
+    """
+    kwargs: dict[str, Any] = {"task_type": task.name, "threads": threads, "device": device}
+    if _accepts(backend_cls.load, "task"):
+        kwargs["task"] = task
+    return backend_cls.load(artifact, **kwargs)
+
+
+def _accepts(function: Any, name: str) -> bool:
+    import inspect
+
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
+    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 def evaluation_devices(

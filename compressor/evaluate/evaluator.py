@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..artifact import Artifact
     from ..task import TaskData
+    from ..tasks import Task
     from .records import EvaluationRecord, Machine
 
 #: Folder of the run directory holding per-example predictions (one ``.npy`` per model).
@@ -70,12 +71,16 @@ def evaluate_artifact(
     *,
     progress: bool = True,
     output_dir: Path | None = None,
+    backends: "Mapping[str, Any] | None" = None,
+    tasks: "Mapping[str, Task] | None" = None,
 ) -> dict[str, Any]:
     """Evaluate one model (the first record of :func:`evaluate_artifacts`: its first device).
 
     :returns: one record as :func:`evaluate_artifacts` describes.
     """
-    return evaluate_artifacts([artifact], data, settings, progress=progress, output_dir=output_dir)[0]
+    return evaluate_artifacts(
+        [artifact], data, settings, progress=progress, output_dir=output_dir, backends=backends, tasks=tasks
+    )[0]
 
 
 def evaluate_artifacts(
@@ -86,6 +91,7 @@ def evaluate_artifacts(
     progress: bool = True,
     output_dir: Path | None = None,
     backends: "Mapping[str, Any] | None" = None,
+    tasks: "Mapping[str, Task] | None" = None,
 ) -> list[dict[str, Any]]:
     """:func:`evaluate_records` with each record as the JSON object ``results.json`` holds
     (:meth:`~compressor.evaluate.records.EvaluationRecord.to_json`): plain dicts, for callers
@@ -98,7 +104,8 @@ def evaluate_artifacts(
     return [
         record.to_json()
         for record in evaluate_records(
-            artifacts, data, settings, progress=progress, output_dir=output_dir, backends=backends
+            artifacts, data, settings, progress=progress, output_dir=output_dir, backends=backends,
+            tasks=tasks,
         )
     ]
 
@@ -111,6 +118,7 @@ def evaluate_records(
     progress: bool = True,
     output_dir: Path | None = None,
     backends: "Mapping[str, Any] | None" = None,
+    tasks: "Mapping[str, Task] | None" = None,
 ) -> "list[EvaluationRecord]":
     """Evaluate several models with the same data and settings; time them interleaved.
 
@@ -137,7 +145,10 @@ def evaluate_records(
     :param settings: the recipe's ``evaluation`` section.
     :param progress: show progress bars (accuracy passes, calibration, timing rounds).
     :param backends: artifact format -> backend class registered by plugins (the run's
-        ``Plugins.backends``); default: the process-wide plugins'.
+        ``Plugins.backends``); default: the core's own (``pytorch``, ``onnx``).
+    :param tasks: task name -> task (the run's ``Plugins.tasks``), where ``data.type`` is
+        looked up; default: the tasks in use (:func:`compressor.tasks.get_task`). The
+        evaluator is given its registries: it never reaches the plugin manager.
     :param output_dir: the run directory: per-example predictions are written to
         ``output_dir/predictions/<model>.<device>.npz`` (the task's per-example arrays,
         e.g. ``label`` and ``prediction`` int64 ``(n,)`` for classification) and the matmul calibration is cached in
@@ -153,9 +164,11 @@ def evaluate_records(
         whose number of outputs differs from the task's labels, a sequence length longer
         than a model accepts, or a device that cannot be used.
     """
+    from ..tasks import get_task
     from .backends import backend_for, evaluation_devices
     from .latency import resolve_threads, torch_threads
 
+    task = get_task(data.type, tasks)
     threads = resolve_threads(settings.threads)
     split_name = settings.accuracy_split
     try:
@@ -175,7 +188,7 @@ def evaluate_records(
         for device in devices:
             group = [(a, cls) for a, cls, ds in plan if device in ds]
             records += _evaluate_on_device(
-                group, data, split, settings, device=device, threads=threads,
+                group, data, task, split, settings, device=device, threads=threads,
                 progress=progress, output_dir=output_dir,
             )
     return records
@@ -184,6 +197,7 @@ def evaluate_records(
 def _evaluate_on_device(
     group: list[tuple["Artifact", type]],
     data: "TaskData",
+    task: "Task",
     split: Any,
     settings: EvaluationSettings,
     *,
@@ -198,6 +212,7 @@ def _evaluate_on_device(
         real_token_fraction,
         texts_fingerprint,
     )
+    from .backends import load_backend
     from .memory import probe_for
     from .records import (
         EvaluationRecord,
@@ -213,7 +228,6 @@ def _evaluate_on_device(
     backends: list[Any] = []
     probes: list[Any] = []
     scores: dict[str, Any] = {}
-    task = data.task
     scored_split = split
     if settings.max_eval_samples is not None and settings.max_eval_samples < len(split):
         scored_split = split.select(range(settings.max_eval_samples))
@@ -224,9 +238,7 @@ def _evaluate_on_device(
             if probe is not None:
                 probe.before_load()
             t0 = time.perf_counter()
-            backend = backend_cls.load(
-                artifact, task_type=data.type, threads=threads, device=device
-            )
+            backend = load_backend(backend_cls, artifact, task=task, threads=threads, device=device)
             load_time_s = time.perf_counter() - t0
             if probe is not None:
                 probe.after_load()
@@ -293,7 +305,7 @@ def _evaluate_on_device(
             for record in records:
                 if record.model in scores:
                     record.accuracy = _accuracy_record(task, scores[record.model], data, split_name)
-            _accuracy_intervals(records, scores, settings, data, device, output_dir)
+            _accuracy_intervals(records, scores, settings, data, task, device, output_dir)
 
         min_words = max(settings.lengths) if settings.latency_inputs == "packed" else None
         texts, pairs = latency_texts(
@@ -373,6 +385,7 @@ def _accuracy_intervals(
     scores: dict[str, Any],
     settings: EvaluationSettings,
     data: "TaskData",
+    task: "Task",
     device: str,
     output_dir: Path | None,
 ) -> None:
@@ -382,7 +395,6 @@ def _accuracy_intervals(
     from .records import CLASSIFICATION_METRICS, AccuracyIntervals, Difference, VsReference
     from .stats import paired_bootstrap
 
-    task = data.task
     folder = Path(output_dir) / PREDICTIONS_DIR if output_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)

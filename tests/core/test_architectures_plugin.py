@@ -115,3 +115,41 @@ def test_validation_asks_the_third_party_adapter(tmp_path: Path) -> None:
         load_recipe(recipe, plugins=plugins)
     # an unknown type without an adapter is not refused up front (checked when the model loads)
     load_recipe(_recipe(tmp_path / "other", {"model_type": "zeta"}, "prune.heads"), plugins=plugins)
+
+
+def test_a_run_gives_its_strategies_the_runs_adapters(tmp_path: Path, tiny_bert_dir: Path, fake_plugins) -> None:
+    """A strategy that asks ``adapter_for`` without a registry, inside a run, gets the run's
+    plugins' adapter (Plugins.scope), not a process-wide one; after the run, the built-ins."""
+    from compressor import Strategy, StrategyConfig
+    from compressor.pipeline import run
+
+    seen = []
+
+    class Probe(Strategy):
+        name = "probe.adapter"
+        Config = StrategyConfig
+
+        def apply(self, artifact, config, context):  # noqa: ANN001, ANN201
+            seen.append(adapter_for(types.SimpleNamespace(model_type="acme-bert")))
+            context.save_model(context.load_model(artifact), context.load_tokenizer(artifact))
+            return context.new_artifact(artifact, self.name, config)
+
+    probe = types.ModuleType("probe")
+    probe.compressor_register_strategies = hookimpl(lambda register: register(Probe))  # type: ignore[attr-defined]
+    plugins = Plugins().load(
+        entry_points_enabled=False, extra=[("fake", fake_plugins.fake), ("acme", _acme_plugin()), ("probe", probe)]
+    )
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(textwrap.dedent(f"""\
+        version: 1
+        name: scoped
+        model: {{name: {tiny_bert_dir}}}
+        task:
+          data: {{name: tiny-sentiment}}
+        evaluation: {{baseline: false}}
+        stages:
+          - {{name: probe, strategy: probe.adapter, evaluate: false}}
+        """))
+    run(recipe, run_dir=tmp_path / "run", plugins=plugins, progress=False)
+    assert len(seen) == 1 and isinstance(seen[0], AcmeAdapter)
+    assert isinstance(adapter_for(types.SimpleNamespace(model_type="acme-bert")), NameMatchingAdapter)

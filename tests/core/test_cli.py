@@ -238,3 +238,32 @@ def test_validate_and_run_refuse_a_broken_format_chain(tmp_path, capsys, fake_pl
         assert "expected: an input in 'pytorch' format; 'first' is made by stage 'first' (fake.export)" in out
         assert "hint: start this stage from an artifact it takes, e.g. 'input: baseline'" in out
     assert not (tmp_path / "run").exists() and fake_plugins.fake.calls == []
+
+
+def test_the_task_types_come_from_the_registry_and_load_only_for_the_help(capsys, monkeypatch):
+    import types
+
+    import compressor.cli
+    from compressor import hookimpl
+    from compressor.plugins import Plugins
+    from compressor.tasks.classification import TextClassification
+
+    class MultiLabel(TextClassification):
+        name = "multi-label-xyz"
+
+    module = types.SimpleNamespace(
+        __name__="tasks_plugin", compressor_register_tasks=hookimpl(lambda register: register(MultiLabel()))
+    )
+    loads = []
+    plugins = Plugins().load(entry_points_enabled=False, extra=[("tasks", module)])
+    monkeypatch.setattr(compressor.plugins, "get_plugins", lambda **kw: loads.append(1) or plugins)
+    assert compressor.cli.task_types(plugins) == sorted(plugins.tasks)
+    assert compressor.cli.TASK_TYPES == tuple(sorted(plugins.tasks))
+    loads.clear()
+    compressor.cli._parser()  # building the parser loads no plugin
+    assert loads == []
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "multi-label-xyz" in out and "text-classification" in out and "{task_types}" not in out
+    assert loads

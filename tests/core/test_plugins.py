@@ -131,3 +131,83 @@ def test_config_must_forbid_unknown_keys():
 
     with pytest.raises(ValidationError):
         C.model_validate({"y": 2})
+
+
+# --- one registration loop for every hook ---------------------------------------------------
+
+
+def test_every_registration_hook_is_collected_by_one_table():
+    from compressor import hookspecs
+    from compressor.plugins import REGISTRATIONS, PluginInfo
+
+    hooks = {n for n in vars(hookspecs) if n.startswith("compressor_register_")}
+    assert [r.hook for r in REGISTRATIONS] == [
+        "compressor_register_strategies", "compressor_register_model_sources", "compressor_register_datasets",
+        "compressor_register_backends", "compressor_register_architectures", "compressor_register_tasks",
+    ]
+    assert {r.hook for r in REGISTRATIONS} == hooks
+    plugins = Plugins().load(entry_points_enabled=False)
+    for r in REGISTRATIONS:  # each files into its Plugins registry and its PluginInfo list
+        assert isinstance(getattr(plugins, r.attribute), dict)
+        assert r.attribute in PluginInfo.__dataclass_fields__
+        filed = [k for info in plugins.infos.values() for k in getattr(info, r.attribute)]
+        assert sorted(filed) == sorted(getattr(plugins, r.attribute))
+
+
+def _data_set_plugin(name):
+    from compressor.sources.datasets import DatasetSpec
+
+    mod = types.ModuleType(f"ds_{name}")
+
+    @hookimpl
+    def compressor_register_datasets(register):
+        register(DatasetSpec(name=name, type="text-classification", load=lambda cache_dir: None))
+
+    mod.compressor_register_datasets = compressor_register_datasets
+    return mod
+
+
+def test_a_name_registered_twice_names_both_plugins():
+    with pytest.raises(PluginError) as info:
+        Plugins().load(entry_points_enabled=False, extra=[("a", _data_set_plugin("dup")), ("b", _data_set_plugin("dup"))])
+    assert info.value.message == "data set 'dup' registered twice (by 'a' and 'b')"
+    with pytest.raises(PluginError) as info:  # a built-in name: the core's plugin is named
+        Plugins().load(entry_points_enabled=False, extra=[("c", _data_set_plugin("trec6"))])
+    assert info.value.message == "data set 'trec6' registered twice (by 'compressor.sources.builtin' and 'c')"
+
+
+# --- the registries in use: Plugins.scope ---------------------------------------------------
+
+
+def test_lookups_without_a_registry_use_the_open_scope_else_the_builtins():
+    from compressor.architectures import NameMatchingAdapter, adapter_for, registered_adapters
+    from compressor.errors import CompressorError
+    from compressor.tasks import get_task, task_names
+    from compressor.tasks.classification import TextClassification
+
+    class Multi(TextClassification):
+        name = "multi-label"
+
+    class Acme:
+        model_types = ("acme-bert",)
+
+    mod = types.ModuleType("third")
+    mod.compressor_register_tasks = hookimpl(lambda register: register(Multi()))  # type: ignore[attr-defined]
+    mod.compressor_register_architectures = hookimpl(lambda register: register(Acme()))  # type: ignore[attr-defined]
+    plugins = Plugins().load(entry_points_enabled=False, extra=[("third", mod)])
+    config = types.SimpleNamespace(model_type="acme-bert")
+    builtin = task_names()
+    assert "multi-label" not in builtin and "text-classification" in builtin
+    with pytest.raises(CompressorError, match="unknown task type 'multi-label'"):
+        get_task("multi-label")
+    assert isinstance(adapter_for(config), NameMatchingAdapter)
+    with plugins.scope():
+        assert isinstance(get_task("multi-label"), Multi)
+        assert isinstance(adapter_for(config), Acme) and "acme-bert" in registered_adapters()
+        with Plugins().load(entry_points_enabled=False).scope():  # nested: the inner one
+            assert isinstance(adapter_for(config), NameMatchingAdapter)
+        assert isinstance(adapter_for(config), Acme)
+    assert task_names() == builtin and "acme-bert" not in registered_adapters()
+    # a registry passed wins over the scope
+    with plugins.scope():
+        assert "multi-label" not in task_names({"text-classification": get_task("text-classification")})

@@ -1,6 +1,7 @@
 """StageContext serves a strategy what it needs from the run (tokenizer, model, another data
-set or model) with the run's registry, cache and recipe folder; without them it behaves as
-before (current directory, ``cache_root()``, the process-wide plugins). ``new_artifact`` keeps
+set or model) with the run's registry, cache and recipe folder; without them it uses the current
+directory, ``cache_root()`` and the core's own registrations (never the process-wide plugin
+manager). ``new_artifact`` keeps
 ``lineage.extra`` equal to what ``lineage.json`` gives back. The kit's ``make_context`` and
 ``apply_strategy`` call ``apply`` in a unit test with public names only."""
 
@@ -41,17 +42,29 @@ def _plugin_with_a_dataset(name: str) -> types.SimpleNamespace:
 # --- defaults: as before ------------------------------------------------------------------
 
 
-def test_a_context_built_without_the_new_fields_behaves_as_before(
+def test_a_context_built_without_the_new_fields_uses_the_cwd_the_cache_and_the_core_registries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from compressor.plugins import get_plugins
+    import compressor.plugins
+    from compressor.evaluate.backends import OnnxRuntimeBackend, PyTorchBackend
     from compressor.sources.packaged import cache_root
 
+    def no_plugin_manager(**kwargs):  # noqa: ANN003, ANN202
+        raise AssertionError("a StageContext must not reach the process-wide plugins")
+
+    monkeypatch.setattr(compressor.plugins, "get_plugins", no_plugin_manager)
     ctx = StageContext("s", tmp_path / "out", tmp_path / "work", testing.tiny_task_data(8, 4), 0)
     assert ctx.base_dir is None and ctx.cache_dir is None and ctx.plugins is None
     monkeypatch.setenv("COMPRESSOR_CACHE", str(tmp_path / "cache"))
     assert ctx._cache_dir() == cache_root() == tmp_path / "cache"
-    assert ctx._plugins() is get_plugins()
+    core = ctx._plugins()  # the core's default plugins' registrations, nothing installed
+    builtin = compressor.plugins.Plugins().load(entry_points_enabled=False)
+    assert sorted(core.datasets) == sorted(builtin.datasets) and sorted(core.model_sources) == sorted(builtin.model_sources)
+    assert sorted(core.tasks) == sorted(builtin.tasks) and sorted(core.architectures) == sorted(builtin.architectures)
+    assert dict(core.backends) == {"pytorch": PyTorchBackend, "onnx": OnnxRuntimeBackend}
+    assert ctx.format_handler(Artifact("a", tmp_path)) is PyTorchBackend
+    with pytest.raises(StageError, match="no evaluation backend for format 'pytorch-half'"):
+        ctx.format_handler(Artifact("h", tmp_path, format="pytorch-half"))  # a plugin's: pass plugins=
     monkeypatch.chdir(tmp_path)
     assert ctx.resolve_path("a/b.csv") == tmp_path / "a" / "b.csv"
     _texts(tmp_path / "here")
@@ -79,7 +92,7 @@ def test_data_set_names_come_from_the_run_registry_and_cache(tmp_path: Path) -> 
     data = ctx.load_data(DataConfig(name="ctx-only-here"))
     assert data.name == "ctx-only-here" and data.type == "masked-lm"
     assert data.split("train")[0]["text"].endswith("from my-cache")  # load(cache_dir) got ours
-    # the process-wide registry does not know it: a context without plugins= fails
+    # the installed plugins do not know it: a context given them fails
     bare = testing.make_context(tmp_path / "bare")
     with pytest.raises(StageError) as info:
         bare.load_data(DataConfig(name="ctx-only-here"), key="corpus")
@@ -132,9 +145,9 @@ def test_load_errors_name_the_artifact_and_the_key(tmp_path: Path) -> None:
     with pytest.raises(StageError) as info:
         ctx.load_model(art, key="teacher")
     assert info.value.key == "teacher" and "'my-teacher'" in info.value.message
-    with pytest.raises(StageError, match="'onnx' artifact") as info:
+    with pytest.raises(StageError, match="'exported' is a 'onnx' model") as info:
         ctx.load_model(Artifact("exported", broken, format="onnx"), key="teacher")
-    assert info.value.expected == "a PyTorch artifact"
+    assert info.value.key == "teacher" and info.value.expected == "a PyTorch model (format 'pytorch')"
 
 
 # --- new_artifact ----------------------------------------------------------------------------
@@ -179,3 +192,38 @@ def test_apply_strategy_runs_apply_as_the_orchestrator_would(tmp_path: Path) -> 
         testing.apply_strategy("quantize.dynamic-int8", art, {}, tmp_path / "again")
     with pytest.raises(ValueError, match="not empty"):
         testing.make_context(tmp_path / "run", stage_name="int8")
+
+
+def test_make_context_gets_the_installed_plugins_and_apply_strategy_opens_their_scope(tmp_path: Path) -> None:
+    from compressor import Strategy, StrategyConfig
+    from compressor.plugins import get_plugins
+    from compressor.tasks import get_task
+
+    assert testing.make_context(tmp_path / "a").plugins is get_plugins()
+    seen = {}
+
+    class Probe(Strategy):
+        name = "probe.scope"
+        Config = StrategyConfig
+
+        def apply(self, artifact, config, context):  # noqa: ANN001, ANN201
+            # a plugin that looks its task up without a registry gets the context's plugins'
+            seen["task"] = get_task(context.data.type)
+            seen["data.task"] = context.data.task
+            context.save_model(context.load_model(artifact), context.load_tokenizer(artifact))
+            return context.new_artifact(artifact, self.name, config)
+
+    class Tagged(type(get_task("text-classification"))):
+        name = "tagged-classification"
+
+    module = types.SimpleNamespace(
+        __name__="probe_plugin",
+        compressor_register_strategies=hookimpl(lambda register: register(Probe)),
+        compressor_register_tasks=hookimpl(lambda register: register(Tagged())),
+    )
+    plugins = testing.plugins_with(module, entry_points=False)
+    data = testing.tiny_task_data(8, 4)
+    data.type = "tagged-classification"
+    model = testing.tiny_model("bert", tmp_path / "m")
+    testing.apply_strategy(Probe, model, {}, tmp_path / "run", plugins=plugins, data=data)
+    assert seen["task"] is plugins.tasks["tagged-classification"] and seen["data.task"] is seen["task"]

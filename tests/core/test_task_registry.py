@@ -172,3 +172,25 @@ def test_the_task_strategy_table_in_the_docs_is_generated_from_the_strategies() 
     )
     # it says what validation does: finetune refuses a task without labels, with the reason
     assert "| `finetune` | no: it trains from the task's labels, and masked-lm has none |" in text
+
+
+def test_validation_asks_a_third_party_task_for_its_labels(tmp_path: Path) -> None:
+    """finetune trains from labels: recipe validation finds the run's third-party task (no
+    process-wide registry) and refuses it for having none, instead of calling it unknown."""
+    plugins = Plugins().load(extra=[("mine", _plugin())])
+    path = tmp_path / "r.yaml"
+    path.write_text(textwrap.dedent("""\
+        version: 1
+        name: t
+        model: {name: some/folder}
+        task:
+          type: mean-length
+          data: {files: {train: x.csv, test: x.csv}}
+        stages:
+          - {name: ft, strategy: finetune}
+        """))
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, plugins=plugins)
+    assert "it trains from the task's labels, and mean-length has none" in info.value.message
+    with pytest.raises(Exception, match="unknown task type 'mean-length'"):
+        get_task("mean-length")  # outside the plugins' scope: the built-in tasks only

@@ -143,3 +143,69 @@ def test_backend_registration_errors():
         Plugins().load(entry_points_enabled=False, extra=[("h", _backend_plugin(Hijack))])
     with pytest.raises(PluginError, match="not a Backend subclass"):
         Plugins().load(entry_points_enabled=False, extra=[("x", _backend_plugin(object))])
+
+
+# --- the evaluator is given its registries ----------------------------------------------------
+
+
+class OldStyle(PyTorchBackend):
+    """A plugin backend written before ``load`` took ``task``: looks the task up by name."""
+
+    name = "old-style"
+    formats = ("pytorch-old-style",)
+    calls: list[dict] = []
+
+    @classmethod
+    def load(cls, artifact, *, task_type, threads, device="cpu"):
+        cls.calls.append({"task_type": task_type})
+        return super().load(artifact, task_type=task_type, threads=threads, device=device)
+
+
+class NewStyle(PyTorchBackend):
+    name = "new-style"
+    formats = ("pytorch-new-style",)
+    calls: list[dict] = []
+
+    @classmethod
+    def load(cls, artifact, *, task_type, threads, device="cpu", task=None):
+        cls.calls.append({"task_type": task_type, "task": task})
+        return super().load(artifact, task_type=task_type, threads=threads, device=device, task=task)
+
+
+def test_the_evaluator_passes_its_task_and_never_reaches_the_plugin_manager(
+    make_artifact, task_data, fast_settings, monkeypatch
+):
+    import compressor.plugins
+    from compressor.evaluate import evaluate_artifacts
+    from compressor.tasks import using_tasks
+    from compressor.tasks.classification import TextClassification
+
+    def no_plugin_manager(**kwargs):
+        raise AssertionError("the evaluator must not reach the process-wide plugins")
+
+    monkeypatch.setattr(compressor.plugins, "get_plugins", no_plugin_manager)
+
+    class Labelled(TextClassification):  # a plugin's task: only in the registry passed
+        name = "labelled"
+
+    task = Labelled()
+    task_data.type = "labelled"
+    base = make_artifact("new")
+    old = Artifact(name="old", path=base.path, format="pytorch-old-style", lineage=base.lineage)
+    new = Artifact(name="new", path=base.path, format="pytorch-new-style", lineage=base.lineage)
+    OldStyle.calls.clear()
+    NewStyle.calls.clear()
+    settings = fast_settings.model_copy(update={"latency": False, "device": "cpu"})
+    records = evaluate_artifacts(
+        [new], task_data, settings, progress=False,
+        backends={"pytorch-new-style": NewStyle}, tasks={"labelled": task},
+    )
+    assert NewStyle.calls == [{"task_type": "labelled", "task": task}]
+    assert records[0]["task_type"] == "labelled" and records[0]["accuracy"]["n"] > 0
+    # an old-style backend gets the name alone; it finds the task in the open scope
+    with pytest.raises(CompressorError, match="unknown task type 'labelled'"):
+        evaluate_artifacts([old], task_data, settings, progress=False,
+                           backends={"pytorch-old-style": OldStyle}, tasks={"labelled": task})
+    with using_tasks({"labelled": task}):
+        evaluate_artifacts([old], task_data, settings, progress=False, backends={"pytorch-old-style": OldStyle})
+    assert OldStyle.calls == [{"task_type": "labelled"}] * 2

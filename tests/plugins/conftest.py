@@ -136,6 +136,8 @@ def make_context(tmp_path: Path, task_data: TaskData) -> Callable[..., StageCont
     """Factory of :class:`StageContext` objects rooted in ``tmp_path``."""
 
     def make(stage: str = "stage", *, data: TaskData | None = None, **kw: Any) -> StageContext:
+        from compressor.plugins import get_plugins
+
         out = tmp_path / stage / "model"
         work = tmp_path / stage / "work"
         out.mkdir(parents=True, exist_ok=True)
@@ -143,6 +145,7 @@ def make_context(tmp_path: Path, task_data: TaskData) -> Callable[..., StageCont
         kw.setdefault("seed", 0)
         kw.setdefault("progress", False)
         kw.setdefault("logger", logging.getLogger("compressor.tests"))
+        kw.setdefault("plugins", get_plugins())  # the installed plugins' formats, as in a run
         return StageContext(
             stage_name=stage, output_dir=out, work_dir=work, data=data or task_data, **kw
         )

@@ -18,6 +18,7 @@ import compressor
 from compressor import testing
 from compressor.artifact import Artifact
 from compressor.errors import CompressorError, HardwareUnsupported, StageError
+from compressor.plugins import get_plugins
 from compressor.strategy import StageContext
 from compressor_quantization import plugin as qplugin
 from test_quantization_hardware import fake_cpu
@@ -37,7 +38,7 @@ def _context(tmp_path: Path, stage: str = "half") -> StageContext:
     work.mkdir(parents=True)
     return StageContext(
         stage_name=stage, output_dir=out, work_dir=work, data=testing.tiny_task_data(16, 8), seed=0,
-        logger=logging.getLogger("compressor.tests"), progress=False,
+        logger=logging.getLogger("compressor.tests"), progress=False, plugins=get_plugins(),
     )
 
 
