@@ -392,6 +392,11 @@ class EvaluationRecord(_Record):
     parent: str | None = Field(None, description="Artifact it was made from.")
     reference: str | None = Field(None, description="Artifact it is compared against (teacher or parent).")
     format: str | None = Field(None, description="Artifact format (pytorch, onnx...).")
+    summaries: dict[str, str] = Field(
+        default_factory=dict,
+        description="What the stage's strategy summarised about its choices, one line per "
+        "fact of its lineage (int8 settings, saturation check, accuracy control...).",
+    )
     backend: str | None = Field(None, description="Evaluation backend that loaded it.")
     backend_version: str | None = Field(None, description="Version of the backend's runtime.")
     device: Device | None = Field(None, description="Where it was measured; null means cpu.")

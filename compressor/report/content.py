@@ -449,6 +449,13 @@ def notes_lines(results: Sequence[EvaluationRecord]) -> list[Line]:
         ))
     if len(_values(results, "threads")) > 1 or len(_values(results, "sequence_length")) > 1:
         notes.append(line(strong("Warning"), ": models were timed with different threads or lengths."))
+    shown: set[str] = set()
+    for r in results:  # what each stage chose and why (int8 settings, accuracy control...)
+        if r.model in shown:
+            continue
+        shown.add(r.model)
+        for key, text in r.summaries.items():
+            notes.append(line(code(r.model), f" {key.replace('_', ' ')}: {text}"))
     return notes
 
 

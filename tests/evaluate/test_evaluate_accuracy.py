@@ -109,3 +109,17 @@ def test_masked_lm_task_has_no_accuracy_but_size_and_latency(make_artifact, task
     res = evaluate_artifact(make_artifact(), raw, fast_settings, progress=False)
     assert res["accuracy"] is None
     assert res["size"]["params"] > 0 and len(res["latency"]) == 2
+
+
+def test_record_carries_the_summaries_of_the_stage(make_artifact, task_data, fast_settings):
+    """Lineage facts with a one-line summary reach the record (and so the report's notes);
+    other lineage facts do not."""
+    from compressor.artifact import Lineage
+
+    lineage = Lineage(stage="int8", strategy="quantize.ort-dynamic", extra={
+        "int8_settings": {"reduce_range": True, "summary": "s8 per-channel, reduce_range"},
+        "heads_after": [2, 1],
+    })
+    art = make_artifact("int8", lineage=lineage)
+    res = evaluate_artifact(art, task_data, fast_settings.model_copy(update={"latency": False}), progress=False)
+    assert res["summaries"] == {"int8_settings": "s8 per-channel, reduce_range"}

@@ -37,7 +37,10 @@ from compressor.testing import apply_strategy, tiny_model, tiny_task_data, write
 #: the tiny model's shape: 4 layers of 4 heads, so pruning can leave uneven head counts
 MODEL = {"num_hidden_layers": 4, "num_attention_heads": 4}
 
-TRAIN = {"max_steps": 6, "batch_size": 16, "learning_rate": 1e-3, "warmup_ratio": 0.0, "logging_steps": 100}
+TRAIN = {"max_steps": 3, "batch_size": 16, "learning_rate": 1e-3, "warmup_ratio": 0.0, "logging_steps": 100}
+#: the saturation check is tested on its own (test_quantization_isa.py): here it would only
+#: add two ONNX Runtime sessions per quantisation
+ORT = {"saturation_check": False}
 IMPORTANCE = {"importance_samples": 32, "importance_batch_size": 16, "max_length": 32}
 
 #: producer -> config: every strategy that makes a model
@@ -51,8 +54,8 @@ PRODUCERS: dict[str, dict[str, Any]] = {
     "prune.movement": {"sparsity": 0.5, **TRAIN},
     "quantize.dynamic-int8": {},
     "quantize.half": {"dtype": "bfloat16"},
-    "quantize.ort-dynamic": {"optimization": "O2", "per_channel": True},
-    "quantize.ort-static": {"calibration_samples": 16, "max_length": 32},
+    "quantize.ort-dynamic": {"optimization": "O2", **ORT},
+    "quantize.ort-static": {"calibration_samples": 16, "max_length": 32, **ORT},
     "export.onnx": {"optimization": "O2", "parity_samples": 8, "max_length": 32},
 }
 
@@ -60,8 +63,8 @@ PRODUCERS: dict[str, dict[str, Any]] = {
 CONSUMERS: dict[str, dict[str, Any]] = {
     "quantize.dynamic-int8": {},
     "quantize.half": {"dtype": "bfloat16"},
-    "quantize.ort-dynamic": {"per_channel": True},  # O2 for a PyTorch input
-    "quantize.ort-static": {"calibration_samples": 16, "max_length": 32},
+    "quantize.ort-dynamic": ORT,  # O2 for a PyTorch input
+    "quantize.ort-static": {"calibration_samples": 16, "max_length": 32, **ORT},
     "export.onnx": {"optimization": "O2", "parity_samples": 8, "max_length": 32},
     "distill.distilbert": {"student_layers": 1, **TRAIN},
     "prune.heads": {"fraction": 0.25, **IMPORTANCE},

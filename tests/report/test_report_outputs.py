@@ -300,3 +300,11 @@ def test_model_card_says_what_the_stage_chose(results, artifacts):
     assert "- int8 settings: s8 weights per channel, reduce_range (AVX2 saturates)" in card
     assert "- accuracy control: 1 node group(s) kept in float (layer.1.ffn_out)" in card
     assert "heads after" not in card
+
+
+def test_report_notes_say_what_each_stage_chose(results, tmp_path):
+    """A record's summaries (from its artifact's lineage) are listed under the report's notes."""
+    student = next(r for r in results if r.model == "student")
+    student.summaries = {"accuracy_control": "1 node group(s) kept in float (layer.1.ffn_out)"}
+    md = write_report(tmp_path / "run", results, title="t").read_text()
+    assert "`student` accuracy control: 1 node group(s) kept in float (layer.1.ffn_out)" in md
