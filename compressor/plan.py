@@ -281,8 +281,10 @@ def check_format_chain(
                 hint=hint,
             )
         given = chain[source]
-        check_teacher_format(loaded, i, cls, chain)
-        check_chain_refusal(loaded, i, cls, given)
+        config = stage_config(loaded, i, cls)
+        if config is not None:  # an invalid config is reported by the config check, with its line
+            check_teacher_format(loaded, i, cls, config, chain)
+            check_chain_refusal(loaded, i, cls, config, given)
         formats[stage.name] = cls.produces
         made_by[stage.name] = f"stage {stage.name!r} ({stage.strategy})"
         chain[stage.name] = ChainInput(
@@ -290,22 +292,32 @@ def check_format_chain(
         )
 
 
-def check_teacher_format(loaded: "LoadedRecipe", i: int, cls: type["Strategy"], chain: Mapping[str, Any]) -> None:
+def stage_config(loaded: "LoadedRecipe", i: int, cls: type["Strategy"]) -> Any:
+    """Stage ``i``'s validated config: the one recipe loading made (``stage_configs``), else
+    validated here; ``None`` when it does not validate."""
+    from pydantic import ValidationError
+
+    if i < len(loaded.stage_configs):
+        return loaded.stage_configs[i]
+    try:
+        return cls.Config.model_validate(loaded.recipe.stages[i].config)
+    except ValidationError:
+        return None
+
+
+def check_teacher_format(
+    loaded: "LoadedRecipe", i: int, cls: type["Strategy"], config: Any, chain: Mapping[str, Any]
+) -> None:
     """A stage that names a teacher (``needs_teacher`` and a ``str`` config field
     ``teacher``) loads it as it loads its input: the teacher's format must be one of the
     strategy's ``input_formats``.
 
     :raises RecipeError: at ``stages[i].config.teacher``.
     """
-    from pydantic import ValidationError
-
     if not cls.needs_teacher:
         return
     stage = loaded.recipe.stages[i]
-    try:
-        teacher = getattr(cls.Config.model_validate(stage.config), "teacher", None)
-    except ValidationError:
-        return
+    teacher = getattr(config, "teacher", None)
     given = chain.get(teacher) if isinstance(teacher, str) else None
     if given is None or given.format in cls.input_formats:
         return
@@ -320,20 +332,14 @@ def check_teacher_format(loaded: "LoadedRecipe", i: int, cls: type["Strategy"], 
     )
 
 
-def check_chain_refusal(loaded: "LoadedRecipe", i: int, cls: type["Strategy"], given: Any) -> None:
+def check_chain_refusal(loaded: "LoadedRecipe", i: int, cls: type["Strategy"], config: Any, given: Any) -> None:
     """Stage ``i``'s :meth:`~compressor.Strategy.chain_refusal` of its input, as a recipe
     error.
 
     :raises RecipeError: at ``stages[i].strategy`` with the strategy's reason and how the
         input was made.
     """
-    from pydantic import ValidationError
-
     stage = loaded.recipe.stages[i]
-    try:
-        config = cls.Config.model_validate(stage.config)
-    except ValidationError:  # reported by the config check, with its own key and line
-        return
     reason = cls.chain_refusal(config, given)
     if reason is None:
         return
