@@ -69,6 +69,14 @@ class Lineage:
     reference: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def summaries(self) -> dict[str, str]:
+        """The one-line ``summary`` of each ``extra`` entry that has one (what the stage chose
+        and why: int8 settings, saturation check, accuracy control...), by key."""
+        return {
+            k: v["summary"] for k, v in (self.extra or {}).items()
+            if isinstance(v, dict) and isinstance(v.get("summary"), str)
+        }
+
 
 @dataclass
 class Artifact:

@@ -264,10 +264,7 @@ def _evaluate_on_device(
                     parent=lineage.parent,
                     reference=lineage.reference,
                     format=artifact.format,
-                    summaries={
-                        k: v["summary"] for k, v in (lineage.extra or {}).items()
-                        if isinstance(v, dict) and isinstance(v.get("summary"), str)
-                    },
+                    summaries=lineage.summaries(),
                     backend=backend.name,
                     backend_version=backend.version(),
                     device=device,

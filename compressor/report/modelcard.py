@@ -122,11 +122,10 @@ def render_model_card(
     if lin.config:
         lines += ["", "Stage config:", "", "```yaml",
                   yaml.safe_dump(lin.config, sort_keys=False).rstrip(), "```"]
-    summaries = [(k, v["summary"]) for k, v in (lin.extra or {}).items()
-                 if isinstance(v, dict) and isinstance(v.get("summary"), str)]
+    summaries = lin.summaries()
     if summaries:  # what the stage chose and why, as its strategy phrased it
         lines += ["", "What the stage did:", ""]
-        lines += [f"- {k.replace('_', ' ')}: {text}" for k, text in summaries]
+        lines += [f"- {k.replace('_', ' ')}: {text}" for k, text in summaries.items()]
     lines += ["", "## Evaluation", ""]
     rows = []
     for r in records:
