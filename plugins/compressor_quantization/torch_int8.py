@@ -1,7 +1,15 @@
-"""PyTorch dynamic int8 (``torch.ao.quantization.quantize_dynamic``): apply, save, reload."""
+"""PyTorch dynamic int8 (``torch.ao.quantization.quantize_dynamic``): apply, save, reload.
+
+``torch.ao.quantization`` is deprecated: torch 2.11 removed its PT2E half, and its eager half
+(``quantize_dynamic``, the qconfigs, ``torch.ao.nn.quantized.dynamic.Linear``) is announced to
+go too. Every use below goes through :func:`torch_ao_api`, which names the missing callable,
+the torch release and the replacement instead of failing with a bare ``ImportError``
+(docs/quantization.md, "PyTorch dynamic int8: torch.ao or torchao").
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 import warnings
 from pathlib import Path
@@ -25,6 +33,48 @@ def _auto_class(task_type: str) -> Any:
     return get_task(task_type).auto_class()
 
 
+#: the torch.ao names this module uses, each resolved by :func:`torch_ao_api`
+TORCH_AO_API = (
+    "torch.ao.quantization.quantize_dynamic",
+    "torch.ao.quantization.default_dynamic_qconfig",
+    "torch.ao.quantization.per_channel_dynamic_qconfig",
+    "torch.ao.nn.quantized.dynamic.Linear",
+)
+
+#: where ``quantize.dynamic-int8`` goes when torch drops ``torch.ao.quantization``
+REPLACEMENT = (
+    "torchao's int8 dynamic-activation / int8-weight path "
+    "(torchao.quantization.quantize_(model, Int8DynamicActivationInt8WeightConfig())), or in this "
+    "project the ONNX Runtime dynamic int8 strategy quantize.ort-dynamic; until then install a torch "
+    "release that still has it (pyproject.toml's range; docs/quantization.md, 'PyTorch dynamic "
+    "int8: torch.ao or torchao')"
+)
+
+
+def torch_ao_api() -> dict[str, Any]:
+    """The ``torch.ao`` callables and classes ``quantize.dynamic-int8`` uses, by dotted name.
+
+    :raises StageError: when this torch lacks one of :data:`TORCH_AO_API`, naming it, the
+        torch release and :data:`REPLACEMENT`.
+    """
+    import torch
+
+    found: dict[str, Any] = {}
+    with warnings.catch_warnings():  # importing torch.ao.quantization warns "moves to torchao"
+        warnings.simplefilter("ignore")
+        for dotted in TORCH_AO_API:
+            module_name, _, attr = dotted.rpartition(".")
+            try:
+                found[dotted] = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError) as exc:
+                raise StageError(
+                    f"torch {torch.__version__} has no {dotted} ({type(exc).__name__}: {exc}); "
+                    "quantize.dynamic-int8 and its pytorch-dynamic-int8 backend need it",
+                    hint=f"replacement: {REPLACEMENT}",
+                ) from exc
+    return found
+
+
 def quantize_linear_layers(model: Any, *, per_channel: bool) -> Any:
     """``quantize_dynamic`` of every ``nn.Linear`` of ``model`` to int8 weights.
 
@@ -34,12 +84,15 @@ def quantize_linear_layers(model: Any, *, per_channel: bool) -> Any:
     :returns: the quantised copy (the input model is left unchanged).
     """
     import torch
-    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
 
-    qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
-    with warnings.catch_warnings():  # "moves to torchao" deprecation notices
+    api = torch_ao_api()
+    qconfig = api["torch.ao.quantization.per_channel_dynamic_qconfig" if per_channel
+                  else "torch.ao.quantization.default_dynamic_qconfig"]
+    # "moves to torchao" deprecation notices; torch 2.14 also warns that quantized tensor
+    # creation (torch.quantize_per_channel, used by the packing) is deprecated
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(
+        return api["torch.ao.quantization.quantize_dynamic"](
             model, {torch.nn.Linear: qconfig}, dtype=torch.qint8, inplace=False
         )
 
@@ -47,7 +100,7 @@ def quantize_linear_layers(model: Any, *, per_channel: bool) -> Any:
 def count_parameters(model: Any) -> int:
     """Float parameter elements plus packed int8 weight and bias elements of quantised
     Linear layers (which ``model.parameters()`` does not list)."""
-    from torch.ao.nn.quantized.dynamic import Linear as QLinear
+    QLinear = torch_ao_api()["torch.ao.nn.quantized.dynamic.Linear"]
 
     total = sum(p.numel() for p in model.parameters())
     for module in model.modules():
@@ -93,8 +146,8 @@ def run_dynamic_int8(
 ) -> "Artifact":
     """Quantise and save; see :class:`~.plugin.DynamicInt8`."""
     import torch
-    from torch.ao.nn.quantized.dynamic import Linear as QLinear
 
+    QLinear = torch_ao_api()["torch.ao.nn.quantized.dynamic.Linear"]
     model = context.load_model(artifact, _auto_class(context.data.type), dtype=torch.float32).eval()
     tokenizer = context.load_tokenizer(artifact)
     out = Path(context.output_dir)
