@@ -4,7 +4,9 @@ optional teacher. Heavy: imports torch.
 
 - :func:`soft_target_loss`: Hinton et al. (2015), ``T^2 * KL(softmax(z_t/T) || softmax(z_s/T))``;
 - :func:`task_soft_target_loss`: that loss over a task's soft targets
-  (:meth:`compressor.tasks.Task.soft_targets`), MSE for value targets.
+  (:meth:`compressor.tasks.Task.soft_targets`), MSE for value targets;
+- :func:`hidden_cosine_loss`: DistilBERT's ``L_cos`` (Sanh et al. 2019), ``1 - cos(h_s, h_t)``
+  over non-padding positions (``distill.distilbert``, ``quantize.qat``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["soft_target_loss", "task_soft_target_loss"]
+from ..errors import StageError
+
+__all__ = ["hidden_cosine_loss", "soft_target_loss", "task_soft_target_loss"]
 
 
 def soft_target_loss(
@@ -74,3 +78,47 @@ def task_soft_target_loss(
         else:
             terms.append(F.mse_loss(target.values.float(), ref.float()))
     return torch.stack(terms).mean()
+
+
+def hidden_cosine_loss(
+    student_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cosine loss ``1 - cos(h_s, h_t)`` averaged over non-padding positions (Sanh et al. 2019).
+
+    Equal to ``torch.nn.CosineEmbeddingLoss()(h_s[m], h_t[m], ones)`` with ``m`` the
+    positions where ``attention_mask == 1``; values at padding positions have no influence.
+
+    :param student_hidden: ``(B, L, H)`` float, the student's last hidden states.
+    :param teacher_hidden: ``(B, L, H)`` float, the teacher's last hidden states.
+    :param attention_mask: ``(B, L)`` int or bool, 1 at real tokens; ``None``: all positions.
+    :returns: scalar float32 tensor in ``[0, 2]`` (0 when no position is unmasked).
+    :raises StageError: when hidden sizes differ (project the student's states first, see
+        :class:`Projection`).
+    :raises ValueError: when batch or sequence shapes differ.
+    """
+    if student_hidden.shape[-1] != teacher_hidden.shape[-1]:
+        raise StageError(
+            f"the cosine loss needs equal hidden sizes, got student {student_hidden.shape[-1]} "
+            f"and teacher {teacher_hidden.shape[-1]}",
+            key="alpha_cos",
+            hint="project the student's states to the teacher's width first (distill.distilbert "
+            "does so automatically), or set alpha_cos: 0",
+        )
+    if student_hidden.shape != teacher_hidden.shape:
+        raise ValueError(
+            f"student hidden {tuple(student_hidden.shape)} and teacher hidden "
+            f"{tuple(teacher_hidden.shape)} differ in shape"
+        )
+    cos = F.cosine_similarity(student_hidden.float(), teacher_hidden.float(), dim=-1, eps=1e-8)
+    if attention_mask is None:
+        return (1.0 - cos).mean()
+    if attention_mask.shape != cos.shape:
+        raise ValueError(
+            f"attention mask {tuple(attention_mask.shape)} does not match hidden states "
+            f"{tuple(student_hidden.shape[:2])}"
+        )
+    keep = attention_mask.bool()
+    per_position = torch.where(keep, 1.0 - cos, torch.zeros_like(cos))
+    return per_position.sum() / keep.sum().clamp_min(1)
