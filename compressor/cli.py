@@ -33,7 +33,7 @@ _TASK_TYPES = "{task_types}"
 """Placeholder of a help text for the registered task types (:class:`_HelpFormatter`)."""
 
 
-def task_types(plugins: "Plugins | None" = None) -> list[str]:
+def task_types(plugins: Plugins | None = None) -> list[str]:
     """The task types ``--task`` accepts: the registered tasks' names, sorted (the core's and
     the installed plugins'; the recipe check refuses any other).
 
@@ -77,6 +77,22 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="delete an existing run directory first")
     r.add_argument("--run-dir", type=Path, help="run directory (default: <output.dir>/<name>)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    t = sub.add_parser(
+        "tune",
+        help="search the recipe's search: space for the fastest model within its loss bound",
+        description="Run trials of the recipe with the values an Optuna sampler proposes; keep "
+        "the fastest model whose loss against the reference is bounded (paired bootstrap lower "
+        "bound on the selection split); score it and the Pareto front on the test split. Exit "
+        "status 3 when no trial passes (the report names the closest).",
+    )
+    t.add_argument("recipe", type=Path, help="recipe YAML file with a search: block")
+    t.add_argument("--resume", action="store_true", help="continue a search: finished trials are kept, an interrupted one is rerun")
+    t.add_argument("--overwrite", action="store_true", help="delete an existing tune folder first")
+    t.add_argument("--trials", type=int, metavar="N", help="finished trials to reach (overrides search.budget.trials)")
+    t.add_argument("--time", type=float, metavar="S", help="seconds of search, resumed sessions included (overrides search.budget.time_s)")
+    t.add_argument("--run-dir", type=Path, help="tune folder (default: <output.dir>/<name>)")
+    t.add_argument("--progress", action="store_true", help="progress bars inside each trial")
 
     e = sub.add_parser(
         "evaluate",
@@ -186,6 +202,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _print_result(result) if ranks.is_main else 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from .distributed import launched
+    from .errors import CompressorError
+    from .plugins import get_plugins
+    from .tune import tune
+
+    if launched():
+        raise CompressorError(
+            "compressor tune runs in one process for now",
+            hint="run it without torchrun/accelerate launch; each trial's stages then train on "
+            "one process (see docs/tune.md)",
+        )
+    if args.trials is not None and args.trials < 1:
+        raise CompressorError(f"--trials must be at least 1, got {args.trials}", key="--trials")
+    if args.time is not None and args.time <= 0:
+        raise CompressorError(f"--time must be positive seconds, got {args.time}", key="--time")
+    result = tune(
+        args.recipe, resume=args.resume, overwrite=args.overwrite, run_dir=args.run_dir,
+        trials=args.trials, time_s=args.time, plugins=get_plugins(), progress=args.progress,
+    )
+    best = result.best
+    print(f"best: trial {best.number} -> {result.best_dir}")
+    print(f"report: {result.report}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import shlex
 
@@ -233,13 +275,13 @@ def _print_result(result) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from .plugins import get_plugins
-    from .recipe import load_recipe
+    from .tune.tuner import load_tune_recipe
 
     plugins = get_plugins()
     status = 0
     for path in args.recipes:
         try:
-            loaded = load_recipe(path, plugins=plugins)
+            loaded = load_tune_recipe(path, plugins=plugins)  # the search block too, if any
         except CompressorError as exc:
             print(f"error: {exc.format()}", file=sys.stderr)
             status = EXIT_USER_ERROR
@@ -313,6 +355,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "run": _cmd_run,
+    "tune": _cmd_tune,
     "evaluate": _cmd_evaluate,
     "validate": _cmd_validate,
     "plugins": _cmd_plugins,

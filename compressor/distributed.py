@@ -83,6 +83,8 @@ def exit_status(exc: BaseException) -> int:
         return exc.exit_status
     if isinstance(exc, StageFailed):
         return EXIT_STAGE_FAILED
+    if isinstance(getattr(exc, "exit_status", None), int):  # e.g. tune's NothingPasses (3)
+        return exc.exit_status
     if isinstance(exc, CompressorError):
         return EXIT_USER_ERROR
     if isinstance(exc, KeyboardInterrupt):

@@ -177,7 +177,7 @@ class _Console(logging.StreamHandler):
         super().__init__()
 
     @property  # type: ignore[override]
-    def stream(self):  # noqa: D401
+    def stream(self):
         return sys.stderr
 
     @stream.setter
@@ -217,6 +217,52 @@ class StageCache:
         ):
             return old
         return None
+
+
+class StageStore:
+    """Finished stages shared between runs, by fingerprint: what ``compressor tune``'s trials
+    reuse from one another (the teacher every trial fine-tunes the same way is trained once).
+
+    ``index.json`` maps a stage fingerprint to the artifact folder of the run that made it;
+    a run that needs that fingerprint links the folder's files into its own artifact folder
+    (hard links where the file system allows, else copies) instead of running the stage.
+
+    :param root: folder of ``index.json`` (created when needed).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.index_path = self.root / "index.json"
+
+    def _index(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.index_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def fetch(self, fingerprint: str, out_dir: Path) -> dict[str, Any] | None:
+        """Link the artifact made with ``fingerprint`` into ``out_dir``.
+
+        :returns: ``{"reused_from": <folder>}``, or ``None`` when no complete artifact with
+            that fingerprint is known (``out_dir`` is then untouched).
+        """
+        folder = self._index().get(fingerprint)
+        if not folder or not (Path(folder) / "lineage.json").exists():
+            return None
+        partial = out_dir.with_name(f".{out_dir.name}.shared")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(folder, partial, copy_function=_link_or_copy)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.replace(partial, out_dir)
+        return {"reused_from": str(folder)}
+
+    def add(self, fingerprint: str, folder: Path) -> None:
+        """Record that ``folder`` holds the finished artifact of ``fingerprint``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        index = self._index()
+        index.setdefault(fingerprint, str(Path(folder).resolve()))
+        write_json_atomic(self.index_path, index)
 
 
 class EvaluationCache:
@@ -293,6 +339,9 @@ class Run:
     :param ranks: the processes of the run (:class:`compressor.distributed.Ranks`);
         default: one process, or those a launcher started
         (:meth:`~compressor.distributed.Ranks.from_environment`, at :meth:`execute`).
+    :param stage_store: finished stages shared with other runs (:class:`StageStore`): a
+        stage whose fingerprint it holds is linked in, not run, and every stage this run
+        finishes is added to it.
     """
 
     def __init__(
@@ -304,6 +353,7 @@ class Run:
         progress: bool = True,
         recipe_text: str | None = None,
         ranks: Ranks | None = None,
+        stage_store: StageStore | None = None,
     ) -> None:
         from .plugins import get_plugins
 
@@ -329,6 +379,7 @@ class Run:
         self.results: list[dict[str, Any]] = []
         self.report_path: Path | None = None
         self.ranks = ranks
+        self.stage_store = stage_store
 
     # --- the whole run ----------------------------------------------------------------------
 
@@ -668,14 +719,20 @@ class Run:
         if batch is not None:
             entry["batch"] = batch
         self.manifest["stages"].append(entry)
-        old = ranks.share(self.stage_cache.reusable(stage.name, fingerprint, out_dir))
+        old = self.stage_cache.reusable(stage.name, fingerprint, out_dir)
+        if old is None and self.stage_store is not None and ranks.is_main:
+            old = self.stage_store.fetch(fingerprint, out_dir)
+        old = ranks.share(old)
         if old is not None:
             done = Artifact.load(out_dir)
             self.artifacts[stage.name] = done
-            entry.update({k: old[k] for k in ("started_at", "finished_at", "duration_s") if k in old})
+            entry.update({k: old[k] for k in ("started_at", "finished_at", "duration_s", "reused_from") if k in old})
             entry["status"] = "done"
             entry["reused"] = True
-            log.info("stage %d %r: finished in an earlier run, reused", index, stage.name)
+            log.info(
+                "stage %d %r: finished in %s, reused", index, stage.name,
+                old.get("reused_from", "an earlier run"),
+            )
             self.save()
             return done
         if artifact.format not in strategy_cls.input_formats:  # a strategy that made another format than it declares
@@ -827,6 +884,8 @@ class Run:
         self.artifacts[name] = done
         entry.update(status="done", finished_at=now())
         self.save()
+        if self.stage_store is not None:
+            self.stage_store.add(entry["fingerprint"], out_dir)
         self.plugins.hook.compressor_stage_end(
             stage=name, strategy=getattr(strategy_cls, "name", None), artifact=done, error=None
         )

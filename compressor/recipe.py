@@ -31,10 +31,18 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import RecipeError
 from .evaluate.settings import EvaluationSettings
+from .search import SearchConfig
 from .suggest import did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -92,7 +100,7 @@ class DataConfig(_Strict):
     trust_remote_code: bool = Field(False, description="Allow a hub data set's loading script to run.")
 
     @model_validator(mode="after")
-    def _exactly_one_source(self) -> "DataConfig":
+    def _exactly_one_source(self) -> DataConfig:
         given = [k for k in ("name", "hub", "files") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(
@@ -185,6 +193,12 @@ class Recipe(_Strict):
         "baseline) and writes the report.",
     )
     output: OutputConfig = Field(default_factory=OutputConfig)
+    search: SearchConfig | None = Field(
+        None,
+        description="What 'compressor tune' searches: objective, constraint (max_loss with a "
+        "confidence), space over the stages' settings, budget, sampler. 'compressor run' "
+        "ignores it and runs the stages as written.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -202,7 +216,7 @@ class Recipe(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _unique_stage_names(self) -> "Recipe":
+    def _unique_stage_names(self) -> Recipe:
         seen: set[str] = set()
         for st in self.stages:
             if st.name in seen:
@@ -425,7 +439,12 @@ class _EventCheck:
         :param event: a PyYAML event, in stream order.
         :raises _Refused: with the line of the alias or list/mapping at fault.
         """
-        from yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
+        from yaml.events import (
+            AliasEvent,
+            CollectionEndEvent,
+            CollectionStartEvent,
+            ScalarEvent,
+        )
 
         line = event.start_mark.line + 1
         stack = self.stack
@@ -472,7 +491,7 @@ class _EventCheck:
                 stack[-1][2] = max(stack[-1][2], level + height)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _loader_class() -> type:
     """A PyYAML safe loader that checks events as they are composed (:class:`_EventCheck`)
     and stops flow nesting (``[[[[...``) in the scanner, whose cost grows with its square."""
@@ -488,7 +507,7 @@ def _loader_class() -> type:
             self._check.feed(event)
             return event
 
-        def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # noqa: N803
+        def fetch_flow_collection_start(self, TokenClass: Any) -> None:
             if self.flow_level >= MAX_RECIPE_DEPTH:
                 raise _too_deep(self.get_mark().line + 1)
             super().fetch_flow_collection_start(TokenClass)
@@ -680,10 +699,7 @@ def _data_loc(loc: tuple, data: Any, kind: str) -> tuple:
     out: list[Any] = []
     current = data
     for i, part in enumerate(loc):
-        if isinstance(current, dict) and isinstance(part, str) and part in current:
-            out.append(part)
-            current = current[part]
-        elif (
+        if isinstance(current, dict) and isinstance(part, str) and part in current or (
             isinstance(current, (list, tuple))
             and isinstance(part, int)
             and not isinstance(part, bool)
@@ -868,7 +884,7 @@ def validation_error(
 # --- loading -------------------------------------------------------------------------------
 
 
-def load_recipe(path: str | Path, *, plugins: "Plugins | None" = None, validate_configs: bool = True) -> LoadedRecipe:
+def load_recipe(path: str | Path, *, plugins: Plugins | None = None, validate_configs: bool = True) -> LoadedRecipe:
     """Load and validate a recipe file.
 
     :param path: YAML file.
@@ -884,7 +900,7 @@ def load_recipe(path: str | Path, *, plugins: "Plugins | None" = None, validate_
 
 
 def load_recipe_text(
-    text: str, path: str | Path, *, plugins: "Plugins | None" = None, validate_configs: bool = True
+    text: str, path: str | Path, *, plugins: Plugins | None = None, validate_configs: bool = True
 ) -> LoadedRecipe:
     """Validate a recipe held in memory (``compressor evaluate`` builds one).
 
@@ -923,7 +939,7 @@ def load_recipe_text(
     return loaded
 
 
-def validate_stages(loaded: LoadedRecipe, *, plugins: "Plugins | None" = None) -> None:
+def validate_stages(loaded: LoadedRecipe, *, plugins: Plugins | None = None) -> None:
     """Phase 2: validate each stage's ``config`` with its strategy's ``Config`` model.
 
     Also checks that the data set name (for registered data sets) and the model source are
@@ -941,7 +957,7 @@ def validate_stages(loaded: LoadedRecipe, *, plugins: "Plugins | None" = None) -
         _validate_stages(loaded, plugins)
 
 
-def _validate_stages(loaded: LoadedRecipe, plugins: "Plugins") -> None:
+def _validate_stages(loaded: LoadedRecipe, plugins: Plugins) -> None:
     recipe = loaded.recipe
     data_cfg = recipe.task.data
     if data_cfg.name is not None and data_cfg.name not in plugins.datasets:

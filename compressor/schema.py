@@ -177,7 +177,7 @@ def _default(model: type[BaseModel], field: str) -> str:
         value = info.default
     if isinstance(value, BaseModel):
         return "(section defaults)"
-    return f"`{json.dumps(value)}`"
+    return f"`{json.dumps(value, default=lambda v: v.model_dump(mode='json', exclude_defaults=True))}`"
 
 
 def _rst_to_md(text: str) -> str:
@@ -239,6 +239,7 @@ def markdown_reference(*, plugins: "Plugins | None" = None, builtin_only: bool =
         StageConfig,
         TaskConfig,
     )
+    from .search import Budget, Constraint, Fidelity, Objective, Param, SearchConfig
 
     plugins = _plugins(plugins)
     out = [
@@ -265,6 +266,12 @@ def markdown_reference(*, plugins: "Plugins | None" = None, builtin_only: bool =
         ("`evaluation`", EvaluationConfig, "evaluation."),
         ("`stages[]`", StageConfig, "stages[]."),
         ("`output`", OutputConfig, "output."),
+        ("`search` (read by `compressor tune`, see [tune.md](tune.md))", SearchConfig, "search."),
+        ("`search.objective[]`", Objective, "search.objective[]."),
+        ("`search.constraint`", Constraint, "search.constraint."),
+        ("`search.space.<key>`", Param, "search.space."),
+        ("`search.budget`", Budget, "search.budget."),
+        ("`search.fidelity`", Fidelity, "search.fidelity."),
     ]
     for title, model, _prefix in sections:
         out += [f"## {title}", "", _doc_first_paragraph(model), "", model_table(model), ""]
