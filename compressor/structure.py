@@ -472,7 +472,9 @@ def save_pretrained(model: "nn.Module", path: str | Path, tokenizer: Any = None)
 
     A structure file is written only when :func:`structure_diff` finds shapes or
     attributes that ``from_pretrained`` would not rebuild from the config; a stale one in
-    ``path`` is removed otherwise.
+    ``path`` is removed otherwise. With a structure file, the weights keep the model's own
+    parameter names (``save_original_format=False``: no family's checkpoint renaming or
+    re-fusing), which is how :func:`load_pretrained` reads them.
 
     :param model: a transformers model.
     :param path: the output folder.
@@ -482,10 +484,15 @@ def save_pretrained(model: "nn.Module", path: str | Path, tokenizer: Any = None)
     path = Path(path)
     # a transformers-4 model's removed heads (config.pruned_heads) go into the structure file
     vars(model.config).pop("pruned_heads", None)
-    model.save_pretrained(path, safe_serialization=True)
+    modules, attributes = structure_diff(model)
+    # With a structure file the weights are saved under the model's own parameter names:
+    # :func:`load_pretrained` loads them into the rebuilt modules as they are. (transformers
+    # otherwise reverts a family's weight conversion on save, e.g. GTE's q/k/v back into one
+    # fused ``qkv_proj`` that it splits into equal thirds on load, which head-pruned grouped
+    # key/value heads would not survive.)
+    model.save_pretrained(path, safe_serialization=True, save_original_format=not (modules or attributes))
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
-    modules, attributes = structure_diff(model)
     (path / STRUCTURE_FILE).unlink(missing_ok=True)
     if not modules and not attributes:
         return None

@@ -7,6 +7,7 @@ built-in architecture adapters are tested on; docs/architectures.md is generated
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +40,11 @@ ARCHITECTURES: dict[str, dict[str, Any] | None] = {
     "convbert": {"embedding_size": 16},
     "ibert": {},
     "squeezebert": {"embedding_size": 32},
+    # Llama-style blocks (LlamaStyleAdapter); EuroBERT with grouped key/value heads (2 per 4)
+    "eurobert": {"num_key_value_heads": 2, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+                 "mask_token_id": 3},
+    "gte": {},
+    "nomic_bert": {},
 }
 
 
@@ -69,3 +75,34 @@ def inputs() -> dict[str, torch.Tensor]:
     mask = torch.ones_like(ids)
     mask[1, 6:] = 0
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def tiny_encoder(arch: str, seed: int = 0) -> Any:
+    """A 4-layer tiny sequence classifier (2 labels) of family ``arch``, in eval mode."""
+    import transformers as tf
+
+    config = tf.AutoConfig.for_model(
+        arch,
+        **{
+            **SMALL,
+            **(ARCHITECTURES[arch] or {}),
+            "num_labels": 2,
+            "num_hidden_layers": 4,
+            "pad_token_id": 0,
+        },
+    )
+    torch.manual_seed(seed)
+    return tf.AutoModelForSequenceClassification.from_config(config).eval()
+
+
+def save_encoder(arch: str, folder: Path) -> Path:
+    """:func:`tiny_encoder` saved with the conformance kit's WordPiece tokenizer (pad id 0)
+    into ``folder``; returns ``folder``."""
+    from compressor import testing
+
+    tok = testing.tiny_tokenizer("bert")
+    assert tok.pad_token_id == 0
+    model = tiny_encoder(arch)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

@@ -15,8 +15,12 @@ architecture's attribute names. An :class:`ArchitectureAdapter` maps one model f
   (DeBERTa v1's ``q_bias``/``v_bias``) and further per-head projections;
 - the attention output projection (its input columns are the heads' outputs);
 - the FFN's input and output projections (a GLU input holds ``2 * I`` rows: ModernBERT's
-  ``Wi``), and further FFNs of the same layer (MobileBERT's stacked FFNs);
-- heads and head size;
+  ``Wi``; a Llama-style gated MLP has a separate gate Linear, ``gate_proj``, whose ``I`` rows
+  go with those of ``up_proj``), and further FFNs of the same layer (MobileBERT's stacked
+  FFNs);
+- heads and head size, and grouped key/value heads (EuroBERT's ``num_key_value_heads``: each
+  key/value head serves a group of consecutive query heads, so heads are removed a whole
+  group at a time);
 - what must change in the config when layers are removed or copied (per-layer lists such as
   ModernBERT's ``layer_types`` or Longformer's ``attention_window``), and which students are
   valid (ModernBERT's starts at layer 0);
@@ -113,6 +117,12 @@ class EncoderLayout:
     :param ffn_glu: the FFN input is a GLU: rows ``[0, I)`` the values, ``[I, 2I)`` the gates.
     :param extra_ffns: ``(input, output)`` relative names of further FFNs in each layer
         (MobileBERT), pruned like the first.
+    :param ffn_gate: relative name of the separate gate Linear of a gated FFN (``hidden -> I``,
+        Llama-style ``mlp.gate_proj``; its rows are pruned with those of
+        :attr:`ffn_intermediate`), or ``None``.
+    :param num_kv_heads: key/value heads per layer in the config when they are grouped
+        (fewer than :attr:`num_heads`, each serving :attr:`kv_group` consecutive query
+        heads); 0 when every query head has its own key and value head.
     """
 
     model_class: str
@@ -137,12 +147,33 @@ class EncoderLayout:
     head_width_attrs: tuple[str, ...] = ("all_head_size", "dim")
     ffn_glu: bool = False
     extra_ffns: tuple[tuple[str, str], ...] = ()
+    ffn_gate: str | None = None
+    num_kv_heads: int = 0
+
+    @property
+    def grouped_kv(self) -> bool:
+        """Whether key/value heads are shared by groups of query heads (grouped-query
+        attention: :attr:`num_kv_heads` below :attr:`num_heads`)."""
+        return 0 < self.num_kv_heads < self.num_heads
+
+    @property
+    def kv_group(self) -> int:
+        """Query heads per key/value head (1 without grouped key/value heads)."""
+        return self.num_heads // self.num_kv_heads if self.grouped_kv else 1
 
     @property
     def head_projections(self) -> tuple[str, ...]:
-        """Relative names of the separate Linear modules whose output rows are grouped by head
-        (the fused :attr:`qkv` is not among them)."""
-        return tuple(p for p in (self.query, self.key, self.value, *self.extra_head_projections) if p)
+        """Relative names of the separate Linear modules whose output rows are grouped by query
+        head (the fused :attr:`qkv` is not among them; nor are the key and value projections
+        when they are grouped: :attr:`kv_projections`)."""
+        kv = (None, None) if self.grouped_kv else (self.key, self.value)
+        return tuple(p for p in (self.query, *kv, *self.extra_head_projections) if p)
+
+    @property
+    def kv_projections(self) -> tuple[str, ...]:
+        """Relative names of grouped key and value projections (output rows grouped by
+        key/value head); empty without grouped key/value heads."""
+        return tuple(p for p in (self.key, self.value) if p) if self.grouped_kv else ()
 
     @property
     def ffn_units(self) -> tuple[tuple[str, str], ...]:
@@ -218,6 +249,9 @@ class ArchitectureAdapter:
     :cvar head_count_attrs, head_width_attrs: its attributes updated when heads go.
     :cvar head_size_attrs: its attributes giving the head size (else hidden / heads).
     :cvar ffn_intermediate, ffn_output: the FFN; :cvar ffn_glu: a GLU input (``2I`` rows).
+    :cvar ffn_gate: a separate gate Linear of a gated FFN (Llama-style ``mlp.gate_proj``).
+    :cvar kv_heads_attr: config attribute holding the key/value head count where a family
+        may group them (``num_key_value_heads``); ``None``: one key/value head per query head.
     :cvar extra_ffns: further ``(input, output)`` FFN pairs of a layer.
     :cvar heads_attr, hidden_attr, intermediate_attr: config attribute names.
     :cvar per_layer_config: config attributes that may hold one entry per layer; they follow
@@ -246,6 +280,8 @@ class ArchitectureAdapter:
     ffn_output: ClassVar[str] = "output.dense"
     ffn_glu: ClassVar[bool] = False
     extra_ffns: ClassVar[tuple[tuple[str, str], ...]] = ()
+    ffn_gate: ClassVar[str | None] = None
+    kv_heads_attr: ClassVar[str | None] = None
     heads_attr: ClassVar[str] = "num_attention_heads"
     hidden_attr: ClassVar[str] = "hidden_size"
     intermediate_attr: ClassVar[str] = "intermediate_size"
@@ -366,7 +402,8 @@ class ArchitectureAdapter:
         names = dict(layer0.named_modules())
         params = dict(layer0.named_parameters())
         wanted = [p for p in (self.query, self.key, self.value, self.qkv, self.attn_output,
-                              self.attention_module, self.ffn_intermediate, self.ffn_output) if p]
+                              self.attention_module, self.ffn_intermediate, self.ffn_output,
+                              self.ffn_gate) if p]
         wanted += [p for pair in self.extra_ffns for p in pair]
         missing = [p for p in wanted if p not in names]
         missing += [p for p in self.head_vectors if p not in params]
@@ -378,6 +415,7 @@ class ArchitectureAdapter:
             )
         attention = names[self.attention_module] if has_attention else None
         extra = tuple(p for p in self.extra_head_projections if p in names)
+        kv_heads = self.kv_heads(config) if has_attention else 0
         return EncoderLayout(
             model_class=cls,
             model_type=str(getattr(config, "model_type", "")),
@@ -401,7 +439,29 @@ class ArchitectureAdapter:
             head_width_attrs=self.head_width_attrs,
             ffn_glu=self.ffn_glu,
             extra_ffns=self.extra_ffns,
+            ffn_gate=self.ffn_gate,
+            num_kv_heads=kv_heads,
         )
+
+    def kv_heads(self, config: Any) -> int:
+        """Key/value heads per layer when the config groups them (fewer than the query
+        heads), else 0.
+
+        :raises StageError: when the config's key/value head count does not divide its head
+            count (no grouping of query heads is possible).
+        """
+        if not self.kv_heads_attr:
+            return 0
+        found = config_int(config, (self.kv_heads_attr,))
+        heads = config_int(config, (self.heads_attr,))
+        if found is None or heads is None or found[1] >= heads[1]:
+            return 0
+        if heads[1] % found[1]:
+            raise StageError(
+                f"{type(config).__name__}: {self.heads_attr}={heads[1]} is not a multiple of "
+                f"{self.kv_heads_attr}={found[1]}: query heads cannot be grouped by key/value head"
+            )
+        return found[1]
 
 
 class NameMatchingAdapter(ArchitectureAdapter):

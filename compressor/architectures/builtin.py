@@ -154,6 +154,39 @@ class ModernBertAdapter(ArchitectureAdapter):
             )
 
 
+class LlamaStyleAdapter(ArchitectureAdapter):
+    """Encoders built from Llama-style blocks: EuroBERT (Boizard et al. 2025), GTE's new
+    architecture (``gte``, Zhang et al. 2024) and NomicBERT (Nussbaum et al. 2024).
+
+    Each layer of ``layers`` has ``self_attn`` with separate ``q_proj``/``k_proj``/``v_proj``
+    and an ``o_proj`` output, and a gated MLP ``mlp.down_proj(act(mlp.gate_proj(x)) *
+    mlp.up_proj(x))`` pruned as one FFN unit (neuron ``j`` is row ``j`` of ``gate_proj`` and
+    of ``up_proj`` and column ``j`` of ``down_proj``). Rotary position embeddings are computed
+    once per model from the head size and are left untouched (heads keep their size). Where
+    the config has fewer ``num_key_value_heads`` than heads (EuroBERT), each key/value head
+    serves a group of consecutive query heads, and a head is removed with its whole group.
+    The attention modules reshape by head size (``view(..., -1, head_dim)``), so they hold no
+    head count to update.
+
+    The next encoder of this shape is one registration: a subclass naming its
+    ``model_types`` (and any module path that differs).
+    """
+
+    model_types = ("eurobert", "gte", "nomic_bert")
+    family = "Llama-style (rotary, gated MLP)"
+    layers = "layers"
+    query, key, value = "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"
+    attn_output = "self_attn.o_proj"
+    attention_module = "self_attn"
+    head_count_attrs = ()
+    head_width_attrs = ()
+    head_size_attrs = ("head_dim",)
+    ffn_intermediate, ffn_output = "mlp.up_proj", "mlp.down_proj"
+    ffn_gate = "mlp.gate_proj"
+    kv_heads_attr = "num_key_value_heads"
+    per_layer_config = ("layer_types",)
+
+
 class AlbertAdapter(ArchitectureAdapter):
     """ALBERT (Lan et al. 2020): one layer group whose layer runs ``num_hidden_layers`` times.
 
@@ -274,7 +307,8 @@ class SqueezeBertAdapter(ArchitectureAdapter):
 
 BUILTIN_ADAPTERS: tuple[ArchitectureAdapter, ...] = (
     BertAdapter(), BigBirdAdapter(), NystromformerAdapter(), MPNetAdapter(), DistilBertAdapter(),
-    DebertaV2Adapter(), DebertaAdapter(), ModernBertAdapter(), AlbertAdapter(), LongformerAdapter(),
+    DebertaV2Adapter(), DebertaAdapter(), ModernBertAdapter(), LlamaStyleAdapter(), AlbertAdapter(),
+    LongformerAdapter(),
     MobileBertAdapter(), FNetAdapter(), ConvBertAdapter(), IBertAdapter(), SqueezeBertAdapter(),
 )
 """One instance of each built-in adapter, in registration order."""

@@ -417,7 +417,9 @@ def save_trained_model(trainer: "Trainer", output_dir: str | Path) -> None:
     Goes through :meth:`Trainer.save_model` so that sharded (FSDP, DeepSpeed) models are
     gathered; drops the ``training_args.bin`` pickle it writes, which is not part of a model.
     A model whose shapes its config does not rebuild (e.g. a pruned model with per-layer FFN
-    widths) also gets its ``compressor_structure.json`` (see :mod:`compressor.structure`).
+    widths) also gets its ``compressor_structure.json`` (see :mod:`compressor.structure`),
+    and its weights are then saved under the model's own parameter names
+    (``save_original_format=False``), which is how the structure loader reads them.
     """
     from ..structure import STRUCTURE_FILE, structure_diff, write_structure
 
@@ -428,6 +430,9 @@ def save_trained_model(trainer: "Trainer", output_dir: str | Path) -> None:
         (Path(output_dir) / STRUCTURE_FILE).unlink(missing_ok=True)
         modules, attributes = structure_diff(model)
         if modules or attributes:
+            # the structure loader reads the weights under the model's own names: save them
+            # again without the family's checkpoint renaming (see structure.save_pretrained)
+            model.save_pretrained(str(output_dir), safe_serialization=True, save_original_format=False)
             write_structure(output_dir, modules, attributes)
 
 

@@ -128,6 +128,7 @@ def run_heads(strategy: "Strategy", artifact: "Artifact", config: Any, context: 
         fraction=config.fraction,
         per_layer=config.heads_per_layer,
         min_heads=config.min_heads_per_layer,
+        group=layout.kv_group,
     )
     how = prune_heads_(model, removed)
     structure = save_model(model, tokenizer, context)

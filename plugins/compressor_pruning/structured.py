@@ -69,6 +69,7 @@ def select_heads(
     fraction: float | None = None,
     per_layer: int | None = None,
     min_heads: int = 1,
+    group: int = 1,
 ) -> dict[int, list[int]]:
     """Heads to remove: the least important ones.
 
@@ -76,10 +77,18 @@ def select_heads(
     :param fraction: remove ``round(fraction * total heads)`` heads, globally ranked.
     :param per_layer: or remove this many heads from every layer.
     :param min_heads: never leave a layer with fewer heads than this.
+    :param group: query heads per key/value head (grouped-query attention,
+        :attr:`~compressor.architectures.EncoderLayout.kv_group`): heads ``[g * group,
+        (g + 1) * group)`` share key/value head ``g`` and are removed together, ranked by the
+        sum of their scores; ``fraction`` then removes ``round(fraction * total groups)``
+        groups and ``per_layer`` must be a multiple of ``group``.
     :returns: layer index -> current head indices to remove (ascending); layers with none
         are left out.
-    :raises StageError: when ``per_layer`` would go under ``min_heads``.
+    :raises StageError: when ``per_layer`` would go under ``min_heads``, or is not a multiple
+        of ``group``.
     """
+    if group > 1:
+        return _select_groups(scores, fraction=fraction, per_layer=per_layer, min_heads=min_heads, group=group)
     counts = [len(s) for s in scores]
     out: dict[int, list[int]] = {}
     if per_layer is not None:
@@ -109,6 +118,27 @@ def select_heads(
         left[layer] -= 1
         target -= 1
     return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def _select_groups(
+    scores: list[torch.Tensor], *, fraction: float | None, per_layer: int | None, min_heads: int, group: int
+) -> dict[int, list[int]]:
+    """:func:`select_heads` over whole key/value groups of ``group`` query heads."""
+    if per_layer is not None and per_layer % group:
+        raise StageError(
+            f"heads_per_layer={per_layer}: this model's query heads share key/value heads in "
+            f"groups of {group}, and a head goes with its whole group",
+            key="heads_per_layer",
+            expected=f"a multiple of {group}",
+        )
+    summed = [s.reshape(-1, group).sum(dim=1) for s in scores]
+    chosen = select_heads(
+        summed,
+        fraction=fraction,
+        per_layer=per_layer // group if per_layer is not None else None,
+        min_heads=-(-min_heads // group),
+    )
+    return {layer: [g * group + j for g in gs for j in range(group)] for layer, gs in chosen.items()}
 
 
 def _head_index(heads: list[int], head_size: int, current: int) -> torch.Tensor:
@@ -154,8 +184,14 @@ def prune_heads_(model: "PreTrainedModel", heads: dict[int, list[int]]) -> str:
     :param heads: layer module index (:func:`~compressor.architectures.layer_modules`) ->
         current head indices to remove.
     :returns: ``"structure-file"``: how the removal reloads.
+    With grouped key/value heads (:attr:`~compressor.architectures.EncoderLayout.kv_group`
+    query heads per key/value head), only whole groups are removed: the group's query rows,
+    its key/value head's rows of the key and value projections, and its columns of the
+    output projection.
+
     :raises StageError: when the architecture's adapter refuses head removal (with its
-        reason), or a layer would lose every head.
+        reason), a layer would lose every head, or (grouped key/value heads) the heads of a
+        layer do not make whole groups.
     """
     from transformers.pytorch_utils import prune_linear_layer
 
@@ -169,6 +205,15 @@ def prune_heads_(model: "PreTrainedModel", heads: dict[int, list[int]]) -> str:
             raise StageError(f"cannot remove all {counts[layer]} heads of layer {layer}")
         if any(not 0 <= h < counts[layer] for h in hs):
             raise StageError(f"head indices {hs} out of range for layer {layer} ({counts[layer]} heads)")
+        g = layout.kv_group
+        partial = sorted({h // g for h in hs if any(k not in hs for k in range(h // g * g, h // g * g + g))})
+        if partial:
+            raise StageError(
+                f"cannot remove heads {sorted(set(hs))} of layer {layer}: its query heads share "
+                f"key/value heads in groups of {g} (heads g*{g} .. g*{g}+{g - 1} use key/value "
+                f"head g), and groups {partial} would lose only some of their query heads",
+                hint="remove whole groups (select_heads(..., group=layout.kv_group) picks them)",
+            )
     layers = layer_modules(model, layout)
     for layer, hs in heads.items():
         if not hs:
@@ -185,6 +230,11 @@ def _remove_heads(block: nn.Module, layout: EncoderLayout, hs: list[int], curren
         set_module(block, layout.qkv, prune(get_module(block, layout.qkv), fused, dim=0))
     for rel in layout.head_projections:
         set_module(block, rel, prune(get_module(block, rel), index, dim=0))
+    if layout.kv_projections:
+        g = layout.kv_group
+        kv_index = _head_index(sorted({h // g for h in hs}), size, current // g)
+        for rel in layout.kv_projections:
+            set_module(block, rel, prune(get_module(block, rel), kv_index, dim=0))
     for name in layout.head_vectors:
         _prune_vector_(block, name, index)
     set_module(block, layout.attn_output, prune(get_module(block, layout.attn_output), index, dim=1))
@@ -260,7 +310,7 @@ def select_neurons(
 
 def prune_ffn_(model: "PreTrainedModel", keep: list[list[int]]) -> bool:
     """Shrink each FFN to the neurons in ``keep`` (rows of the input Linear, both halves of a
-    GLU input, columns of the output Linear), in place.
+    GLU input, rows of a separate gate Linear, columns of the output Linear), in place.
 
     When every FFN ends with the same width, the config's intermediate size is set to it,
     so plain ``from_pretrained`` reloads the model.
@@ -284,7 +334,12 @@ def prune_ffn_(model: "PreTrainedModel", keep: list[list[int]]) -> bool:
         if layout.ffn_glu:  # values then gates, each of the current width
             rows = torch.cat([index, index + linear_out.in_features])
         set_module(block, ffn_in, prune_linear_layer(get_module(block, ffn_in), rows, dim=0))
+        if layout.ffn_gate is not None and ffn_in == layout.ffn_intermediate:
+            set_module(block, layout.ffn_gate, prune_linear_layer(get_module(block, layout.ffn_gate), index, dim=0))
         set_module(block, ffn_out, prune_linear_layer(linear_out, index, dim=1))
+        owner = get_module(block, ffn_out.rpartition(".")[0])
+        if isinstance(getattr(owner, "intermediate_size", None), int):  # a gated MLP's own width
+            owner.intermediate_size = len(idx)
     widths = ffn_unit_widths(model, layout)
     uniform = len(set(widths)) == 1
     if uniform:

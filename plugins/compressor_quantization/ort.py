@@ -110,8 +110,10 @@ def resolve_int8_settings(config: Any) -> tuple[Int8Settings, str, list[str]]:
     return settings, how, flags
 
 
-def prepare_for_quantization(onnx_file: Path, config_dir: Path, out_dir: Path) -> Path:
-    """Copy the graph with ONNX Runtime's symbolic shape inference applied.
+def prepare_for_quantization(
+    onnx_file: Path, config_dir: Path, out_dir: Path, *, record: dict[str, Any] | None = None
+) -> Path:
+    """Copy the graph with the type of every tensor the quantiser meets filled in.
 
     ONNX Runtime's quantizer needs the type of every tensor it quantises; ONNX's own shape
     inference stops at ONNX Runtime's contrib operators (the fused ``Attention``,
@@ -121,8 +123,23 @@ def prepare_for_quantization(onnx_file: Path, config_dir: Path, out_dir: Path) -
     ModernBERT's attention), it runs again guessing that operator's output rank from its
     first input.
 
+    Where symbolic inference fails both ways (it asserts on some optimised graphs: EuroBERT's
+    ``SimplifiedLayerNormalization``, ModernBERT's local attention, MobileBERT, LUKE), the
+    graph is quantised without it, as ONNX Runtime allows: ONNX's shape inference types the
+    standard operators, each contrib operator's outputs get the element type of its first
+    typed input (the contrib operators of an optimised encoder graph compute in their input's
+    float type), and the two alternate until nothing changes (:func:`infer_types`). The
+    quantiser then takes any tensor still untyped as float (``DefaultTensorType``, see
+    :data:`FALLBACK_EXTRA_OPTIONS`); the int8 graph's outputs are checked against the float
+    graph's afterwards as on the symbolic path (the saturation check, accuracy control).
+
+    :param onnx_file: the float graph (exported, optionally optimised).
+    :param config_dir: the folder whose ``config.json`` goes with the graph.
+    :param out_dir: where ``model.onnx`` and ``config.json`` are written (created).
+    :param record: when given, filled with ``{"method": "symbolic" | "symbolic
+        (output rank guessed)" | "onnx (symbolic inference failed)", "reason": why symbolic
+        inference failed or None, "untyped": tensors left untyped}``.
     :returns: ``out_dir / "model.onnx"`` (``out_dir`` also gets ``config.json``).
-    :raises StageError: when the inference fails both ways.
     """
     import onnx
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
@@ -132,19 +149,79 @@ def prepare_for_quantization(onnx_file: Path, config_dir: Path, out_dir: Path) -
     # On failure the tool saves 'sym_shape_infer_temp.onnx' (+ data) into the working
     # directory: run it from a scratch folder so the user's folder stays clean.
     inferred = None
+    how: dict[str, Any] = {"method": "symbolic", "reason": None, "untyped": 0}
     for guess in (False, True):
         try:
             with tempfile.TemporaryDirectory(prefix="compressor-shape-") as scratch, _in_folder(Path(scratch)):
                 inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=guess)
+            if guess:
+                how["method"] = "symbolic (output rank guessed)"
             break
         except Exception as exc:  # noqa: BLE001 - the tool raises bare Exceptions
             if guess:
-                raise StageError(f"symbolic shape inference failed on {onnx_file.name}: {exc}") from exc
+                how = {
+                    "method": "onnx (symbolic inference failed)",
+                    "reason": f"{type(exc).__name__}: {exc}".rstrip(": ") or type(exc).__name__,
+                }
+                inferred, how["untyped"] = infer_types(model)
     if inferred is not None:
         model = inferred
     onnx.save(model, str(out_dir / ONNX_FILE))
     shutil.copyfile(config_dir / "config.json", out_dir / "config.json")
+    if record is not None:
+        record.update(how)
     return out_dir / ONNX_FILE
+
+
+FALLBACK_EXTRA_OPTIONS: dict[str, Any] = {"DefaultTensorType": 1}
+"""``extra_options`` of ONNX Runtime's quantizer for a graph prepared without symbolic
+shape inference: a tensor whose type is still unknown is taken as float
+(``onnx.TensorProto.FLOAT`` is 1)."""
+
+
+def infer_types(model: Any, *, rounds: int = 50) -> tuple[Any, int]:
+    """Element types of a graph's tensors without symbolic shape inference.
+
+    ONNX's shape inference (non-strict) types the standard operators; the outputs it leaves
+    untyped (those of ONNX Runtime's contrib operators, which it does not know) get the
+    element type of the operator's first typed input (no shape); repeated until no type is
+    added.
+
+    :param model: an ``onnx.ModelProto`` (not changed).
+    :param rounds: at most this many alternations.
+    :returns: ``(typed model, number of node outputs still untyped)``.
+    """
+    import onnx
+    from onnx import helper
+
+    current = model
+    for _ in range(rounds):
+        current = onnx.shape_inference.infer_shapes(current, strict_mode=False)
+        graph = current.graph
+        types = {
+            v.name: v.type.tensor_type.elem_type
+            for v in (*graph.input, *graph.output, *graph.value_info)
+            if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type
+        }
+        types.update({t.name: t.data_type for t in graph.initializer})
+        added = []
+        for node in graph.node:
+            # an operator ONNX does not type: a contrib one (some, as ONNX Runtime's
+            # SimplifiedLayerNormalization, are registered in ONNX's own domain)
+            given = next((types[i] for i in node.input if i and i in types), None)
+            if given is None:
+                continue
+            for out in node.output:
+                if out and out not in types:
+                    types[out] = given
+                    added.append(helper.make_tensor_value_info(out, given, None))
+        if not added:
+            break
+        graph.value_info.extend(added)
+    known = {v.name for v in (*current.graph.input, *current.graph.value_info, *current.graph.output)}
+    known |= {t.name for t in current.graph.initializer}
+    untyped = sum(1 for n in current.graph.node for o in n.output if o and o not in known)
+    return current, untyped
 
 
 def calibration_batches(
@@ -445,7 +522,15 @@ def run_ort_quantization(
         onnx_file, config_dir = files[0], source
         level = (artifact.lineage.extra or {}).get("optimization") or "none"
         attention = (artifact.lineage.extra or {}).get("attention_fusion")
-    prepared = prepare_for_quantization(onnx_file, config_dir, scratch / "prepared")
+    shape_inference: dict[str, Any] = {}
+    prepared = prepare_for_quantization(onnx_file, config_dir, scratch / "prepared", record=shape_inference)
+    if shape_inference["reason"]:
+        context.logger.info(
+            "%s: symbolic shape inference failed on %s (%s): quantising with ONNX's shape "
+            "inference and contrib outputs typed from their inputs (%d tensors left untyped, "
+            "taken as float)", context.stage_name, Path(onnx_file).name, shape_inference["reason"],
+            shape_inference["untyped"],
+        )
     before = op_counts(prepared)
 
     present_excluded: dict[str, int] = {}
@@ -460,6 +545,8 @@ def run_ort_quantization(
     activation_type, weight_type = getattr(QuantType, settings.activation_type), getattr(QuantType, settings.weight_type)
     # symmetric weights, asymmetric activations (what optimum's presets set)
     extra_options: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": False}
+    if shape_inference["reason"]:
+        extra_options.update(FALLBACK_EXTRA_OPTIONS)
     session_inputs = {
         i.name for i in ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).get_inputs()
     }
@@ -573,6 +660,7 @@ def run_ort_quantization(
         "activation_type": settings.activation_type,
         "weight_type": settings.weight_type,
         "operators_quantized": operators,
+        "shape_inference": shape_inference,
         "int8_nodes": {op: n for op, n in sorted(after.items()) if op in INT8_OPERATORS},
         "onnxruntime": ort.__version__,
     }
