@@ -190,6 +190,11 @@ class SearchConfig(_Strict):
     candidate: str | None = Field(
         None, description="The stage whose artifact is the candidate; unset: the last stage of each trial."
     )
+    enqueue: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Points tried first, before the sampler proposes any (a hand-written "
+        "recipe's choices, to compare with): space key -> value; keys left out are sampled.",
+    )
 
     @field_validator("objective", mode="before")
     @classmethod
@@ -206,6 +211,10 @@ class SearchConfig(_Strict):
         names = [(o.name, o.batch_size, o.sequence_length) for o in self.objective]
         if len(set(names)) != len(names):
             raise ValueError("an objective is listed twice")
+        for i, point in enumerate(self.enqueue):
+            unknown = sorted(set(point) - set(self.space))
+            if unknown:
+                raise ValueError(f"enqueue[{i}] names {unknown}, which are not keys of the space")
         if self.sampler == "grid":
             for key, param in self.space.items():
                 if param.low is not None and param.step is None:

@@ -264,6 +264,17 @@ def check_search(loaded: LoadedRecipe, plugins: Plugins) -> None:
                 f"stage {s.name!r} distils from {teacher!r}, which the space may leave out",
                 "optional stages that no other stage names as its teacher",
             )
+    for i, point in enumerate(search.enqueue):
+        for key, value in point.items():
+            param = search.space[key]
+            fits = (
+                value in (True, False) if param.optional
+                else value in param.choices if param.choices is not None
+                else isinstance(value, (int, float)) and not isinstance(value, bool) and param.low <= value <= param.high
+            )
+            if not fits:
+                raise _fail(loaded, ("search", "enqueue", i, key), f"{value!r} is not in the space of {key!r}",
+                            "a value the space holds (one of its choices, or within low..high)")
     _check_variants(loaded, plugins, optional, check_plan)
 
 

@@ -293,6 +293,9 @@ class Tuner:
             directions=self.search.directions,
             load_if_exists=True,
         )
+        if not self.study.trials:
+            for point in self.search.enqueue:
+                self.study.enqueue_trial(_optuna_params(self.search, point))
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             self.study.tell(trial.number, state=TrialState.FAIL)
             rec = self.records.get(trial.number) or TrialRecord(number=trial.number, params=dict(trial.params))
@@ -702,6 +705,19 @@ def constraint_value(bound: Bound, max_loss: float) -> float:
     """``-(lower bound + max_loss)``: at or below 0 when the candidate passes."""
     value = bound.point if bound.confidence is None or bound.low is None else bound.low
     return -(value + max_loss)
+
+
+def _optuna_params(search: SearchConfig, point: dict[str, Any]) -> dict[str, Any]:
+    """A point as Optuna stores it (JSON text for choices that are not plain scalars)."""
+    from .space import _is_primitive
+
+    out = {}
+    for key, value in point.items():
+        param = search.space[key]
+        if param.choices is not None and not all(_is_primitive(c) for c in param.choices):
+            value = json.dumps(value, sort_keys=True)
+        out[key] = value
+    return out
 
 
 def _first_objective_text(rec: TrialRecord) -> str:

@@ -260,3 +260,32 @@ def test_trial_recipe_rewires_the_stage_after_a_left_out_one():
     assert "search" not in out and out["name"] == "t" and data["stages"][1]["config"] == {"amount": 0.2}
     kept = trial_recipe(data, search, {"heads": True, "heads.amount": 0.3}, name="t")
     assert kept["stages"][1]["config"] == {"amount": 0.3}
+
+
+def test_latency_objective_with_a_first_cheap_scoring(tmp_path, tiny_bert_dir, plugins, calls):
+    """Latency as a ratio to the reference, timed in the trial; with fidelity.subset a
+    corrupted candidate is pruned on the first 10 validation rows, never timed."""
+    from compressor.tune import tune
+
+    search = """\
+search:
+  objective: [{name: latency, batch_size: 1, sequence_length: 16}]
+  constraint: {max_loss: 1.0, reference: teacher}
+  space:
+    plant.corrupt: {choices: [true, false]}
+  fidelity: {subset: 10}
+  budget: {trials: 2}
+  sampler: grid
+"""
+    recipe = write(tmp_path, tiny_bert_dir, search=search)
+    result = tune(recipe, run_dir=tmp_path / "tune", plugins=plugins)
+    by_value = {t.params["plant.corrupt"]: t for t in result.trials}
+    pruned, kept = by_value[True], by_value[False]
+    assert pruned.status == "pruned" and pruned.fidelity == "10 rows" and pruned.bound["n"] == 10
+    assert pruned.latency is None and "cannot pass" in pruned.reason
+    assert kept.status == "passed" and kept.bound["n"] == 20
+    ratio = kept.objectives["latency@b1x16"]
+    lat = kept.latency
+    assert ratio == pytest.approx(lat["p50_ms"] / lat["reference_p50_ms"])
+    assert 0.2 < ratio < 5  # the same architecture: about 1
+    assert result.best.number == kept.number
