@@ -12,8 +12,9 @@ format. :func:`check_plan` walks that chain with the strategies' class attribute
 - a recipe without stages that does not evaluate its model either;
 - a stage whose strategy needs an architecture role (``Strategy.requires_roles``: layers,
   heads, FFN neurons, Linear weights, ONNX export) that the model's architecture adapter
-  refuses (:func:`check_architectures`), read from the model's ``config.json`` where it is
-  on disk without downloading anything (a local folder, an extracted packaged model, the
+  refuses (:func:`check_architectures`; for a model type no adapter claims, the fallback
+  adapter is asked on the model built on the meta device), read from the model's
+  ``config.json`` where it is on disk without downloading anything (a local folder, an extracted packaged model, the
   hub cache); the run checks again once the model is resolved.
 
 The orchestrator (:mod:`compressor.pipeline`) resolves stage inputs with
@@ -189,9 +190,13 @@ def check_architectures(
 
     A strategy lists the roles it needs in ``requires_roles`` (``"heads"``, ``"ffn"``,
     ``"layers"``, ``"weights"``, ``"onnx"``); the adapter registered for the model's
-    ``config.model_type`` says which it refuses and why. Every stage's model has the
-    baseline's architecture (strategies change shapes, not the family), so the baseline's
-    config decides for all of them.
+    ``config.model_type`` says which it refuses and why. For a model type no adapter
+    claims, the name-matching fallback is asked on the model itself, built from the config
+    on the meta device (:func:`compressor.architectures.probe_roles`): a role whose modules
+    it does not find (no query/key/value Linear, no single layer list, a head sized by the
+    depth) is refused here, before any training. Every stage's model has the baseline's
+    architecture (strategies change shapes, not the family), so the baseline's config
+    decides for all of them.
 
     :param loaded: the recipe.
     :param strategies: registered strategies, name -> class.
@@ -206,11 +211,20 @@ def check_architectures(
         return
     from types import SimpleNamespace
 
-    from .architectures import ROLES, adapter_for
+    from .architectures import ROLES, adapter_for, is_registered, probe_roles
 
     cfg = SimpleNamespace(**config)
     adapter = adapter_for(cfg, adapters)
-    refused = adapter.refusals(cfg)
+    refused = dict(adapter.refusals(cfg))
+    needed = {
+        role
+        for stage in loaded.recipe.stages
+        for role in tuple(getattr(strategies.get(stage.strategy), "requires_roles", ()) or ())
+    }
+    if needed - set(refused) and not is_registered(config["model_type"], adapters):
+        # no adapter claims this model type: the name-matching fallback can only tell by
+        # looking at the modules, so build the model on the meta device and ask it
+        refused.update(probe_roles(config, needed - set(refused), adapters))
     if not refused:
         return
     family = getattr(adapter, "family", "") or config["model_type"]

@@ -9,7 +9,7 @@ gets :class:`~.adapter.NameMatchingAdapter`. This module never reaches the plugi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
@@ -138,6 +138,106 @@ def refuse(model: "nn.Module", role: str, registry: Mapping[str, ArchitectureAda
             f"{role!r}: {reason}",
             hint="docs/architectures.md lists what each architecture supports",
         )
+
+
+PROBED_ROLES = ("layers", "heads", "ffn", "weights")
+"""Roles :func:`probe_roles` can check on a model built on the meta device (ONNX export
+cannot be checked without running it)."""
+
+
+def probe_roles(
+    config: Mapping[str, Any],
+    roles: Iterable[str],
+    registry: Mapping[str, ArchitectureAdapter] | None = None,
+) -> dict[str, str]:
+    """Ask the model's adapter for each role on the model itself, built on the meta device.
+
+    For a ``model_type`` no registered adapter claims, :data:`FALLBACK` can only tell
+    whether it finds a role's modules by looking at them: this builds the model that
+    ``config.json`` describes (a sequence classifier, else the base model) on PyTorch's meta
+    device (no memory, no weights, no download), and asks the adapter for each role:
+
+    - ``layers``: the layer list (:meth:`ArchitectureAdapter.layer_list`), a config with
+      fewer layers (:meth:`ArchitectureAdapter.keep_layers`, as a student or a model with
+      layers dropped has), and that model's parameters outside the layer list must have the
+      teacher's shapes (ESM's contact head is sized by layers x heads: it has not);
+    - ``heads``, ``ffn``, ``weights``: the attention and FFN modules
+      (:meth:`ArchitectureAdapter.layout`).
+
+    :param config: the model's ``config.json`` as a dict (with ``model_type``).
+    :param roles: roles a recipe's stages need; those not in :data:`PROBED_ROLES` are not
+        checked.
+    :param registry: as :func:`adapter_for`.
+    :returns: role -> why the adapter cannot serve it; empty when every probed role is
+        found, or when transformers cannot build the model from the config (the run
+        reports that when it loads the model).
+    """
+    import copy
+
+    wanted = [r for r in PROBED_ROLES if r in set(roles)]
+    model_type = config.get("model_type")
+    if not wanted or not isinstance(model_type, str):
+        return {}
+    try:
+        import torch
+        from transformers import AutoModel, AutoModelForSequenceClassification
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        if model_type not in CONFIG_MAPPING:
+            return {}
+        cfg = CONFIG_MAPPING[model_type].from_dict(dict(config))
+
+        def build(c: Any) -> "nn.Module":
+            with torch.device("meta"):
+                try:
+                    return AutoModelForSequenceClassification.from_config(c)
+                except ValueError:  # no sequence-classification class: the base model
+                    return AutoModel.from_config(c)
+
+        model = build(cfg)
+    except Exception:  # noqa: BLE001 - a config transformers cannot build: the run says why
+        return {}
+    adapter = adapter_for(cfg, registry)
+    out: dict[str, str] = {}
+    if "layers" in wanted:
+        why = _probe_layers(adapter, model, cfg, build, copy.deepcopy)
+        if why:
+            out["layers"] = why
+    if any(r in wanted for r in ("heads", "ffn", "weights")):
+        try:
+            adapter.layout(model)
+        except StageError as exc:
+            for role in ("heads", "ffn", "weights"):
+                if role in wanted:
+                    out[role] = exc.message
+    return out
+
+
+def _probe_layers(adapter: ArchitectureAdapter, model: Any, cfg: Any, build: Any, deepcopy: Any) -> str | None:
+    """Why the ``layers`` role fails on ``model`` (built on the meta device), or ``None``."""
+    try:
+        layers = adapter.layer_list(model)
+    except StageError as exc:
+        return exc.message
+    if layers.count < 2:
+        return None
+    shallow = deepcopy(cfg)
+    try:
+        adapter.keep_layers(shallow, list(range(layers.count - 1)))
+        smaller = build(shallow)
+    except Exception as exc:  # noqa: BLE001 - the config refuses another depth (Funnel)
+        return f"a config with fewer layers fails: {type(exc).__name__}: {exc}"
+    prefix = layers.path + "."
+    theirs = {k: tuple(v.shape) for k, v in smaller.state_dict().items() if not k.startswith(prefix)}
+    for key, value in model.state_dict().items():
+        if key.startswith(prefix) or key not in theirs or theirs[key] == tuple(value.shape):
+            continue
+        return (
+            f"{key} outside the layer list is sized by the depth ({tuple(value.shape)} with "
+            f"{layers.count} layers, {theirs[key]} with {layers.count - 1}): a model with fewer "
+            "layers cannot keep its weights"
+        )
+    return None
 
 
 def layer_modules(model: "nn.Module", layout: EncoderLayout) -> list["nn.Module"]:
