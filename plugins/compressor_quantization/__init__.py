@@ -6,6 +6,8 @@ entry-point group like any third-party plugin:
 - ``quantize.ort-dynamic``: ONNX Runtime dynamic int8 (``onnxruntime.quantization``), preset chosen
   from the CPU's features;
 - ``quantize.ort-static``: ONNX Runtime static int8 calibrated on training examples;
+- ``quantize.qat``: quantization-aware training distilled from the fp32 input, exported as a
+  QDQ int8 ONNX graph;
 - ``quantize.half``: fp16 (CUDA) or bf16 (CPUs with AMX / AVX-512 BF16) PyTorch weights
   (format ``pytorch-half``, with its own evaluation backend).
 """
@@ -19,6 +21,8 @@ from .plugin import (
     OrtDynamicConfig,
     OrtStatic,
     OrtStaticConfig,
+    QATConfig,
+    QuantizationAwareTraining,
 )
 
 __all__ = [
@@ -30,4 +34,6 @@ __all__ = [
     "OrtDynamicConfig",
     "OrtStatic",
     "OrtStaticConfig",
+    "QATConfig",
+    "QuantizationAwareTraining",
 ]

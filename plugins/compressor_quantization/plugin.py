@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from compressor.hookspecs import hookimpl
 from compressor.strategy import ChainInput, Strategy, StrategyConfig
+from compressor.training import TrainingConfig
 
 from .backends import FORMAT_DYNAMIC_INT8, FORMAT_HALF, DynamicInt8Backend, HalfBackend
 
@@ -341,6 +342,173 @@ class OrtStatic(Strategy):
         return run_ort_quantization(self, artifact, config, context, static=True)
 
 
+# --- quantization-aware training ----------------------------------------------------------
+
+
+class QATConfig(TrainingConfig):
+    """Config of :class:`QuantizationAwareTraining`: the training settings of
+    :class:`~compressor.training.TrainingConfig` (``epochs``, ``learning_rate``, ``batch_size``,
+    ``max_steps``, ``max_length``...), the distillation loss, the int8 settings and the
+    activation ranges.
+
+    Sample recipe stage::
+
+        - name: int8
+          strategy: quantize.qat
+          config:
+            epochs: 1
+            learning_rate: 2.0e-5
+            max_train_samples: 2000
+    """
+
+    learning_rate: float = Field(
+        2e-5, gt=0, le=1.0,
+        description="Peak learning rate of AdamW (QAT starts from a trained model: smaller than "
+        "a fine-tune's).",
+    )
+    max_train_samples: int | None = Field(
+        None, ge=1, le=100_000_000,
+        description="Train on at most this many examples of the train split (a seeded random "
+        "subset); null: all of it. QAT is meant to be short.",
+    )
+    temperature: float = Field(
+        2.0, gt=0, le=100.0,
+        description="Softmax temperature T of the soft-target KL to the fp32 model (Hinton et al. "
+        "2015), which is scaled by T^2.",
+    )
+    alpha_ce: float = Field(
+        1.0, ge=0, le=1000.0,
+        description="Weight of the soft-target loss to the fp32 input model: KL with temperature "
+        "on distributions (classes, tags, answer start/end), MSE on scores and sentence embeddings.",
+    )
+    alpha_task: float = Field(
+        0.0, ge=0, le=1000.0,
+        description="Weight of the head's own loss on the gold labels (cross-entropy, MSE); "
+        "needs a task with labels. 0: distillation alone, which needs no labels.",
+    )
+    alpha_cos: float = Field(
+        1.0, ge=0, le=1000.0,
+        description="Weight of the hidden-state cosine loss, 1 - cos(h_int8, h_fp32) on the last "
+        "hidden states at non-padding positions (DistilBERT's L_cos).",
+    )
+    preset: Preset = Field(
+        "auto",
+        description="Instruction set of the target CPU, as in quantize.ort-dynamic: decides "
+        "per_channel and reduce_range when they are 'auto'.",
+    )
+    per_channel: Literal["auto"] | bool = Field(
+        "auto",
+        description="One int8 weight scale per output channel instead of one per tensor. "
+        "'auto': on for every preset.",
+    )
+    reduce_range: Literal["auto"] | bool = Field(
+        "auto",
+        description="7-bit weights ([-64, 64]) so that the 16-bit sums of ONNX Runtime's u8s8 "
+        "kernels on AVX2 and AVX-512 without VNNI cannot saturate; QAT trains with them. 'auto': "
+        "as quantize.ort-dynamic (on for per-channel weights on avx2 and avx512).",
+    )
+    calibration_samples: int = Field(
+        256, ge=1, le=100_000,
+        description="Training examples whose activations set each quantiser's initial "
+        "(min-max) range before training.",
+    )
+    range_update: Literal["ema", "frozen"] = Field(
+        "ema",
+        description="How activation ranges follow training: 'ema', an exponential moving "
+        "average of each batch's min and max (Jacob et al. 2018); 'frozen', the calibrated "
+        "ranges kept.",
+    )
+    ema_decay: float = Field(
+        0.99, gt=0.0, lt=1.0,
+        description="Decay of the range EMA: each training batch moves a range by (1 - decay) "
+        "towards its own min and max.",
+    )
+    exclude_modules: list[str] = Field(
+        default_factory=list,
+        description="fnmatch patterns of nn.Linear module names left in float (e.g. "
+        "'classifier', '*.layer.11.output.dense'); the lineage lists the modules kept.",
+    )
+    compare_ptq: bool = Field(
+        True,
+        description="Also export the calibrated, untrained int8 graph (post-training "
+        "quantisation with the same settings) and record both graphs' headline metric on the "
+        "validation split: what the training bought.",
+    )
+    opset: int | None = Field(
+        None, ge=13, le=23,
+        description="ONNX opset of the TorchScript export (13 at least: per-channel "
+        "QuantizeLinear); null: 17. (torch.export, the dynamo exporter, has no kernel for the "
+        "fake-quantisation operators in torch 2.13, so QAT exports with TorchScript.)",
+    )
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> QATConfig:
+        if self.alpha_ce == 0 and self.alpha_task == 0 and self.alpha_cos == 0:
+            raise ValueError("alpha_ce, alpha_task and alpha_cos are all 0: set at least one above 0")
+        return self
+
+
+class QuantizationAwareTraining(Strategy):
+    """Quantization-aware training with distillation from the fp32 input, exported as a QDQ
+    int8 ONNX graph (Jacob et al. 2018; Zafrir et al. 2019, Q8BERT).
+
+    Every ``nn.Linear`` of the input model (minus ``exclude_modules``) gets int8 fake
+    quantisers (``torch.fake_quantize_per_tensor_affine`` / ``per_channel_affine``: uint8
+    asymmetric per-tensor activations, int8 symmetric weights, per channel and 7-bit as the
+    preset calls for, like ``quantize.ort-dynamic``); activation ranges are calibrated (min-max
+    on ``calibration_samples`` training examples), then follow an EMA during training. The
+    model trains through transformers' Trainer against the frozen fp32 input on
+    ``alpha_ce * L_ce + alpha_task * L_task + alpha_cos * L_cos`` (the losses of
+    ``distill.distilbert``), every task (classification, regression, sentence embeddings,
+    token classification, QA). ``torch.onnx`` exports the quantisers as
+    ``QuantizeLinear``/``DequantizeLinear``; weights are stored as int8 initialisers (QDQ
+    format), and ONNX Runtime runs each quantised MatMul as an integer kernel. The artifact
+    (format ``onnx``) holds ``model.onnx``, ``config.json`` and the tokenizer.
+    """
+
+    name: ClassVar[str] = "quantize.qat"
+    quantizes: ClassVar[bool] = True
+    requires_roles: ClassVar[tuple[str, ...]] = ("onnx",)
+    Config: ClassVar[type[QATConfig]] = QATConfig
+    description: ClassVar[str] = "Quantization-aware training distilled from the fp32 input, QDQ int8 ONNX"
+    needs_training_data: ClassVar[bool] = True
+    needs_calibration_data: ClassVar[bool] = True
+    input_formats: ClassVar[tuple[str, ...]] = ("pytorch",)
+    produces: ClassVar[str] = "onnx"
+    task_types: ClassVar[tuple[str, ...]] = (
+        "text-classification", "text-regression", "sentence-embedding", "token-classification",
+        "question-answering",
+    )
+
+    @classmethod
+    def chain_refusal(cls, config: Any, given: ChainInput) -> str | None:
+        """Refuses an input that is already quantised (its weights are no longer fp32)."""
+        if given.quantized:
+            return (
+                f"its input is already quantised (made by {' -> '.join(given.made_by)}): QAT "
+                "trains the fp32 model; give it the float model instead"
+            )
+        return None
+
+    def apply(self, artifact: Artifact, config: Any, context: StageContext) -> Artifact:
+        """Calibrate, train with fake quantisation and distillation, export QDQ int8.
+
+        :returns: the ONNX artifact; lineage ``extra``: ``qat`` (settings, quantised and
+            float-kept modules, training metrics, ``summary``), ``int8_settings``,
+            ``int8_nodes`` (QuantizeLinear/DequantizeLinear counts in the file),
+            ``int8_kernels`` (integer kernels in ONNX Runtime's optimised graph, ``summary``),
+            ``weights_folded``, ``exporter``, ``ptq_comparison`` (headline metric of the
+            untrained and trained int8 graphs, ``summary``) when ``compare_ptq``.
+        :raises compressor.errors.StageError: for ``alpha_task > 0`` on a task without
+            labels (key ``config.alpha_task``), ``exclude_modules`` that leave nothing to
+            quantise (``config.exclude_modules``), a missing or empty train split, a precision
+            the hardware lacks, a CPU with no int8 preset, or a failed export.
+        """
+        from .qat import run_qat
+
+        return run_qat(self, artifact, config, context)
+
+
 # --- half precision -----------------------------------------------------------------------
 
 
@@ -385,8 +553,8 @@ class Half(Strategy):
 
 @hookimpl
 def compressor_register_strategies(register: Any) -> None:
-    """Register the four quantisation strategies."""
-    for cls in (DynamicInt8, OrtDynamic, OrtStatic, Half):
+    """Register the five quantisation strategies."""
+    for cls in (DynamicInt8, OrtDynamic, OrtStatic, QuantizationAwareTraining, Half):
         register(cls)
 
 
