@@ -266,7 +266,7 @@ def markdown_reference(*, plugins: "Plugins | None" = None, builtin_only: bool =
         ("`evaluation`", EvaluationConfig, "evaluation."),
         ("`stages[]`", StageConfig, "stages[]."),
         ("`output`", OutputConfig, "output."),
-        ("`search` (read by `compressor tune`, see [tune.md](tune.md))", SearchConfig, "search."),
+        ("`search`", SearchConfig, "search."),
         ("`search.objective[]`", Objective, "search.objective[]."),
         ("`search.constraint`", Constraint, "search.constraint."),
         ("`search.space.<key>`", Param, "search.space."),
