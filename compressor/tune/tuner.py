@@ -181,6 +181,8 @@ class Tuner:
     :param plugins: loaded plugins (default: process-wide).
     :param trials / time_s: override the budget's trials / seconds.
     :param progress: progress bars inside the trials.
+    :param shared_stages: folder of the stage store (:class:`~compressor.pipeline.StageStore`);
+        default ``<tune folder>/stages``. Searches given one folder reuse one another's stages.
     """
 
     def __init__(
@@ -192,6 +194,7 @@ class Tuner:
         trials: int | None = None,
         time_s: float | None = None,
         progress: bool = False,
+        shared_stages: str | Path | None = None,
     ) -> None:
         from ..plugins import get_plugins
 
@@ -213,7 +216,7 @@ class Tuner:
         self.progress = progress
         self.records: dict[int, TrialRecord] = {}
         self.state: dict[str, Any] = {}
-        self.store = StageStore(self.tune_dir / "stages")
+        self.store = StageStore(shared_stages or self.tune_dir / "stages")
         self.data_text = loaded.path.read_text(encoding="utf-8")
         self.recipe_data = loaded.recipe.model_dump(mode="json", exclude_unset=True)
         self.study: Any = None
@@ -782,6 +785,7 @@ def tune(
     time_s: float | None = None,
     plugins: Any = None,
     progress: bool = False,
+    shared_stages: str | Path | None = None,
 ) -> TuneResult:
     """Search a recipe's space for the fastest model whose loss is bounded (``compressor tune``).
 
@@ -794,6 +798,7 @@ def tune(
         summed over resumed sessions).
     :param plugins: loaded plugins (default: process-wide).
     :param progress: progress bars inside the trials.
+    :param shared_stages: a stage store shared with other searches (see :class:`Tuner`).
     :returns: a :class:`TuneResult`.
     :raises RecipeError: no search block, or a bad one (file, line, key).
     :raises CompressorError: bad model or data (before any trial), or an existing folder
@@ -806,7 +811,8 @@ def tune(
 
     plugins = plugins or get_plugins()
     loaded = load_tune_recipe(recipe_path, plugins=plugins)
-    tuner = Tuner(loaded, tune_dir=run_dir, plugins=plugins, trials=trials, time_s=time_s, progress=progress)
+    tuner = Tuner(loaded, tune_dir=run_dir, plugins=plugins, trials=trials, time_s=time_s, progress=progress,
+                  shared_stages=shared_stages)
     tuner.prepare(resume=resume, overwrite=overwrite)
     handler = _setup_logging(tuner.tune_dir)
     try:
