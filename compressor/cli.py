@@ -176,7 +176,7 @@ def _error(exc: BaseException, message: str, args: argparse.Namespace, prefix: s
     """Print an error; under a launcher name the rank and tell the launcher (``run`` only)."""
     from .distributed import launched, rank, record_for_launcher
 
-    if args.command == "run" and launched():
+    if args.command in ("run", "tune") and launched():
         message = f"rank {rank()}: {message}"
         record_for_launcher(message, exc)
     print(f"{prefix}{message}", file=sys.stderr)
@@ -203,28 +203,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from .distributed import launched
+    from .distributed import Ranks
     from .errors import CompressorError
     from .plugins import get_plugins
     from .tune import tune
 
-    if launched():
-        raise CompressorError(
-            "compressor tune runs in one process for now",
-            hint="run it without torchrun/accelerate launch; each trial's stages then train on "
-            "one process (see docs/tune.md)",
-        )
     if args.trials is not None and args.trials < 1:
         raise CompressorError(f"--trials must be at least 1, got {args.trials}", key="--trials")
     if args.time is not None and args.time <= 0:
         raise CompressorError(f"--time must be positive seconds, got {args.time}", key="--time")
+    ranks = Ranks.from_environment()  # one process, or those a launcher started
     result = tune(
         args.recipe, resume=args.resume, overwrite=args.overwrite, run_dir=args.run_dir,
-        trials=args.trials, time_s=args.time, plugins=get_plugins(), progress=args.progress,
+        trials=args.trials, time_s=args.time, plugins=get_plugins(), progress=args.progress, ranks=ranks,
     )
-    best = result.best
-    print(f"best: trial {best.number} -> {result.best_dir}")
-    print(f"report: {result.report}")
+    ranks.close()
+    if ranks.is_main:
+        print(f"best: trial {result.best.number} -> {result.best_dir}")
+        print(f"report: {result.report}")
     return 0
 
 

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifact import Artifact
+from ..distributed import RankFailed, Ranks
 from ..errors import CompressorError, RecipeError, StageFailed
 from ..io import write_json_atomic, write_text_atomic
 from ..pipeline import (
@@ -183,6 +184,9 @@ class Tuner:
     :param progress: progress bars inside the trials.
     :param shared_stages: folder of the stage store (:class:`~compressor.pipeline.StageStore`);
         default ``<tune folder>/stages``. Searches given one folder reuse one another's stages.
+    :param ranks: the processes of a launched search (:class:`compressor.distributed.Ranks`):
+        rank 0 samples, scores and writes; every process runs each trial's stages, the
+        training ones data-parallel (as ``compressor run``); default one process.
     """
 
     def __init__(
@@ -195,6 +199,7 @@ class Tuner:
         time_s: float | None = None,
         progress: bool = False,
         shared_stages: str | Path | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
         from ..plugins import get_plugins
 
@@ -214,6 +219,7 @@ class Tuner:
         self.max_trials = trials if trials is not None else search.budget.trials
         self.max_time_s = time_s if time_s is not None else search.budget.time_s
         self.progress = progress
+        self.ranks = ranks or Ranks()
         self.records: dict[int, TrialRecord] = {}
         self.state: dict[str, Any] = {}
         self.store = StageStore(shared_stages or self.tune_dir / "stages")
@@ -352,26 +358,35 @@ class Tuner:
         model or data (before any stage runs) ends the search."""
         from optuna.trial import TrialState
 
-        trial = self.study.ask()
-        point = sample(trial, self.search)
-        number = trial.number
+        main = self.ranks.is_main
+        trial = number = point = None
+        if main:
+            trial = self.study.ask()
+            point = sample(trial, self.search)
+            number = trial.number
+        number, point = self.ranks.share((number, point))
         rec = TrialRecord(number=number, params=point)
         rec.run_dir = str(self.tune_dir / "trials" / f"{number:04d}")
         self.records[number] = rec
-        self._save_trials()
+        if main:
+            self._save_trials()
         t0 = time.monotonic()
         state, values = TrialState.FAIL, None
         try:
             run = self._run_stages(rec, point)
-            if run is not None:
-                state, values = self._score(rec, run, trial)
+            with self.ranks.together(f"scoring trial {number}"):
+                if main and run is not None:
+                    state, values = self._score(rec, run, trial)
         finally:
             rec.duration_s = round(time.monotonic() - t0, 1)
             if rec.status == "running":  # an exception escaped: the search ends, the trial is marked
                 rec.status, rec.reason = "failed", rec.reason or "the search stopped during this trial"
-            trial.set_user_attr("status", rec.status)
-            self._save_trials()
-            self._save_state()
+            if main:
+                trial.set_user_attr("status", rec.status)
+                self._save_trials()
+                self._save_state()
+        if not main:
+            return rec
         try:
             self.study.tell(trial, values=values, state=state)
         except RuntimeError as exc:
@@ -394,12 +409,14 @@ class Tuner:
             return None
         run = _TrialRun(
             loaded, run_dir=rec.run_dir, plugins=self.plugins, progress=self.progress,
-            recipe_text=text, stage_store=self.store,
+            recipe_text=text, stage_store=self.store, ranks=self.ranks,
         )
         try:
             run.execute(resume=True)
         except (StageFailed, CompressorError) as exc:
             failed = run.manifest.get("failed_stage")
+            if failed is None and isinstance(exc, RankFailed) and exc.step.startswith("stage"):
+                failed = exc.step  # a stage rank 0 ran alone failed there
             if failed is None:  # the model, the data or the recipe: not this trial's values
                 raise
             rec.status = "failed"
@@ -786,6 +803,7 @@ def tune(
     plugins: Any = None,
     progress: bool = False,
     shared_stages: str | Path | None = None,
+    ranks: Ranks | None = None,
 ) -> TuneResult:
     """Search a recipe's space for the fastest model whose loss is bounded (``compressor tune``).
 
@@ -799,7 +817,10 @@ def tune(
     :param plugins: loaded plugins (default: process-wide).
     :param progress: progress bars inside the trials.
     :param shared_stages: a stage store shared with other searches (see :class:`Tuner`).
-    :returns: a :class:`TuneResult`.
+    :param ranks: the search's processes; default: one, or those a launcher started (every
+        process calls this function; rank 0 samples, scores and writes, every process runs
+        the trials' stages, training data-parallel).
+    :returns: a :class:`TuneResult` (rank 0's, on every process).
     :raises RecipeError: no search block, or a bad one (file, line, key).
     :raises CompressorError: bad model or data (before any trial), or an existing folder
         without ``resume``/``overwrite``.
@@ -811,31 +832,50 @@ def tune(
 
     plugins = plugins or get_plugins()
     loaded = load_tune_recipe(recipe_path, plugins=plugins)
+    ranks = ranks or Ranks.from_environment()
     tuner = Tuner(loaded, tune_dir=run_dir, plugins=plugins, trials=trials, time_s=time_s, progress=progress,
-                  shared_stages=shared_stages)
-    tuner.prepare(resume=resume, overwrite=overwrite)
-    handler = _setup_logging(tuner.tune_dir)
+                  shared_stages=shared_stages, ranks=ranks)
+    main = ranks.is_main
+    with ranks.together("preparing the tune folder"):
+        if main:
+            tuner.prepare(resume=resume, overwrite=overwrite)
+    handler = _setup_logging(tuner.tune_dir, ranks)
+    result: TuneResult | None = None
+    nothing: str | None = None
     try:
         with plugins.scope():
-            tuner.open_study()
-            while tuner.budget_left():
+            with ranks.together("opening the study"):
+                if main:
+                    tuner.open_study()
+            while ranks.share(tuner.budget_left() if main else None):
                 tuner.run_trial()
-            result = tuner.finish()
+            with ranks.together("scoring the choice on the test split"):
+                if main:
+                    result = tuner.finish()
+                    nothing = None if result.best is not None else _nothing_passes(tuner)
+        result, nothing = ranks.share((result, nothing))
     finally:
-        tuner._save_state()
+        if main:
+            tuner._save_state()
         log.removeHandler(handler)
         handler.close()
-    if result.best is None:
-        closest = tuner.closest()
-        detail = (
-            f"; the closest is trial {closest.number}: {Bound(**closest.bound).text()}" if closest and closest.bound else ""
-        )
+    if nothing is not None:
         raise NothingPasses(
-            f"no trial of {len(tuner.finished())} met the constraint (lose at most "
-            f"{tuner.search.constraint.max_loss:g} points against {tuner.search.constraint.reference!r}){detail}",
+            nothing,
             where=str(result.report),
             key="search.constraint.max_loss",
             hint="see the report's 'what this data can certify'; widen the space, raise max_loss, "
             "add selection data, or use confidence: null to compare point values",
         )
     return result
+
+
+def _nothing_passes(tuner: Tuner) -> str:
+    closest = tuner.closest()
+    detail = (
+        f"; the closest is trial {closest.number}: {Bound(**closest.bound).text()}" if closest and closest.bound else ""
+    )
+    return (
+        f"no trial of {len(tuner.finished())} met the constraint (lose at most "
+        f"{tuner.search.constraint.max_loss:g} points against {tuner.search.constraint.reference!r}){detail}"
+    )

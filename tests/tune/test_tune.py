@@ -289,3 +289,28 @@ search:
     assert ratio == pytest.approx(lat["p50_ms"] / lat["reference_p50_ms"])
     assert 0.2 < ratio < 5  # the same architecture: about 1
     assert result.best.number == kept.number
+
+
+@pytest.mark.slow
+def test_two_processes_run_the_search_with_data_parallel_trials(tmp_path, tiny_bert_dir):
+    """torchrun --nproc_per_node 2 (gloo, CPU): rank 0 samples and scores, both processes
+    train each trial's teacher; the search ends as it would in one process."""
+    search = SEARCH.format(max_loss=1.0, corrupt="[false]", trials=2, sampler="random")
+    recipe = write(tmp_path, tiny_bert_dir, search=search)
+    code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import _plant_plugin; "
+            f"_plant_plugin.main({str(recipe)!r}, {str(tmp_path / 'tune')!r})")
+    script = tmp_path / "run_tune.py"
+    script.write_text(code + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = json.loads((tmp_path / "tune" / "trials.json").read_text())
+    assert len(trials) == 2 and all(t["status"] == "passed" for t in trials)
+    manifest = json.loads((tmp_path / "tune" / "trials" / "0000" / "manifest.json").read_text())
+    teacher = next(s for s in manifest["stages"] if s["name"] == "teacher")
+    assert teacher["batch"]["processes"] == 2
+    assert (tmp_path / "tune" / "best" / "model.safetensors").exists()
