@@ -372,6 +372,11 @@ class Tuner:
             self._save_trials()
         t0 = time.monotonic()
         state, values = TrialState.FAIL, None
+        same = self._same_values(rec)
+        if same is not None:  # the sampler proposed values already scored: reuse the result
+            if main:
+                state, values = self._copy_result(rec, same, trial)
+            return rec
         try:
             run = self._run_stages(rec, point)
             with self.ranks.together(f"scoring trial {number}"):
@@ -395,6 +400,43 @@ class Tuner:
             if "Study.stop" not in str(exc):
                 raise
         return rec
+
+    def _same_values(self, rec: TrialRecord) -> TrialRecord | None:
+        """An earlier trial that scored exactly these values (every process knows it from
+        rank 0)."""
+        found = None
+        if self.ranks.is_main:
+            found = next(
+                (r.number for r in sorted(self.records.values(), key=lambda r: r.number)
+                 if r.number != rec.number and r.params == rec.params and r.status in ("passed", "missed", "pruned")),
+                None,
+            )
+        found = self.ranks.share(found)
+        return None if found is None else self.records.get(found, TrialRecord(number=found, params=rec.params))
+
+    def _copy_result(self, rec: TrialRecord, same: TrialRecord, trial: Any) -> tuple[Any, Any]:
+        """Record ``same``'s result for ``rec`` and tell the study (rank 0)."""
+        from optuna.trial import TrialState
+
+        for name in ("status", "bound", "objectives", "latency", "size", "candidate", "fidelity"):
+            setattr(rec, name, json.loads(json.dumps(getattr(same, name))))
+        rec.reason = f"the same values as trial {same.number}: its result is reused" + (
+            f" ({same.reason})" if same.reason else "")
+        rec.stages_reused = list(same.stages_reused) + list(same.stages_run)
+        rec.run_dir, rec.duration_s = same.run_dir, 0.0
+        state, values = TrialState.PRUNED, None
+        if rec.status in ("passed", "missed") and rec.bound:
+            state, values = TrialState.COMPLETE, list(rec.objectives.values())
+            trial.set_constraint("max_loss", constraint_value(Bound(**rec.bound), self.search.constraint.max_loss))
+        trial.set_user_attr("status", rec.status)
+        self._save_trials()
+        self._log_trial(rec)
+        try:
+            self.study.tell(trial, values=values, state=state)
+        except RuntimeError as exc:  # the grid sampler's study.stop(): see run_trial
+            if "Study.stop" not in str(exc):
+                raise
+        return state, values
 
     def _run_stages(self, rec: TrialRecord, point: dict[str, Any]) -> Run | None:
         import yaml
