@@ -611,8 +611,8 @@ class Tuner:
         objective = ", ".join(f"{k} {v:.3g}" for k, v in rec.objectives.items()) or "-"
         best_text = f"best: trial {best.number} ({_first_objective_text(best)})" if best else "best: none passes yet"
         log.info(
-            "[tune] trial %d of %s: %s, %s, %s, reused %d stage(s) | %s | %s",
-            done, total if total is not None else "?", rec.status, bound, objective,
+            "[tune] trial %d (%d of %s done): %s, %s, %s, reused %d stage(s) | %s | %s",
+            rec.number, done, total if total is not None else "?", rec.status, bound, objective,
             len(rec.stages_reused), best_text, eta,
         )
 
