@@ -754,7 +754,9 @@ class Tuner:
         cand = Artifact.load(partial)
         artifacts["best"] = replace(cand, name="best", path=partial)
         own = [r for r in test_records if r.get("model") == "best"]
-        write_model_cards(own, artifacts, recipe_text=self.data_text, run_name=self.loaded.recipe.name,
+        trial_recipe_file = Path(best.run_dir) / "recipe.yaml"  # the stages this model went through
+        recipe_text = trial_recipe_file.read_text(encoding="utf-8") if trial_recipe_file.exists() else self.data_text
+        write_model_cards(own, artifacts, recipe_text=recipe_text, run_name=self.loaded.recipe.name,
                           backends=self.plugins.backends)
         text = card.read_text(encoding="utf-8") if card.exists() else ""
         write_text_atomic(card, text + "\n" + search_card_section(self, best, test_records))
