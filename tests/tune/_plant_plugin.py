@@ -70,14 +70,16 @@ def module() -> types.ModuleType:
 def plugins():
     """The installed plugins (finetune...), the suite's fake plugin (copy.model,
     tiny-sentiment) and this one."""
-    import sys
+    import importlib.util
 
     from compressor.testing import plugins_with
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from conftest import fake_plugin_module
-
-    return plugins_with(fake_plugin_module(), module())
+    # the suite's top conftest by its path: 'import conftest' may find another folder's
+    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("compressor_suite_conftest", path)
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    return plugins_with(suite.fake_plugin_module(), module())
 
 
 def main(recipe: str, run_dir: str) -> None:
