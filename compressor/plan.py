@@ -13,7 +13,8 @@ format. :func:`check_plan` walks that chain with the strategies' class attribute
 - a stage whose strategy needs an architecture role (``Strategy.requires_roles``: layers,
   heads, FFN neurons, Linear weights, ONNX export) that the model's architecture adapter
   refuses (:func:`check_architectures`; for a model type no adapter claims, the fallback
-  adapter is asked on the model built on the meta device), read from the model's
+  adapter is asked on the model built on the meta device), and a model that is not an
+  encoder (a decoder or an encoder-decoder, by transformers' auto classes), read from the model's
   ``config.json`` where it is on disk without downloading anything (a local folder, an extracted packaged model, the
   hub cache); the run checks again once the model is resolved.
 
@@ -194,7 +195,11 @@ def check_architectures(
     claims, the name-matching fallback is asked on the model itself, built from the config
     on the meta device (:func:`compressor.architectures.probe_roles`): a role whose modules
     it does not find (no query/key/value Linear, no single layer list, a head sized by the
-    depth) is refused here, before any training. Every stage's model has the baseline's
+    depth) is refused here, before any training. Before that, a recipe with stages whose
+    model type no adapter claims is refused when transformers' auto classes say it is not
+    an encoder (a decoder, an encoder-decoder), when its config says so
+    (``is_decoder``, ``is_encoder_decoder``), or when no recipe can run it
+    (:func:`compressor.architectures.model_refusal`). Every stage's model has the baseline's
     architecture (strategies change shapes, not the family), so the baseline's config
     decides for all of them.
 
@@ -204,29 +209,40 @@ def check_architectures(
         is checked.
     :param adapters: ``model_type`` -> adapter; default: the adapters in use
         (:func:`compressor.architectures.adapter_for`).
-    :raises RecipeError: at ``stages[i].strategy`` with the role, the architecture and the
+    :raises RecipeError: at ``model.name`` for a model that is not an encoder (with the
+        reason); at ``stages[i].strategy`` with the role, the architecture and the
         adapter's reason.
     """
     if not config or not isinstance(config.get("model_type"), str):
         return
     from types import SimpleNamespace
 
-    from .architectures import ROLES, adapter_for, is_registered, probe_roles
+    from .architectures import ROLES, adapter_for, is_registered, model_refusal
 
-    cfg = SimpleNamespace(**config)
-    adapter = adapter_for(cfg, adapters)
-    refused = dict(adapter.refusals(cfg))
+    if loaded.recipe.stages:
+        # a registered adapter claims encoders only (its config may still say is_decoder);
+        # any other type may be a decoder, an encoder-decoder, or an encoder no recipe can
+        # run (transformers' auto classes say)
+        why = model_refusal(config, known_encoder=is_registered(config["model_type"], adapters))
+        if why:
+            stage = loaded.recipe.stages[0]
+            raise RecipeError(
+                f"{loaded.recipe.model.name!r} (model_type {config['model_type']!r}) cannot be "
+                f"compressed: {why}",
+                where=loaded.where(("model", "name")),
+                key="model.name",
+                expected=f"an encoder model (stage {stage.name!r} and every other stage start from it)",
+                hint="docs/architectures.md lists the supported encoders and why the others are refused",
+            )
     needed = {
         role
         for stage in loaded.recipe.stages
         for role in tuple(getattr(strategies.get(stage.strategy), "requires_roles", ()) or ())
     }
-    if needed - set(refused) and not is_registered(config["model_type"], adapters):
-        # no adapter claims this model type: the name-matching fallback can only tell by
-        # looking at the modules, so build the model on the meta device and ask it
-        refused.update(probe_roles(config, needed - set(refused), adapters))
+    refused = architecture_refusals(config, needed, adapters)
     if not refused:
         return
+    adapter = adapter_for(SimpleNamespace(**config), adapters)
     family = getattr(adapter, "family", "") or config["model_type"]
     for i, stage in enumerate(loaded.recipe.stages):
         cls = strategies.get(stage.strategy)
@@ -242,6 +258,35 @@ def check_architectures(
                     expected=f"a strategy this architecture supports (it refuses: {', '.join(sorted(refused))})",
                     hint="docs/architectures.md lists what each architecture supports",
                 )
+
+
+def architecture_refusals(
+    config: Mapping[str, Any], roles: Any, adapters: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """The roles validation refuses for the model ``config`` describes, with the reason.
+
+    What :func:`check_architectures` asks (and docs/architectures.md's table shows): the
+    adapter's refusals from the config; for a model type no adapter claims, also each of
+    ``roles`` the name-matching fallback does not find on the model built on the meta device
+    (:func:`compressor.architectures.probe_roles`).
+
+    :param config: the model's ``config.json`` as a dict (with ``model_type``).
+    :param roles: the roles the recipe's stages need (only these are probed).
+    :param adapters: ``model_type`` -> adapter; default: the adapters in use.
+    :returns: role -> reason (the adapter's refusals of every role, plus probed failures).
+    """
+    from types import SimpleNamespace
+
+    from .architectures import adapter_for, is_registered, probe_roles
+
+    cfg = SimpleNamespace(**config)
+    refused = dict(adapter_for(cfg, adapters).refusals(cfg))
+    needed = set(roles) - set(refused)
+    if needed and not is_registered(str(config.get("model_type")), adapters):
+        # no adapter claims this model type: the name-matching fallback can only tell by
+        # looking at the modules, so build the model on the meta device and ask it
+        refused.update(probe_roles(config, needed, adapters))
+    return refused
 
 
 def check_format_chain(

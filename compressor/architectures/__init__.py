@@ -5,7 +5,9 @@ unstructured pruning) ask an :class:`ArchitectureAdapter` which modules play whi
 instead of hard-coding one architecture's attribute names. Adapters are found by
 ``config.model_type`` among those registered through the ``compressor_register_architectures``
 hook (the built-in ones: :mod:`compressor.architectures.builtin`); a type none claims gets
-:class:`NameMatchingAdapter`, which matches BERT-like module names.
+:class:`NameMatchingAdapter`, which matches BERT-like module names. Whether a model type is
+an encoder at all, and which config attribute holds its sizes, come from transformers' auto
+classes and optimum's normalized configs (:mod:`compressor.architectures.families`).
 
 The functions below take an optional ``registry`` (``model_type`` -> adapter,
 ``Plugins.architectures``); without one they use the adapters in use: those of the plugins
@@ -35,6 +37,17 @@ from .adapter import (
     layer_count,
     set_module,
 )
+from .families import (
+    DECODER,
+    ENCODER,
+    ENCODER_DECODER,
+    UNSUPPORTED_ENCODERS,
+    config_size,
+    model_kind,
+    model_refusal,
+    normalized_attr,
+    sequence_classification_types,
+)
 from .layout import (
     FALLBACK,
     adapter_for,
@@ -56,6 +69,9 @@ from .layout import (
 )
 
 __all__ = [
+    "DECODER",
+    "ENCODER",
+    "ENCODER_DECODER",
     "ArchitectureAdapter",
     "EncoderLayout",
     "FALLBACK",
@@ -67,9 +83,11 @@ __all__ = [
     "NameMatchingAdapter",
     "QKV_LAYOUTS",
     "ROLES",
+    "UNSUPPORTED_ENCODERS",
     "adapter_for",
     "base_model_path",
     "config_int",
+    "config_size",
     "encoder_layout",
     "ffn_unit_widths",
     "ffn_widths",
@@ -81,10 +99,14 @@ __all__ = [
     "layer_modules",
     "layer_path",
     "linear_weights",
+    "model_kind",
+    "model_refusal",
+    "normalized_attr",
     "original_head_indices",
     "probe_roles",
     "refuse",
     "registered_adapters",
+    "sequence_classification_types",
     "set_module",
     "sparsity_summary",
     "structure_summary",

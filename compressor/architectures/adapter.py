@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import StageError
+from .families import config_size
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -53,13 +54,16 @@ ROLES: dict[str, str] = {
 """Roles an adapter maps, with what a strategy needing each does to the model."""
 
 LAYER_COUNT_ATTRS = ("num_hidden_layers", "n_layers", "num_layers")
-"""Config attributes naming the encoder depth, in the order they are looked up."""
+"""Config attributes naming the encoder depth, in the order they are looked up where
+optimum's normalized config does not name it (:func:`layer_count`)."""
 
 HEAD_COUNT_ATTRS = ("num_attention_heads", "n_heads")
-"""Config attributes naming the number of attention heads per layer."""
+"""Config attributes naming the number of attention heads per layer (where optimum's
+normalized config does not name it)."""
 
 HIDDEN_SIZE_ATTRS = ("hidden_size", "dim", "d_model")
-"""Config attributes naming the hidden (model) width."""
+"""Config attributes naming the hidden (model) width (where optimum's normalized config
+does not name it)."""
 
 INTERMEDIATE_SIZE_ATTRS = ("intermediate_size", "hidden_dim", "ffn_dim")
 """Config attributes naming the FFN intermediate width."""
@@ -191,11 +195,14 @@ def config_int(config: Any, attrs: tuple[str, ...]) -> tuple[str, int] | None:
 
 
 def layer_count(config: Any) -> tuple[str, int]:
-    """Return ``(attribute name, value)`` of the config's encoder depth.
+    """Return ``(attribute name, value)`` of the config's encoder depth: the attribute
+    optimum's normalized config names for the model type
+    (:func:`~compressor.architectures.families.config_size`), else the first of
+    :data:`LAYER_COUNT_ATTRS`.
 
-    :raises StageError: when none of :data:`LAYER_COUNT_ATTRS` is a positive integer.
+    :raises StageError: when none of them is a positive integer.
     """
-    found = config_int(config, LAYER_COUNT_ATTRS)
+    found = config_size(config, "layers", LAYER_COUNT_ATTRS)
     if found is None:
         raise StageError(
             f"{type(config).__name__} has no layer count",
@@ -547,8 +554,10 @@ class NameMatchingAdapter(ArchitectureAdapter):
         cls = type(model).__name__
         layers = self.layer_list(model)
         config = model.config
-        heads = config_int(config, HEAD_COUNT_ATTRS)
-        hidden = config_int(config, HIDDEN_SIZE_ATTRS)
+        # optimum names the head count and width of the model types it covers; the tables
+        # answer for the others, and for the FFN width (optimum does not name it)
+        heads = config_size(config, "heads", HEAD_COUNT_ATTRS)
+        hidden = config_size(config, "hidden", HIDDEN_SIZE_ATTRS)
         inter = config_int(config, INTERMEDIATE_SIZE_ATTRS)
         missing_cfg = [
             what

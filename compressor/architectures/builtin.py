@@ -156,7 +156,8 @@ class ModernBertAdapter(ArchitectureAdapter):
 
 class LlamaStyleAdapter(ArchitectureAdapter):
     """Encoders built from Llama-style blocks: EuroBERT (Boizard et al. 2025), GTE's new
-    architecture (``gte``, Zhang et al. 2024) and NomicBERT (Nussbaum et al. 2024).
+    architecture (``gte``, Zhang et al. 2024), NomicBERT (Nussbaum et al. 2024) and
+    UltraBERT (``ultrabert``).
 
     Each layer of ``layers`` has ``self_attn`` with separate ``q_proj``/``k_proj``/``v_proj``
     and an ``o_proj`` output, and a gated MLP ``mlp.down_proj(act(mlp.gate_proj(x)) *
@@ -172,7 +173,7 @@ class LlamaStyleAdapter(ArchitectureAdapter):
     ``model_types`` (and any module path that differs).
     """
 
-    model_types = ("eurobert", "gte", "nomic_bert")
+    model_types = ("eurobert", "gte", "nomic_bert", "ultrabert")
     family = "Llama-style (rotary, gated MLP)"
     layers = "layers"
     query, key, value = "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"
@@ -185,6 +186,58 @@ class LlamaStyleAdapter(ArchitectureAdapter):
     ffn_gate = "mlp.gate_proj"
     kv_heads_attr = "num_key_value_heads"
     per_layer_config = ("layer_types",)
+
+
+class EsmcAdapter(LlamaStyleAdapter):
+    """ESM C (EvolutionaryScale 2024), a protein language model of Llama-style blocks whose
+    query and key projections are each followed by a LayerNorm over all heads together
+    (``self_attn.q_norm``/``k_norm``): removing a head would change every other head's
+    normalisation, so heads are refused; layers and FFN neurons are pruned as in
+    :class:`LlamaStyleAdapter`."""
+
+    model_types = ("esmc",)
+    family = "ESM C (Llama-style, normalised q/k)"
+    refused: ClassVar[dict[str, str]] = {
+        "heads": "its query and key LayerNorms (self_attn.q_norm, k_norm) normalise all heads "
+        "together, so removing a head changes the others",
+    }
+
+
+class JinaEmbeddingsV3Adapter(LlamaStyleAdapter):
+    """Jina embeddings v3 (Sturua et al. 2024): Llama-style attention (``self_attn.q_proj``
+    ... ``o_proj``, rotary) with a plain two-Linear MLP (``mlp.fc1``, ``mlp.fc2``, no gate)."""
+
+    model_types = ("jina_embeddings_v3",)
+    family = "Jina embeddings v3"
+    ffn_intermediate, ffn_output = "mlp.fc1", "mlp.fc2"
+    ffn_gate = None
+
+
+class LiltAdapter(ArchitectureAdapter):
+    """LiLT (Wang et al. 2022): BERT's text stream beside a layout stream whose attention
+    (``attention.self.layout_query``/``layout_key``/``layout_value``) has per-head rows of
+    ``head_size / channel_shrink_ratio`` features and shares the text stream's attention
+    scores."""
+
+    model_types = ("lilt",)
+    family = "LiLT"
+    refused: ClassVar[dict[str, str]] = {
+        "heads": "its layout attention (layout_query/key/value) has rows per head of "
+        "head_size / channel_shrink_ratio and shares the text heads' scores: head removal "
+        "would have to cut it too",
+    }
+
+
+class TapasAdapter(ArchitectureAdapter):
+    """TAPAS (Herzig et al. 2020): BERT's modules; its ``token_type_ids`` carry seven
+    table-structure ids per token (shape ``(batch, sequence, 7)``)."""
+
+    model_types = ("tapas",)
+    family = "TAPAS"
+    refused: ClassVar[dict[str, str]] = {
+        "onnx": "its token_type_ids hold seven table-structure ids per token (batch, sequence, 7): "
+        "the exporter's text inputs (batch, sequence) fail to trace (checked on transformers 5.25)",
+    }
 
 
 class AlbertAdapter(ArchitectureAdapter):
@@ -307,7 +360,8 @@ class SqueezeBertAdapter(ArchitectureAdapter):
 
 BUILTIN_ADAPTERS: tuple[ArchitectureAdapter, ...] = (
     BertAdapter(), BigBirdAdapter(), NystromformerAdapter(), MPNetAdapter(), DistilBertAdapter(),
-    DebertaV2Adapter(), DebertaAdapter(), ModernBertAdapter(), LlamaStyleAdapter(), AlbertAdapter(),
+    DebertaV2Adapter(), DebertaAdapter(), ModernBertAdapter(), LlamaStyleAdapter(), EsmcAdapter(),
+    JinaEmbeddingsV3Adapter(), LiltAdapter(), TapasAdapter(), AlbertAdapter(),
     LongformerAdapter(),
     MobileBertAdapter(), FNetAdapter(), ConvBertAdapter(), IBertAdapter(), SqueezeBertAdapter(),
 )
