@@ -71,7 +71,8 @@ def suggest(trial: Any, key: str, param: Param) -> Any:
         return json.loads(trial.suggest_categorical(key, [json.dumps(c, sort_keys=True) for c in param.choices]))
     if param.is_int:
         return trial.suggest_int(key, int(param.low), int(param.high), step=int(param.step or 1))
-    return trial.suggest_float(key, param.low, param.high, step=param.step, log=param.log)
+    value = trial.suggest_float(key, param.low, param.high, step=param.step, log=param.log)
+    return round(value, 10)  # 0.30000000000000004 (low + 2 steps) -> 0.3
 
 
 def grid_space(search: SearchConfig) -> dict[str, list[Any]]:

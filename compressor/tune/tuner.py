@@ -795,6 +795,11 @@ def _first_objective_text(rec: TrialRecord) -> str:
     return f"{k} {v:.4g}"
 
 
+def _cell_text(value: Any) -> str:
+    """A parameter in a CSV cell: text as itself, anything else as JSON (true, 0.3, [0, 2])."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def trials_csv(records: list[TrialRecord]) -> str:
     """``trials.csv``: one row per trial, params flattened as ``param:<key>`` columns."""
     keys = sorted({k for r in records for k in r.params})
@@ -811,7 +816,7 @@ def trials_csv(records: list[TrialRecord]) -> str:
         lat = r.latency or {}
         ci = lat.get("p50_ci_ms") or [None, None]
         writer.writerow(
-            [r.number, r.status] + [json.dumps(r.params.get(k)) if k in r.params else "" for k in keys]
+            [r.number, r.status] + [_cell_text(r.params[k]) if k in r.params else "" for k in keys]
             + [b.get("metric"), b.get("point"), b.get("low"), b.get("high"), b.get("n")]
             + [r.objectives.get(k) for k in objectives]
             + [lat.get("p50_ms"), ci[0], ci[1], lat.get("reference_p50_ms"), (r.size or {}).get("disk_bytes"),
