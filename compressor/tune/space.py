@@ -75,6 +75,16 @@ def suggest(trial: Any, key: str, param: Param) -> Any:
     return round(value, 10)  # 0.30000000000000004 (low + 2 steps) -> 0.3
 
 
+def effective_point(search: SearchConfig, point: Mapping[str, Any], stage_names: list[str]) -> dict[str, Any]:
+    """The values that shape the trial's model: ``point`` without the settings of optional
+    stages it leaves out (two points that differ only there make the same model)."""
+    left_out = {split_key(k, stage_names)[0] for k, v in point.items() if search.space[k].optional and v is False}
+    return {
+        k: v for k, v in point.items()
+        if search.space[k].optional or split_key(k, stage_names)[0] not in left_out
+    }
+
+
 def grid_space(search: SearchConfig) -> dict[str, list[Any]]:
     """The grid sampler's search space: every value of every dimension (JSON text for
     choices that are not plain scalars, as :func:`suggest` passes them)."""

@@ -62,7 +62,7 @@ from ..pipeline import (
 from ..recipe import LoadedRecipe, load_recipe, load_recipe_text
 from ..search import SearchConfig
 from .bound import Bound, bound_from_record
-from .space import sample, trial_recipe
+from .space import effective_point, sample, trial_recipe
 
 log = logging.getLogger("compressor")
 
@@ -225,6 +225,7 @@ class Tuner:
         self.store = StageStore(shared_stages or self.tune_dir / "stages")
         self.data_text = loaded.path.read_text(encoding="utf-8")
         self.recipe_data = loaded.recipe.model_dump(mode="json", exclude_unset=True)
+        self._stage_names = [s.name for s in loaded.recipe.stages]
         self.study: Any = None
         self.session_start = time.monotonic()
         self.spent_before = 0.0
@@ -402,13 +403,15 @@ class Tuner:
         return rec
 
     def _same_values(self, rec: TrialRecord) -> TrialRecord | None:
-        """An earlier trial that scored exactly these values (every process knows it from
-        rank 0)."""
+        """An earlier trial that made the same model: the same values, ignoring those of the
+        stages both left out (every process knows it from rank 0)."""
         found = None
         if self.ranks.is_main:
+            mine = effective_point(self.search, rec.params, self._stage_names)
             found = next(
                 (r.number for r in sorted(self.records.values(), key=lambda r: r.number)
-                 if r.number != rec.number and r.params == rec.params and r.status in ("passed", "missed", "pruned")),
+                 if r.number != rec.number and r.status in ("passed", "missed", "pruned")
+                 and effective_point(self.search, r.params, self._stage_names) == mine),
                 None,
             )
         found = self.ranks.share(found)

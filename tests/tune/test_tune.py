@@ -314,3 +314,20 @@ def test_two_processes_run_the_search_with_data_parallel_trials(tmp_path, tiny_b
     teacher = next(s for s in manifest["stages"] if s["name"] == "teacher")
     assert teacher["batch"]["processes"] == 2
     assert (tmp_path / "tune" / "best" / "model.safetensors").exists()
+
+
+def test_points_that_differ_only_in_a_left_out_stage_make_the_same_model():
+    from compressor.search import SearchConfig
+    from compressor.tune.space import effective_point
+
+    search = SearchConfig.model_validate({
+        "constraint": {"max_loss": 1},
+        "space": {"heads": {"optional": True}, "heads.fraction": {"low": 0.1, "high": 0.5, "step": 0.1},
+                  "student.student_layers": {"choices": [2, 3]}},
+    })
+    names = ["teacher", "student", "heads"]
+    a = effective_point(search, {"heads": False, "heads.fraction": 0.1, "student.student_layers": 3}, names)
+    b = effective_point(search, {"heads": False, "heads.fraction": 0.4, "student.student_layers": 3}, names)
+    c = effective_point(search, {"heads": True, "heads.fraction": 0.4, "student.student_layers": 3}, names)
+    assert a == b == {"heads": False, "student.student_layers": 3}
+    assert c != b
