@@ -228,6 +228,20 @@ class LiltAdapter(ArchitectureAdapter):
     }
 
 
+class LayoutLMv3Adapter(ArchitectureAdapter):
+    """LayoutLMv3 (Huang et al. 2022): BERT's modules, plus 1-D and 2-D relative-position
+    biases (``encoder.rel_pos_bias``, ``rel_pos_x_bias``, ``rel_pos_y_bias``) shared by every
+    layer, with one output per attention head."""
+
+    model_types = ("layoutlmv3",)
+    family = "LayoutLMv3"
+    refused: ClassVar[dict[str, str]] = {
+        "heads": "its relative-position biases (encoder.rel_pos_bias, rel_pos_x_bias, "
+        "rel_pos_y_bias) give every layer one bias per head from one shared table: removing "
+        "heads from one layer would have to cut the table for that layer alone",
+    }
+
+
 class TapasAdapter(ArchitectureAdapter):
     """TAPAS (Herzig et al. 2020): BERT's modules; its ``token_type_ids`` carry seven
     table-structure ids per token (shape ``(batch, sequence, 7)``)."""
@@ -361,7 +375,7 @@ class SqueezeBertAdapter(ArchitectureAdapter):
 BUILTIN_ADAPTERS: tuple[ArchitectureAdapter, ...] = (
     BertAdapter(), BigBirdAdapter(), NystromformerAdapter(), MPNetAdapter(), DistilBertAdapter(),
     DebertaV2Adapter(), DebertaAdapter(), ModernBertAdapter(), LlamaStyleAdapter(), EsmcAdapter(),
-    JinaEmbeddingsV3Adapter(), LiltAdapter(), TapasAdapter(), AlbertAdapter(),
+    JinaEmbeddingsV3Adapter(), LiltAdapter(), LayoutLMv3Adapter(), TapasAdapter(), AlbertAdapter(),
     LongformerAdapter(),
     MobileBertAdapter(), FNetAdapter(), ConvBertAdapter(), IBertAdapter(), SqueezeBertAdapter(),
 )

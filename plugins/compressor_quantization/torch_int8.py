@@ -75,12 +75,44 @@ def torch_ao_api() -> dict[str, Any]:
     return found
 
 
-def quantize_linear_layers(model: Any, *, per_channel: bool) -> Any:
-    """``quantize_dynamic`` of every ``nn.Linear`` of ``model`` to int8 weights.
+def lookup_linears(model: Any) -> list[str] | None:
+    """The ``nn.Linear`` modules of ``model`` whose ``forward`` a forward pass never calls.
+
+    Some encoders use a Linear's weight as a lookup table (LayoutLMv3's relative-position
+    biases index ``rel_pos_bias.weight``); a quantised Linear has no such weight, so these
+    stay in float. Found by one forward pass on ``model.dummy_inputs`` (transformers' own
+    example batch) with a pre-forward hook on every Linear.
+
+    :returns: their qualified names, sorted; ``None`` when the model cannot run its dummy
+        inputs (then every Linear is quantised, as before).
+    """
+    import torch
+
+    called: set[str] = set()
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    hooks = [m.register_forward_pre_hook(lambda mod, args, n=name: called.add(n)) for name, m in linears.items()]
+    try:
+        inputs = getattr(model, "dummy_inputs", None)
+        if not isinstance(inputs, dict):
+            return None
+        with torch.no_grad():
+            model(**inputs)
+    except Exception:  # noqa: BLE001 - a model that needs other inputs: no probe
+        return None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sorted(set(linears) - called)
+
+
+def quantize_linear_layers(model: Any, *, per_channel: bool, keep_float: list[str] | None = None) -> Any:
+    """``quantize_dynamic`` of the ``nn.Linear`` layers of ``model`` to int8 weights.
 
     :param model: an fp32 ``nn.Module`` in eval mode (CPU).
     :param per_channel: one scale per output channel (``per_channel_dynamic_qconfig``)
         instead of one per tensor (``default_dynamic_qconfig``).
+    :param keep_float: qualified names of Linear layers left in float (see
+        :func:`lookup_linears`); ``None`` or empty: every Linear is quantised.
     :returns: the quantised copy (the input model is left unchanged).
     """
     import torch
@@ -88,13 +120,16 @@ def quantize_linear_layers(model: Any, *, per_channel: bool) -> Any:
     api = torch_ao_api()
     qconfig = api["torch.ao.quantization.per_channel_dynamic_qconfig" if per_channel
                   else "torch.ao.quantization.default_dynamic_qconfig"]
+    spec: dict[Any, Any] = {torch.nn.Linear: qconfig}
+    if keep_float:
+        skip = set(keep_float)
+        spec = {name: qconfig for name, m in model.named_modules()
+                if isinstance(m, torch.nn.Linear) and name not in skip}
     # "moves to torchao" deprecation notices; torch 2.14 also warns that quantized tensor
     # creation (torch.quantize_per_channel, used by the packing) is deprecated
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return api["torch.ao.quantization.quantize_dynamic"](
-            model, {torch.nn.Linear: qconfig}, dtype=torch.qint8, inplace=False
-        )
+        return api["torch.ao.quantization.quantize_dynamic"](model, spec, dtype=torch.qint8, inplace=False)
 
 
 def count_parameters(model: Any) -> int:
@@ -133,7 +168,9 @@ def load_quantized(path: Path, *, task_type: str) -> Any:
     model = _auto_class(task_type).from_config(config).eval()
     if has_structure(path):  # pruned shapes, as the quantised input had them
         apply_structure(model, read_structure(path))
-    model = quantize_linear_layers(model, per_channel=bool(settings.get("per_channel", True)))
+    model = quantize_linear_layers(
+        model, per_channel=bool(settings.get("per_channel", True)), keep_float=settings.get("float_linear") or None
+    )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -156,7 +193,11 @@ def run_dynamic_int8(
     modules, attributes = structure_diff(model)
     if modules or attributes:
         write_structure(out, modules, attributes)
-    quantized = quantize_linear_layers(model, per_channel=config.per_channel)
+    keep_float = lookup_linears(model) or []
+    if keep_float:
+        context.logger.info("%s: Linear layers used as lookup tables stay in float: %s",
+                            context.stage_name, ", ".join(keep_float))
+    quantized = quantize_linear_layers(model, per_channel=config.per_channel, keep_float=keep_float)
     n_quantized = sum(isinstance(m, QLinear) for m in quantized.modules())
     if n_quantized == 0:
         raise StageError(f"artifact {artifact.name!r} has no nn.Linear layer to quantise")
@@ -168,10 +209,12 @@ def run_dynamic_int8(
         "modules": ["torch.nn.Linear"],
         "dtype": "qint8",
         "per_channel": config.per_channel,
+        "float_linear": keep_float,
         "engine": torch.backends.quantized.engine,
         "torch": torch.__version__,
     }
     (out / QUANTIZATION_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
     context.logger.info("%s: %d Linear layers quantised to int8", context.stage_name, n_quantized)
-    extra = {"quantized_modules": n_quantized, "engine": settings["engine"], "per_channel": config.per_channel}
+    extra = {"quantized_modules": n_quantized, "engine": settings["engine"], "per_channel": config.per_channel,
+             "float_linear": keep_float}
     return context.new_artifact(artifact, strategy.name, config, format=FORMAT_DYNAMIC_INT8, extra=extra)
