@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -64,7 +65,10 @@ def main() -> None:
             # the same recipe with another sampler and seed, kept beside the recipe's folder
             # so relative data paths still resolve
             variant = args.recipe.parent / f".{args.recipe.stem}.{sampler}-{seed}.yaml"
-            text = text.replace("sampler: tpe", f"sampler: {sampler}").replace("seed: 0\n", f"seed: {seed}\n")
+            # the search block's sampler and seed only (the recipe's own seed keeps the stages'
+            # fingerprints, so every search reuses the teacher and students of the others)
+            text = re.sub(r"(?m)^(\s+)sampler: \S+$", rf"\g<1>sampler: {sampler}", text)
+            text = re.sub(r"(?m)^(\s+)seed: \d+$", rf"\g<1>seed: {seed}", text)
             variant.write_text(text, encoding="utf-8")
             try:
                 try:
