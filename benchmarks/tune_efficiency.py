@@ -51,10 +51,13 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--samplers", nargs="+", default=["tpe", "random"])
     p.add_argument("--out", type=Path, default=Path("runs/tune-efficiency"))
+    p.add_argument("--max-loss", type=float, default=None,
+                   help="override search.constraint.max_loss (a bound some candidates meet, so that "
+                   "the searches have passing trials to compare)")
     args = p.parse_args()
 
     loaded = load_tune_recipe(args.recipe)
-    max_loss = loaded.recipe.search.constraint.max_loss
+    max_loss = args.max_loss if args.max_loss is not None else loaded.recipe.search.constraint.max_loss
     hw = hardware()
     rows = []
     for sampler in args.samplers:
@@ -69,6 +72,8 @@ def main() -> None:
             # fingerprints, so every search reuses the teacher and students of the others)
             text = re.sub(r"(?m)^(\s+)sampler: \S+$", rf"\g<1>sampler: {sampler}", text)
             text = re.sub(r"(?m)^(\s+)seed: \d+$", rf"\g<1>seed: {seed}", text)
+            if args.max_loss is not None:
+                text = re.sub(r"max_loss: [0-9.]+, confidence", f"max_loss: {args.max_loss}, confidence", text)
             variant.write_text(text, encoding="utf-8")
             try:
                 try:
