@@ -65,9 +65,9 @@ def main() -> None:
             text = args.recipe.read_text(encoding="utf-8")
             folder = args.out / f"{sampler}-seed{seed}"
             args.out.mkdir(parents=True, exist_ok=True)
-            # the same recipe with another sampler and seed, kept beside the recipe's folder
-            # so relative data paths still resolve
-            variant = args.recipe.parent / f".{args.recipe.stem}.{sampler}-{seed}.yaml"
+            # the same recipe with another sampler and seed, kept beside the recipe so relative
+            # data paths still resolve; not named *.yaml, so no recipe glob picks it up
+            variant = args.recipe.parent / f".{args.recipe.stem}.{sampler}-{seed}.tune-variant"
             # the search block's sampler and seed only (the recipe's own seed keeps the stages'
             # fingerprints, so every search reuses the teacher and students of the others)
             text = re.sub(r"(?m)^(\s+)sampler: \S+$", rf"\g<1>sampler: {sampler}", text)
