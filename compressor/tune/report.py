@@ -194,14 +194,9 @@ def summary_lines(tuner: Tuner, best: TrialRecord | None, front: Sequence[TrialR
         lines.append(f"- **Recommended**: trial {best.number} ({_params_text(best)}): "
                      f"{Bound(**best.bound).text()} on {search.selection_split}, "
                      + ", ".join(f"{k} {v:.4g}" for k, v in best.objectives.items()) + "; in `best/`")
-        test = next((r for r in test_records if r.get("model") == "best"), None)
-        if test is not None:
-            from ..evaluate.records import EvaluationRecord
-            from .bound import bound_from_record
-
-            tb = bound_from_record(EvaluationRecord.model_validate(test), confidence=c.confidence)
-            if tb is not None:
-                lines.append(f"- **Recommended, on {tuner.loaded.recipe.evaluation.accuracy_split}**: {tb.text()}")
+        tb = best_test_bound(test_records, confidence=c.confidence)
+        if tb is not None:
+            lines.append(f"- **Recommended, on {tuner.loaded.recipe.evaluation.accuracy_split}**: {tb.text()}")
     else:
         closest = tuner.closest()
         lines.append(
@@ -218,6 +213,15 @@ def _params_text(rec: TrialRecord) -> str:
     return ", ".join(f"{k}={_short(v)}" for k, v in rec.params.items())
 
 
+def best_test_bound(test_records: Sequence[Mapping[str, Any]], *, confidence: float | None) -> Bound | None:
+    """The recommended model's (``best``) bound on the test split, or ``None``."""
+    from ..evaluate.records import EvaluationRecord
+    from .bound import bound_from_record
+
+    test = next((r for r in test_records if r.get("model") == "best"), None)
+    return None if test is None else bound_from_record(EvaluationRecord.model_validate(test), confidence=confidence)
+
+
 def search_card_section(tuner: Tuner, best: TrialRecord, test_records: Sequence[Mapping[str, Any]]) -> str:
     """The model card's section on how the model was chosen: constraint, measured bound."""
     c = tuner.search.constraint
@@ -232,14 +236,9 @@ def search_card_section(tuner: Tuner, best: TrialRecord, test_records: Sequence[
         f"- values: {_params_text(best)}",
         f"- measured on {tuner.search.selection_split} ({best.bound['n']} examples): {Bound(**best.bound).text()}",
     ]
-    test = next((r for r in test_records if r.get("model") == "best"), None)
-    if test is not None:
-        from ..evaluate.records import EvaluationRecord
-        from .bound import bound_from_record
-
-        tb = bound_from_record(EvaluationRecord.model_validate(test), confidence=c.confidence)
-        if tb is not None:
-            lines.append(f"- then scored on {tuner.loaded.recipe.evaluation.accuracy_split} ({tb.n} examples): {tb.text()}")
+    tb = best_test_bound(test_records, confidence=c.confidence)
+    if tb is not None:
+        lines.append(f"- then scored on {tuner.loaded.recipe.evaluation.accuracy_split} ({tb.n} examples): {tb.text()}")
     return "\n".join(lines) + "\n"
 
 

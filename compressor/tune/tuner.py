@@ -391,16 +391,18 @@ class Tuner:
                 trial.set_user_attr("status", rec.status)
                 self._save_trials()
                 self._save_state()
-        if not main:
-            return rec
+        if main:
+            self._tell(trial, values, state)
+        return rec
+
+    def _tell(self, trial: Any, values: Any, state: Any) -> None:
+        """``study.tell``; the grid sampler calls ``study.stop()`` once every point is done,
+        which Optuna only allows inside ``study.optimize``: the trial is stored by then."""
         try:
             self.study.tell(trial, values=values, state=state)
         except RuntimeError as exc:
-            # the grid sampler calls study.stop() once every point is done, which Optuna only
-            # allows inside study.optimize; the trial is already stored by then
             if "Study.stop" not in str(exc):
                 raise
-        return rec
 
     def _same_values(self, rec: TrialRecord) -> TrialRecord | None:
         """An earlier trial that made the same model: the same values, ignoring those of the
@@ -434,11 +436,7 @@ class Tuner:
         trial.set_user_attr("status", rec.status)
         self._save_trials()
         self._log_trial(rec)
-        try:
-            self.study.tell(trial, values=values, state=state)
-        except RuntimeError as exc:  # the grid sampler's study.stop(): see run_trial
-            if "Study.stop" not in str(exc):
-                raise
+        self._tell(trial, values, state)
         return state, values
 
     def _run_stages(self, rec: TrialRecord, point: dict[str, Any]) -> Run | None:
