@@ -70,16 +70,21 @@ def module() -> types.ModuleType:
 def plugins():
     """The installed plugins (finetune...), the suite's fake plugin (copy.model,
     tiny-sentiment) and this one."""
-    import importlib.util
-
     from compressor.testing import plugins_with
 
-    # the suite's top conftest by its path: 'import conftest' may find another folder's
+    return plugins_with(suite_conftest().fake_plugin_module(), module())
+
+
+def suite_conftest() -> types.ModuleType:
+    """The suite's top conftest (tests/conftest.py), by its path: in the whole suite
+    'import conftest' may find another folder's."""
+    import importlib.util
+
     path = Path(__file__).resolve().parents[1] / "conftest.py"
     spec = importlib.util.spec_from_file_location("compressor_suite_conftest", path)
     suite = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(suite)
-    return plugins_with(suite.fake_plugin_module(), module())
+    return suite
 
 
 def main(recipe: str, run_dir: str) -> None:

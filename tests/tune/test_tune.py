@@ -331,3 +331,44 @@ def test_points_that_differ_only_in_a_left_out_stage_make_the_same_model():
     c = effective_point(search, {"heads": True, "heads.fraction": 0.4, "student.student_layers": 3}, names)
     assert a == b == {"heads": False, "student.student_layers": 3}
     assert c != b
+
+
+def test_cli_refuses_bad_input_with_exit_status_2(tmp_path, tiny_bert_dir, capsys):
+    """No search block, a bad --trials, and a tune folder that exists without --resume: one
+    message each, exit status 2, nothing run or deleted (the installed plugins, a files: data set)."""
+    import csv
+
+    from compressor.cli import main
+
+    sentiment_rows = _plant_plugin.suite_conftest().sentiment_rows
+
+    for split, n in (("train", 40), ("validation", 20), ("test", 20)):
+        rows = sentiment_rows(n)
+        with open(tmp_path / f"{split}.csv", "w", newline="") as fh:
+            csv.writer(fh).writerows([("text", "label"), *zip(rows["text"], rows["label"])])
+    head = f"""\
+version: 1
+name: cli
+model: {{name: {tiny_bert_dir}, source: local}}
+task: {{data: {{files: {{train: train.csv, validation: validation.csv, test: test.csv}}}}}}
+stages:
+  - {{name: teacher, strategy: finetune}}
+  - {{name: int8, strategy: quantize.dynamic-int8}}
+"""
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(head)
+    assert main(["tune", str(plain)]) == 2
+    err = capsys.readouterr().err
+    assert "no search block" in err and f"{plain}:" in err
+
+    recipe = tmp_path / "search.yaml"
+    recipe.write_text(head + "search:\n  objective: size\n  constraint: {max_loss: 1, reference: teacher}\n"
+                      "  space: {int8.per_channel: {choices: [true, false]}}\n")
+    assert main(["tune", str(recipe), "--trials", "0"]) == 2
+    assert "--trials must be at least 1" in capsys.readouterr().err
+
+    folder = tmp_path / "tune"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("earlier work")
+    assert main(["tune", str(recipe), "--run-dir", str(folder)]) == 2
+    assert "already exists" in capsys.readouterr().err and (folder / "keep.txt").exists()
