@@ -42,6 +42,7 @@ a file system every node sees.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -50,6 +51,7 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,29 @@ def _setup_logging(run_dir: Path, ranks: Ranks | None = None) -> logging.Handler
         console.setFormatter(logging.Formatter("[compressor] %(message)s"))
         log.addHandler(console)
     return handler
+
+
+@contextlib.contextmanager
+def library_progress_bars(enabled: bool) -> Iterator[None]:
+    """Turn the libraries' own progress bars (transformers' "Loading weights", the hub's
+    downloads) off for the block when ``enabled`` is false, and back to what they were after;
+    our bars and the Trainer's follow ``progress`` themselves."""
+    if enabled:
+        yield
+        return
+    import huggingface_hub.utils as hub
+    import transformers.utils.logging as tf
+
+    tf_was_on, hub_was_on = tf.is_progress_bar_enabled(), not hub.are_progress_bars_disabled()
+    tf.disable_progress_bar()
+    hub.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if tf_was_on:
+            tf.enable_progress_bar()
+        if hub_was_on:
+            hub.enable_progress_bars()
 
 
 def stage_trains(strategy_cls: type) -> bool:
@@ -413,7 +438,7 @@ class Run:
         handler = _setup_logging(self.run_dir, ranks)
         error: BaseException | None = None
         # a plugin's lookups without a registry (get_task(name), adapter_for(model)) get the run's
-        with self.plugins.scope():
+        with self.plugins.scope(), library_progress_bars(self.progress):
             try:
                 with ranks.together("writing the manifest"):
                     self.start()

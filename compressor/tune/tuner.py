@@ -58,6 +58,7 @@ from ..pipeline import (
     _evaluation_settings,
     _link_or_copy,
     _setup_logging,
+    library_progress_bars,
 )
 from ..recipe import LoadedRecipe, load_recipe, load_recipe_text
 from ..search import SearchConfig
@@ -893,7 +894,7 @@ def tune(
     result: TuneResult | None = None
     nothing: str | None = None
     try:
-        with plugins.scope():
+        with plugins.scope(), library_progress_bars(progress):
             with ranks.together("opening the study"):
                 if main:
                     tuner.open_study()

@@ -49,7 +49,7 @@ def write_recipe(tmp_path: Path, model: Path, marker: Path, **subs) -> Path:
     return p
 
 
-def test_run_produces_artifacts_manifest_results_and_report(tmp_path, tiny_bert_dir, fake_plugins):
+def test_run_produces_artifacts_manifest_results_and_report(tmp_path, tiny_bert_dir, fake_plugins, capfd):
     marker = tmp_path / "ok"
     marker.touch()
     recipe = write_recipe(tmp_path, tiny_bert_dir, marker)
@@ -79,6 +79,11 @@ def test_run_produces_artifacts_manifest_results_and_report(tmp_path, tiny_bert_
     assert saved[0]["accuracy"]["accuracy"] == saved[1]["accuracy"]["accuracy"]
     report = (run_dir / "report.md").read_text()
     assert "baseline" in report and "first" in report
+    # progress=False silences transformers' own bars too, and only for the run
+    assert "Loading weights" not in capfd.readouterr().err
+    from transformers.utils.logging import is_progress_bar_enabled
+
+    assert is_progress_bar_enabled()
 
 
 def test_failed_stage_keeps_earlier_artifacts_and_resume_finishes(tmp_path, tiny_bert_dir, fake_plugins):
