@@ -166,11 +166,13 @@ def test_unsupported_version(tmp_path, fake_plugins):
 
 
 def test_every_shipped_recipe_validates():
-    """recipes/*.yaml validate against the installed plugins (phase 1 and 2)."""
+    """recipes/*.yaml and benchmarks/recipes/*.yaml validate against the installed plugins
+    (phase 1 and 2)."""
     from compressor.plugins import get_plugins
 
     plugins = get_plugins()
-    recipes = sorted(Path(__file__).resolve().parents[2].joinpath("recipes").glob("*.yaml"))
+    root = Path(__file__).resolve().parents[2]
+    recipes = sorted([*root.joinpath("recipes").glob("*.yaml"), *root.joinpath("benchmarks", "recipes").glob("*.yaml")])
     assert recipes, "no recipes found"
     for path in recipes:
         load_recipe(path, plugins=plugins)
