@@ -136,24 +136,28 @@ def _setup_logging(run_dir: Path, ranks: Ranks | None = None) -> logging.Handler
 @contextlib.contextmanager
 def library_progress_bars(enabled: bool) -> Iterator[None]:
     """Turn the libraries' own progress bars (transformers' "Loading weights", the hub's
-    downloads) off for the block when ``enabled`` is false, and back to what they were after;
-    our bars and the Trainer's follow ``progress`` themselves."""
+    downloads, datasets' "Map") off for the block when ``enabled`` is false, and back to
+    what they were after; our bars and the Trainer's follow ``progress`` themselves."""
     if enabled:
         yield
         return
+    import datasets
     import huggingface_hub.utils as hub
     import transformers.utils.logging as tf
 
-    tf_was_on, hub_was_on = tf.is_progress_bar_enabled(), not hub.are_progress_bars_disabled()
-    tf.disable_progress_bar()
-    hub.disable_progress_bars()
+    switches = [
+        (tf.is_progress_bar_enabled(), tf.disable_progress_bar, tf.enable_progress_bar),
+        (not hub.are_progress_bars_disabled(), hub.disable_progress_bars, hub.enable_progress_bars),
+        (datasets.is_progress_bar_enabled(), datasets.disable_progress_bars, datasets.enable_progress_bars),
+    ]
+    for _, off, _ in switches:
+        off()
     try:
         yield
     finally:
-        if tf_was_on:
-            tf.enable_progress_bar()
-        if hub_was_on:
-            hub.enable_progress_bars()
+        for was_on, _, on in switches:
+            if was_on:
+                on()
 
 
 def stage_trains(strategy_cls: type) -> bool:
