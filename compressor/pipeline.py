@@ -103,14 +103,16 @@ def _sha(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _link_or_copy(src: str, dst: str) -> None:
+def link_or_copy(src: str, dst: str) -> None:
+    """``shutil.copytree``'s ``copy_function`` for artifacts: a hard link (no extra disk)
+    where the file system allows one, a copy otherwise."""
     try:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
 
 
-def _setup_logging(run_dir: Path, ranks: Ranks | None = None) -> logging.Handler:
+def setup_run_logging(run_dir: Path, ranks: Ranks | None = None) -> logging.Handler:
     """Log to ``run.log`` and the console; under a launcher only rank 0 writes ``run.log``
     and the other processes print warnings and errors only, prefixed with their rank."""
     if ranks is not None and not ranks.is_main:
@@ -281,7 +283,7 @@ class StageStore:
             return None
         partial = out_dir.with_name(f".{out_dir.name}.shared")
         shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(folder, partial, copy_function=_link_or_copy)
+        shutil.copytree(folder, partial, copy_function=link_or_copy)
         shutil.rmtree(out_dir, ignore_errors=True)
         os.replace(partial, out_dir)
         return {"reused_from": str(folder)}
@@ -439,7 +441,7 @@ class Run:
             if not ranks.is_main:
                 self.stage_cache = StageCache({"stages": list(previous.values())})
                 self.previous_status = status
-        handler = _setup_logging(self.run_dir, ranks)
+        handler = setup_run_logging(self.run_dir, ranks)
         error: BaseException | None = None
         # a plugin's lookups without a registry (get_task(name), adapter_for(model)) get the run's
         with self.plugins.scope(), library_progress_bars(self.progress):
@@ -699,7 +701,7 @@ class Run:
             shutil.rmtree(baseline_dir, ignore_errors=True)
             partial = baseline_dir.with_name(".00-baseline.partial")
             shutil.rmtree(partial, ignore_errors=True)
-            shutil.copytree(self.model_dir, partial, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(".git*"))
+            shutil.copytree(self.model_dir, partial, copy_function=link_or_copy, ignore=shutil.ignore_patterns(".git*"))
             Artifact(
                 name="baseline",
                 path=partial,
@@ -964,7 +966,7 @@ class Run:
             log.info("evaluating %s", ", ".join(wanted))
             with self.plugins.scope():  # a plugin backend's load may look its task up by name
                 results = evaluate_artifacts(
-                    [self.artifacts[name] for name in wanted], self.data, _evaluation_settings(settings),
+                    [self.artifacts[name] for name in wanted], self.data, evaluation_settings(settings),
                     progress=self.progress, output_dir=self.run_dir, backends=self.plugins.backends,
                     tasks=self.plugins.tasks,
                 )
@@ -1036,7 +1038,9 @@ def run(
     )
 
 
-def _evaluation_settings(cfg: Any) -> Any:
+def evaluation_settings(cfg: Any) -> Any:
+    """The evaluator's :class:`~compressor.evaluate.EvaluationSettings` for a recipe's
+    ``evaluation`` block (``baseline`` is the pipeline's, not the evaluator's)."""
     from .evaluate import EvaluationSettings
 
     data = cfg.model_dump()

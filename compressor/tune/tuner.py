@@ -55,10 +55,10 @@ from ..io import write_json_atomic, write_text_atomic
 from ..pipeline import (
     Run,
     StageStore,
-    _evaluation_settings,
-    _link_or_copy,
-    _setup_logging,
+    evaluation_settings,
     library_progress_bars,
+    link_or_copy,
+    setup_run_logging,
 )
 from ..recipe import LoadedRecipe, load_recipe, load_recipe_text
 from ..search import SearchConfig
@@ -487,7 +487,7 @@ class Tuner:
     def _settings(self, *, split: str, subset: int | None, timed: bool) -> Any:
         """Evaluation settings of a selection scoring: the recipe's, on ``split``, timed only
         at the objectives' cells, without memory, FLOPs or calibration."""
-        base = _evaluation_settings(self.loaded.recipe.evaluation).model_dump()
+        base = evaluation_settings(self.loaded.recipe.evaluation).model_dump()
         cells = [self._cell(o) for o in self.search.objective if o.name in ("latency", "throughput")]
         base.update(accuracy_split=split, max_eval_samples=subset, memory=False, flops=False, calibration_s=0.0)
         if cells and timed:
@@ -730,7 +730,7 @@ class Tuner:
         test_dir.mkdir(exist_ok=True)
         with self.plugins.scope():
             records = evaluate_artifacts(
-                models, data, _evaluation_settings(recipe.evaluation), progress=self.progress,
+                models, data, evaluation_settings(recipe.evaluation), progress=self.progress,
                 output_dir=test_dir, backends=self.plugins.backends, tasks=self.plugins.tasks,
             )
         for record in records:
@@ -748,7 +748,7 @@ class Tuner:
         target = self.tune_dir / "best"
         partial = self.tune_dir / ".best.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(best.candidate, partial, copy_function=_link_or_copy)
+        shutil.copytree(best.candidate, partial, copy_function=link_or_copy)
         card = partial / "README.md"
         if card.exists():
             card.unlink()  # the trial's own card: the tune's replaces it
@@ -890,7 +890,7 @@ def tune(
     with ranks.together("preparing the tune folder"):
         if main:
             tuner.prepare(resume=resume, overwrite=overwrite)
-    handler = _setup_logging(tuner.tune_dir, ranks)
+    handler = setup_run_logging(tuner.tune_dir, ranks)
     result: TuneResult | None = None
     nothing: str | None = None
     try:
