@@ -753,18 +753,37 @@ def latency_ratio(
     return {"ratio": p50[0] / p50[1], "chosen_p50_ms": p50[0], "all_int8_p50_ms": p50[1], "tokens": tokens, "rounds": rounds}
 
 
+#: ONNX Runtime's advice that does not apply here (the stage runs its own pre-processing, or
+#: skips symbolic shape inference on purpose): kept in the log at debug level only
+ORT_ADVICE = ("Please consider to run pre-processing before quantization",)
+
+
 @contextlib.contextmanager
 def _root_logging_untouched() -> Iterator[None]:
-    """Undo the handler ``onnxruntime.quantization`` gives the root logger.
+    """Route what ``onnxruntime.quantization`` logs through the root logger into
+    compressor's log (``compressor.onnxruntime``), and leave the root logger as it was.
 
-    It logs through the root logger (``logging.warning``), which installs a stderr handler
-    when the root has none; every later message of compressor's own logger, which has its
-    console handler, would then be printed twice.
+    It logs with ``logging.warning``, which installs a stderr handler on a root logger that
+    has none: its messages came out as ``WARNING:root:...`` and every later message of
+    compressor's own logger twice. While the block runs, a root logger without handlers gets
+    one that forwards other loggers' records to compressor's log at their level
+    (:data:`ORT_ADVICE` at debug level); a root logger the user configured is left alone.
     """
     import logging
 
+    class Forward(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.name == "compressor" or record.name.startswith("compressor."):
+                return  # ours, propagated: already handled by compressor's handlers
+            text = record.getMessage()
+            level = logging.DEBUG if any(a in text for a in ORT_ADVICE) else record.levelno
+            logging.getLogger("compressor.onnxruntime").log(level, "onnxruntime: %s", text)
+
     root = logging.getLogger()
     before = list(root.handlers)
+    forward = Forward() if not before else None
+    if forward is not None:
+        root.addHandler(forward)
     try:
         yield
     finally:

@@ -342,3 +342,33 @@ def qort_config(**kw):
     from compressor_quantization.plugin import OrtDynamicConfig
 
     return OrtDynamicConfig(**kw)
+
+
+def test_onnxruntime_root_logging_goes_to_our_log_and_the_root_is_left_as_it_was(monkeypatch, capsys):
+    """ORT's quantiser logs with ``logging.warning`` on the root logger: inside the stage
+    that lands in compressor's log (its advice at debug level), not as ``WARNING:root:`` on
+    stderr, and no handler stays behind."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    seen: list[tuple[int, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append((record.levelno, record.getMessage()))
+
+    ours = logging.getLogger("compressor.onnxruntime")
+    keep = Keep(level=logging.DEBUG)
+    ours.addHandler(keep)
+    monkeypatch.setattr(ours, "level", logging.DEBUG)
+    try:
+        with qort._root_logging_untouched():
+            logging.warning("Please consider to run pre-processing before quantization. Refer to ...")
+            logging.warning("Inference failed or unsupported type to quantize for tensor 'x'")
+    finally:
+        ours.removeHandler(keep)
+    assert root.handlers == []
+    assert "WARNING:root" not in capsys.readouterr().err
+    assert seen == [
+        (logging.DEBUG, "onnxruntime: Please consider to run pre-processing before quantization. Refer to ..."),
+        (logging.WARNING, "onnxruntime: Inference failed or unsupported type to quantize for tensor 'x'"),
+    ]
