@@ -781,9 +781,8 @@ def _root_logging_untouched() -> Iterator[None]:
 
     root = logging.getLogger()
     before = list(root.handlers)
-    forward = Forward() if not before else None
-    if forward is not None:
-        root.addHandler(forward)
+    if not before:
+        root.addHandler(Forward())  # removed below with whatever ORT added
     try:
         yield
     finally:
